@@ -1,0 +1,99 @@
+//! Messages on the two streams between the planes.
+
+use crate::{ExtensionId, TenantId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Configuration changes, control plane -> every edge node.
+pub const CFG_STREAM: &str = "cfg";
+/// Events, edge nodes -> control plane (consumer group [`EVENTS_GROUP`]).
+pub const EVENTS_STREAM: &str = "events";
+/// The control plane's consumer group on [`EVENTS_STREAM`].
+pub const EVENTS_GROUP: &str = "control-plane";
+
+/// What changed. The entry carries no entity data (and so no secret): the edge fetches the
+/// entity, or the whole tenant snapshot, from the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConfigSubject {
+    /// The tenant itself (plan, state, domain) changed, or it was created or deleted:
+    /// the edge reloads its whole snapshot.
+    Tenant,
+    Extension {
+        id: ExtensionId,
+    },
+}
+
+/// One entry of the `cfg` stream: `{tenant, kind, id, version}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    pub tenant: TenantId,
+    #[serde(flatten)]
+    pub subject: ConfigSubject,
+    /// The tenant's configuration version after this change; consecutive per tenant.
+    pub version: u64,
+}
+
+/// One entry of the `events` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Unique per event; the control plane applies each id once.
+    pub id: Uuid,
+    /// Milliseconds since the Unix epoch, on the edge's clock.
+    pub occurred_at_ms: i64,
+    /// The edge node that saw it.
+    pub node_id: String,
+    pub tenant: Option<TenantId>,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An edge node process started serving.
+    EdgeNodeStarted { software_version: String },
+    /// An edge node is shutting down cleanly.
+    EdgeNodeStopping,
+    /// An edge node (re)loaded a tenant's snapshot, e.g. after a restart or a gap in `cfg`.
+    TenantSnapshotLoaded { version: u64, reason: SnapshotReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotReason {
+    Startup,
+    Gap,
+    TenantChanged,
+}
+
+impl SnapshotReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotReason::Startup => "startup",
+            SnapshotReason::Gap => "gap",
+            SnapshotReason::TenantChanged => "tenant_changed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_change_wire_form_is_flat() {
+        let change = ConfigChange {
+            tenant: TenantId(Uuid::nil()),
+            subject: ConfigSubject::Extension {
+                id: ExtensionId(Uuid::nil()),
+            },
+            version: 7,
+        };
+        let json = serde_json::to_value(&change).unwrap_or_default();
+        assert_eq!(json["kind"], "extension");
+        assert_eq!(json["version"], 7);
+        assert_eq!(json["id"], Uuid::nil().to_string());
+        let back: ConfigChange = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, change);
+    }
+}

@@ -1,0 +1,17 @@
+//! The contract between the control plane and the edge nodes.
+//!
+//! Plain data and serde only: no I/O. Both planes depend on this crate and nothing else of
+//! each other, so a change here is a change of the wire protocol between them.
+
+pub mod bus;
+pub mod ids;
+pub mod plan;
+pub mod secret;
+pub mod snapshot;
+pub mod tenant;
+
+pub use ids::{ExtensionId, ResellerId, TenantId, UserId};
+pub use plan::{Feature, Plan};
+pub use secret::Secret;
+pub use snapshot::{edge_api, ExtensionConfig, TenantSnapshot, TenantVersion};
+pub use tenant::{validate_slug, Role, SlugError, TenantState};

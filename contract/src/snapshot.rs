@@ -1,0 +1,65 @@
+//! What an edge node holds in memory for one tenant. Served whole by the control plane's
+//! snapshot endpoint and kept current by `cfg` stream entries.
+
+use crate::{ExtensionId, Feature, Plan, Secret, TenantId, TenantState};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSnapshot {
+    pub tenant_id: TenantId,
+    pub slug: String,
+    /// The SIP domain and digest realm: `{slug}.{base_domain}`.
+    pub fqdn: String,
+    pub plan: Plan,
+    pub state: TenantState,
+    /// Features of the plan, so the edge gates without knowing the plan table.
+    pub features: Vec<Feature>,
+    /// The tenant's configuration version this snapshot reflects.
+    pub version: u64,
+    pub extensions: Vec<ExtensionConfig>,
+}
+
+impl TenantSnapshot {
+    pub fn extension_by_number(&self, number: &str) -> Option<&ExtensionConfig> {
+        self.extensions.iter().find(|e| e.number == number)
+    }
+}
+
+/// An extension as the edge needs it. The SIP secret travels in clear only inside the
+/// authenticated edge API (TLS in production); it is never written to the bus or a log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionConfig {
+    pub id: ExtensionId,
+    pub number: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub sip_secret: Secret,
+}
+
+/// One row of the control plane's `GET /api/v1/edge/tenants`: a tenant an edge should serve
+/// and its current configuration version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantVersion {
+    pub tenant_id: TenantId,
+    pub version: u64,
+}
+
+/// Paths of the control plane's edge API (authenticated with `Authorization: Bearer <edge token>`).
+pub mod edge_api {
+    use crate::{ExtensionId, TenantId};
+
+    /// `GET` -> `Vec<TenantVersion>` of every tenant not deleted.
+    pub const TENANTS: &str = "/api/v1/edge/tenants";
+
+    /// `GET` -> `TenantSnapshot`, or 404 when the tenant is gone.
+    pub fn snapshot(tenant: TenantId) -> String {
+        format!("/api/v1/edge/tenants/{tenant}/snapshot")
+    }
+
+    /// `GET` -> `ExtensionConfig`, or 404 when the extension (or tenant) is gone.
+    pub fn extension(tenant: TenantId, id: ExtensionId) -> String {
+        format!("/api/v1/edge/tenants/{tenant}/extensions/{id}")
+    }
+}

@@ -1,0 +1,142 @@
+//! The edge API: how edge nodes load tenant snapshots and changed entities (the `cfg`
+//! contract), authenticated by the shared edge token. And the operator's view of edges.
+
+use crate::app::AppState;
+use crate::auth::Ctx;
+use crate::crypto::constant_time_eq;
+use crate::db::{
+    self,
+    edge_log::{EdgeLogRow, EdgeNodeRow},
+};
+use crate::error::{Error, Problem, Result};
+use crate::service::extensions::edge_config;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::Json;
+use http::request::Parts;
+use pbx_contract::{ExtensionConfig, ExtensionId, Role, TenantId, TenantSnapshot, TenantVersion};
+use serde::Serialize;
+
+/// An edge node, proven by `Authorization: Bearer <edge token>`.
+pub struct EdgeAuth;
+
+impl FromRequestParts<AppState> for EdgeAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let presented = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Error::Unauthenticated)?;
+        if constant_time_eq(
+            presented.trim().as_bytes(),
+            state.settings.edge_token.expose().as_bytes(),
+        ) {
+            Ok(EdgeAuth)
+        } else {
+            metrics::counter!("pbx_api_auth_failures_total").increment(1);
+            Err(Error::Unauthenticated)
+        }
+    }
+}
+
+fn parse_tenant(s: &str) -> Result<TenantId> {
+    s.parse().map_err(|_| Error::NotFound("tenant"))
+}
+
+/// Every tenant an edge should serve, with its configuration version.
+#[utoipa::path(get, path = "/api/v1/edge/tenants", tag = "edge", security(("edge_token" = [])),
+    responses((status = 200, description = "array of {tenant_id, version}"), (status = 401, body = Problem)))]
+pub async fn edge_tenants(State(state): State<AppState>, _: EdgeAuth) -> Result<Json<Vec<TenantVersion>>> {
+    let mut conn = state.db.acquire().await?;
+    let tenants = db::tenants::list(&mut conn, None).await?;
+    Ok(Json(
+        tenants
+            .iter()
+            .map(|t| TenantVersion {
+                tenant_id: t.id,
+                version: t.config_version,
+            })
+            .collect(),
+    ))
+}
+
+/// Builds a tenant's snapshot from one consistent read.
+pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<TenantSnapshot>> {
+    let mut tx = state.db.begin().await?;
+    if state.db.backend() == db::Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let Some(t) = db::tenants::get(&mut tx, tenant).await? else {
+        return Ok(None);
+    };
+    let extensions = db::extensions::list(&mut tx, tenant).await?;
+    tx.commit().await?;
+    Ok(Some(TenantSnapshot {
+        tenant_id: t.id,
+        fqdn: state.settings.fqdn(&t.slug),
+        slug: t.slug,
+        plan: t.plan,
+        state: t.state,
+        features: t.plan.features(),
+        version: t.config_version,
+        extensions: extensions
+            .iter()
+            .map(|e| edge_config(state, e))
+            .collect::<Result<_>>()?,
+    }))
+}
+
+/// A tenant's whole configuration as the edge holds it (with SIP secrets).
+#[utoipa::path(get, path = "/api/v1/edge/tenants/{tenant_id}/snapshot", tag = "edge", security(("edge_token" = [])),
+    params(("tenant_id" = String, Path)),
+    responses((status = 200, description = "TenantSnapshot (contract crate)"), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn edge_snapshot(
+    State(state): State<AppState>,
+    _: EdgeAuth,
+    Path(tenant_id): Path<String>,
+) -> Result<Json<TenantSnapshot>> {
+    snapshot(&state, parse_tenant(&tenant_id)?)
+        .await?
+        .map(Json)
+        .ok_or(Error::NotFound("tenant"))
+}
+
+/// One extension as the edge holds it (with its SIP secret).
+#[utoipa::path(get, path = "/api/v1/edge/tenants/{tenant_id}/extensions/{extension_id}", tag = "edge", security(("edge_token" = [])),
+    params(("tenant_id" = String, Path), ("extension_id" = String, Path)),
+    responses((status = 200, description = "ExtensionConfig (contract crate)"), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn edge_extension(
+    State(state): State<AppState>,
+    _: EdgeAuth,
+    Path((tenant_id, ext)): Path<(String, String)>,
+) -> Result<Json<ExtensionConfig>> {
+    let tenant = parse_tenant(&tenant_id)?;
+    let id: ExtensionId = ext.parse().map_err(|_| Error::NotFound("extension"))?;
+    let mut conn = state.db.acquire().await?;
+    let e = db::extensions::get(&mut conn, tenant, id)
+        .await?
+        .ok_or(Error::NotFound("extension"))?;
+    Ok(Json(edge_config(&state, &e)?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EdgeNodesView {
+    pub nodes: Vec<EdgeNodeRow>,
+    /// The newest 200 entries of the edge node log.
+    pub log: Vec<EdgeLogRow>,
+}
+
+/// Edge nodes and what they reported (operator only).
+#[utoipa::path(get, path = "/api/v1/edge-nodes", tag = "edge", responses((status = 200, body = EdgeNodesView), (status = 403, body = Problem)))]
+pub async fn edge_nodes(State(state): State<AppState>, ctx: Ctx) -> Result<Json<EdgeNodesView>> {
+    ctx.require_role(&[Role::Operator])?;
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(EdgeNodesView {
+        nodes: db::edge_log::list_nodes(&mut conn).await?,
+        log: db::edge_log::list_log(&mut conn, 200).await?,
+    }))
+}

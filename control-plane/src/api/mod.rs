@@ -1,0 +1,107 @@
+//! The HTTP API (axum): routes, middleware, and the OpenAPI document built from the handlers.
+
+mod auth;
+mod edge;
+mod extensions;
+mod health;
+pub mod json;
+mod middleware;
+mod objects;
+mod tenants;
+mod users;
+
+use crate::app::AppState;
+use crate::error::Problem;
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cloud PBX API", description = "Control plane API: tenants, identity, PBX configuration. Errors are application/problem+json."),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or API key")
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::list_api_keys, auth::create_api_key))
+        .routes(routes!(auth::revoke_api_key))
+        .routes(routes!(auth::list_resellers, auth::create_reseller))
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(
+            tenants::get_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
+        .routes(routes!(tenants::tenant_audit_log))
+        .routes(routes!(tenants::platform_audit_log))
+        .routes(routes!(extensions::list_extensions, extensions::create_extension))
+        .routes(routes!(
+            extensions::get_extension,
+            extensions::update_extension,
+            extensions::delete_extension
+        ))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::get_user, users::update_user, users::delete_user))
+        .routes(routes!(edge::edge_nodes))
+        .routes(routes!(edge::edge_tenants))
+        .routes(routes!(edge::edge_snapshot))
+        .routes(routes!(edge::edge_extension))
+}
+
+/// The OpenAPI document of every route above.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_routes().split_for_parts();
+    let doc_json = doc.to_pretty_json().unwrap_or_default();
+    let max_body = state.settings.max_body_bytes;
+    let timeout = std::time::Duration::from_secs(state.settings.request_timeout_secs);
+    let router = api
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || async move {
+                ([(http::header::CONTENT_TYPE, "application/json")], doc_json)
+            }),
+        )
+        .route("/metrics", axum::routing::get(health::metrics))
+        .route("/objects/{*key}", axum::routing::get(objects::presigned_get))
+        .with_state(state);
+    middleware::apply(router, max_body, timeout)
+}
+
+/// The Prometheus text of this process's metrics (also served by edge nodes).
+pub fn metrics_text() -> String {
+    health::metrics_handle().render()
+}

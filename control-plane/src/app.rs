@@ -1,0 +1,81 @@
+//! The control plane's shared state, handed to every handler and worker.
+
+use crate::auth::tokens::JwtKeys;
+use crate::crypto::{MasterKey, SecretBox};
+use crate::db::Db;
+use pbx_contract::Secret;
+use pbx_engines::bus::Bus;
+use pbx_engines::mail::Mailer;
+use pbx_engines::objects::dir::DirObjectStore;
+use pbx_engines::objects::ObjectStore;
+use std::ops::Deref;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Tenants live at `{slug}.{base_domain}`.
+    pub base_domain: String,
+    /// Where people and the CLI reach the API, e.g. `https://api.example.com`.
+    pub public_url: String,
+    pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    /// Bearer token edge nodes present on the edge API.
+    pub edge_token: Secret,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+impl Settings {
+    pub fn fqdn(&self, slug: &str) -> String {
+        format!("{slug}.{}", self.base_domain)
+    }
+}
+
+pub struct Inner {
+    pub db: Db,
+    pub bus: Arc<dyn Bus>,
+    pub objects: Arc<dyn ObjectStore>,
+    /// Set when objects live in a directory: the API then serves its presigned URLs.
+    pub dir_objects: Option<Arc<DirObjectStore>>,
+    pub mailer: Arc<dyn Mailer>,
+    pub secrets: SecretBox,
+    pub jwt: JwtKeys,
+    pub settings: Settings,
+    /// Woken after a commit that wrote to the outbox, so the relay publishes at once.
+    pub outbox_notify: Notify,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Engines {
+    pub db: Db,
+    pub bus: Arc<dyn Bus>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub dir_objects: Option<Arc<DirObjectStore>>,
+    pub mailer: Arc<dyn Mailer>,
+}
+
+impl AppState {
+    pub fn new(engines: Engines, master: &MasterKey, settings: Settings) -> Self {
+        Self(Arc::new(Inner {
+            db: engines.db,
+            bus: engines.bus,
+            objects: engines.objects,
+            dir_objects: engines.dir_objects,
+            mailer: engines.mailer,
+            secrets: SecretBox::new(master),
+            jwt: JwtKeys::new(master),
+            settings,
+            outbox_notify: Notify::new(),
+        }))
+    }
+}

@@ -1,0 +1,14 @@
+//! The control plane: HTTP API, tenants and identity, repositories, configuration
+//! publication to edge nodes, and ingestion of their events.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod service;
+pub mod workers;
+
+pub use app::{AppState, Engines, Settings};
+pub use error::{Error, Result};

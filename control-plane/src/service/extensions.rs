@@ -1,0 +1,259 @@
+//! Extensions: the first configuration entity carried to the edge (SPEC P8, T2).
+
+use super::{config_publish, validate};
+use crate::app::AppState;
+use crate::db::{
+    self,
+    audit::{Actor, AuditEntry},
+    extensions::{Extension, ExtensionPatch, NewExtension},
+    tenants::Tenant,
+};
+use crate::error::{Error, Result};
+use pbx_contract::bus::ConfigSubject;
+use pbx_contract::{ExtensionConfig, ExtensionId, Secret, TenantId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateExtension {
+    /// Digits only, unique within the tenant.
+    pub number: String,
+    /// Shown to callees; defaults to the number.
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    /// The SIP password (8-64 characters, letters and digits). Never returned.
+    #[schema(value_type = String)]
+    pub sip_secret: Secret,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateExtension {
+    pub number: Option<String>,
+    pub display_name: Option<String>,
+    /// `null` clears it; absent leaves it.
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    #[schema(value_type = Option<String>)]
+    pub sip_secret: Option<Secret>,
+}
+
+/// An extension as the API shows it: never with its SIP secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ExtensionView {
+    #[schema(value_type = String)]
+    pub id: ExtensionId,
+    pub number: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    /// The SIP registration domain and digest realm.
+    pub sip_domain: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ExtensionView {
+    pub fn new(e: &Extension, sip_domain: String) -> Self {
+        Self {
+            id: e.id,
+            number: e.number.clone(),
+            display_name: e.display_name.clone(),
+            email: e.email.clone(),
+            sip_domain,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+fn seal_context(tenant: TenantId, id: ExtensionId) -> String {
+    format!("extension:{tenant}:{id}")
+}
+
+fn audit_json(e: &Extension) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id, "number": e.number, "display_name": e.display_name, "email": e.email,
+    })
+}
+
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    input: CreateExtension,
+) -> Result<ExtensionView> {
+    validate::extension_number("number", &input.number)?;
+    let display_name = input.display_name.unwrap_or_else(|| input.number.clone());
+    validate::display_name("display_name", &display_name)?;
+    if let Some(e) = &input.email {
+        validate::email("email", e)?;
+    }
+    validate::sip_secret("sip_secret", input.sip_secret.expose(), &input.number)?;
+
+    let id = ExtensionId::new();
+    let sealed = state
+        .secrets
+        .seal(input.sip_secret.expose(), &seal_context(tenant.id, id))?;
+    let mut tx = state.db.begin().await?;
+    let ext = db::extensions::insert(
+        &mut tx,
+        tenant.id,
+        &NewExtension {
+            id,
+            number: &input.number,
+            display_name: &display_name,
+            email: input.email.as_deref(),
+            sip_secret_enc: &sealed,
+        },
+    )
+    .await?;
+    db::audit::record(
+        &mut tx,
+        actor,
+        &AuditEntry {
+            tenant: Some(tenant.id),
+            action: "extension.create",
+            entity: "extension",
+            entity_id: &id.to_string(),
+            before: None,
+            after: Some(audit_json(&ext)),
+        },
+    )
+    .await?;
+    config_publish::publish(&mut tx, tenant.id, ConfigSubject::Extension { id }).await?;
+    tx.commit().await?;
+    state.outbox_notify.notify_one();
+    Ok(ExtensionView::new(&ext, state.settings.fqdn(&tenant.slug)))
+}
+
+/// Finds an extension by its id or, when `key` is all digits, by its number.
+pub async fn find(conn: &mut db::Conn, tenant: TenantId, key: &str) -> Result<Extension> {
+    let found = if key.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
+        db::extensions::get_by_number(conn, tenant, key).await?
+    } else {
+        match key.parse::<ExtensionId>() {
+            Ok(id) => db::extensions::get(conn, tenant, id).await?,
+            Err(_) => None,
+        }
+    };
+    found.ok_or(Error::NotFound("extension"))
+}
+
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    key: &str,
+    input: UpdateExtension,
+) -> Result<ExtensionView> {
+    let mut tx = state.db.begin().await?;
+    let before = find(&mut tx, tenant.id, key).await?;
+    let number = input.number.clone().unwrap_or_else(|| before.number.clone());
+    if let Some(n) = &input.number {
+        validate::extension_number("number", n)?;
+    }
+    if let Some(d) = &input.display_name {
+        validate::display_name("display_name", d)?;
+    }
+    if let Some(Some(e)) = &input.email {
+        validate::email("email", e)?;
+    }
+    let sealed = match &input.sip_secret {
+        Some(s) => {
+            validate::sip_secret("sip_secret", s.expose(), &number)?;
+            Some(
+                state
+                    .secrets
+                    .seal(s.expose(), &seal_context(tenant.id, before.id))?,
+            )
+        }
+        None => None,
+    };
+    let patch = ExtensionPatch {
+        number: input.number.as_deref(),
+        display_name: input.display_name.as_deref(),
+        email: input.email.as_ref().map(|e| e.as_deref()),
+        sip_secret_enc: sealed.as_deref(),
+    };
+    let after = db::extensions::update(&mut tx, tenant.id, before.id, &patch)
+        .await?
+        .ok_or(Error::NotFound("extension"))?;
+    let mut after_json = audit_json(&after);
+    if sealed.is_some() {
+        after_json["sip_secret"] = serde_json::Value::from("changed");
+    }
+    db::audit::record(
+        &mut tx,
+        actor,
+        &AuditEntry {
+            tenant: Some(tenant.id),
+            action: "extension.update",
+            entity: "extension",
+            entity_id: &before.id.to_string(),
+            before: Some(audit_json(&before)),
+            after: Some(after_json),
+        },
+    )
+    .await?;
+    config_publish::publish(&mut tx, tenant.id, ConfigSubject::Extension { id: before.id }).await?;
+    tx.commit().await?;
+    state.outbox_notify.notify_one();
+    Ok(ExtensionView::new(&after, state.settings.fqdn(&tenant.slug)))
+}
+
+pub async fn delete(state: &AppState, actor: &Actor, tenant: &Tenant, key: &str) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    let before = find(&mut tx, tenant.id, key).await?;
+    db::extensions::delete(&mut tx, tenant.id, before.id).await?;
+    db::audit::record(
+        &mut tx,
+        actor,
+        &AuditEntry {
+            tenant: Some(tenant.id),
+            action: "extension.delete",
+            entity: "extension",
+            entity_id: &before.id.to_string(),
+            before: Some(audit_json(&before)),
+            after: None,
+        },
+    )
+    .await?;
+    config_publish::publish(&mut tx, tenant.id, ConfigSubject::Extension { id: before.id }).await?;
+    tx.commit().await?;
+    state.outbox_notify.notify_one();
+    Ok(())
+}
+
+pub async fn list(state: &AppState, tenant: &Tenant) -> Result<Vec<ExtensionView>> {
+    let mut conn = state.db.acquire().await?;
+    let domain = state.settings.fqdn(&tenant.slug);
+    Ok(db::extensions::list(&mut conn, tenant.id)
+        .await?
+        .iter()
+        .map(|e| ExtensionView::new(e, domain.clone()))
+        .collect())
+}
+
+/// The edge's view of an extension, with its SIP secret opened.
+pub fn edge_config(state: &AppState, e: &Extension) -> Result<ExtensionConfig> {
+    Ok(ExtensionConfig {
+        id: e.id,
+        number: e.number.clone(),
+        display_name: e.display_name.clone(),
+        email: e.email.clone(),
+        sip_secret: Secret::new(
+            state
+                .secrets
+                .open(&e.sip_secret_enc, &seal_context(e.tenant_id, e.id))?,
+        ),
+    })
+}

@@ -1,0 +1,9 @@
+//! Domain operations: validate input, then change rows, audit and outbox in one transaction.
+//! Handlers and the CLI call these; nothing here knows about HTTP.
+
+pub mod auth;
+pub mod config_publish;
+pub mod extensions;
+pub mod tenants;
+pub mod users;
+pub mod validate;

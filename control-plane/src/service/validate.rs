@@ -1,0 +1,94 @@
+//! Field rules shared by the API and the CLI. Each returns `Error::Invalid` naming the field.
+
+use crate::error::{Error, Result};
+
+pub fn extension_number(field: &str, n: &str) -> Result<()> {
+    if n.is_empty() || n.len() > 15 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(field, "must be 1 to 15 digits"));
+    }
+    Ok(())
+}
+
+pub fn display_name(field: &str, s: &str) -> Result<()> {
+    let len = s.chars().count();
+    if len == 0 || len > 64 || s.trim().is_empty() {
+        return Err(Error::invalid(field, "must be 1 to 64 characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+pub fn email(field: &str, s: &str) -> Result<()> {
+    let ok = s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match s.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@') && domain.contains('.')
+                    || domain == "localhost"
+            }
+            None => false,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, "is not a valid email address"))
+    }
+}
+
+/// SIP secrets: 8-64 printable ASCII characters without spaces, with letters and digits.
+/// Weak SIP passwords are how PBXs get taken over for toll fraud.
+pub fn sip_secret(field: &str, s: &str, number: &str) -> Result<()> {
+    if !(8..=64).contains(&s.len()) {
+        return Err(Error::invalid(field, "must be 8 to 64 characters"));
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            field,
+            "may contain only printable ASCII characters without spaces",
+        ));
+    }
+    if !s.bytes().any(|b| b.is_ascii_alphabetic()) || !s.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(field, "must contain letters and digits"));
+    }
+    if s.contains(number) {
+        return Err(Error::invalid(field, "must not contain the extension number"));
+    }
+    Ok(())
+}
+
+/// Login passwords: 10-128 characters.
+pub fn password(field: &str, s: &str) -> Result<()> {
+    let len = s.chars().count();
+    if !(10..=128).contains(&len) {
+        return Err(Error::invalid(field, "must be 10 to 128 characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules() {
+        assert!(extension_number("n", "1001").is_ok());
+        assert!(extension_number("n", "10a1").is_err());
+        assert!(extension_number("n", "").is_err());
+        assert!(display_name("d", "Alice Ng").is_ok());
+        assert!(display_name("d", "  ").is_err());
+        assert!(display_name("d", "a\nb").is_err());
+        assert!(email("e", "a@b.co").is_ok());
+        assert!(email("e", "ops@localhost").is_ok());
+        assert!(email("e", "a b@c.d").is_err());
+        assert!(email("e", "nobody").is_err());
+        assert!(sip_secret("s", "Secr3tPass", "1001").is_ok());
+        assert!(sip_secret("s", "short1", "1001").is_err());
+        assert!(sip_secret("s", "onlyletters", "1001").is_err());
+        assert!(sip_secret("s", "abc1001xyz", "1001").is_err());
+        assert!(sip_secret("s", "has space1", "1001").is_err());
+        let e = sip_secret("sip_secret", "x", "1").unwrap_err();
+        assert!(matches!(e, Error::Invalid { ref field, .. } if field == "sip_secret"));
+    }
+}

@@ -1,0 +1,129 @@
+//! Consumes the `events` stream in the control plane's consumer group, exactly once in effect:
+//! each event's id is recorded in `processed_events` in the same transaction as its effect,
+//! and the entry is acknowledged only after that commit. A consumer killed between commit
+//! and ack leaves the entry pending; another consumer re-claims it, finds the id recorded,
+//! and only acknowledges.
+
+use crate::app::AppState;
+use crate::db::{self, edge_log::LogLine};
+use crate::error::Result;
+use pbx_contract::bus::{Event, EventEnvelope, EVENTS_GROUP, EVENTS_STREAM};
+use pbx_engines::bus::BusEntry;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Malformed,
+}
+
+/// Applies one entry's effect (idempotently). Does not acknowledge.
+pub async fn apply(state: &AppState, entry: &BusEntry) -> Result<Outcome> {
+    let envelope: EventEnvelope = match serde_json::from_slice(&entry.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            // A poison entry must not block the stream; it is logged and acknowledged.
+            tracing::error!(entry = %entry.id, error = %e, "malformed event skipped");
+            return Ok(Outcome::Malformed);
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    if !db::edge_log::mark_processed(&mut tx, &envelope.id.to_string()).await? {
+        tx.rollback().await?;
+        metrics::counter!("pbx_events_duplicates_total").increment(1);
+        return Ok(Outcome::Duplicate);
+    }
+    let (kind, detail, node_state, version) = match &envelope.event {
+        Event::EdgeNodeStarted { software_version } => (
+            "edge_node_started",
+            format!("version {software_version}"),
+            Some("running"),
+            Some(software_version.as_str()),
+        ),
+        Event::EdgeNodeStopping => ("edge_node_stopping", String::new(), Some("stopped"), None),
+        Event::TenantSnapshotLoaded { version, reason } => (
+            "tenant_snapshot_loaded",
+            format!("version {version} ({})", reason.as_str()),
+            Some("running"),
+            None,
+        ),
+    };
+    db::edge_log::append(
+        &mut tx,
+        &LogLine {
+            event_id: &envelope.id.to_string(),
+            node_id: &envelope.node_id,
+            tenant_id: envelope.tenant.map(|t| t.to_string()),
+            kind,
+            detail: &detail,
+            occurred_at: envelope.occurred_at_ms,
+        },
+    )
+    .await?;
+    if let Some(s) = node_state {
+        db::edge_log::upsert_node(&mut tx, &envelope.node_id, s, version, envelope.occurred_at_ms).await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("pbx_events_applied_total").increment(1);
+    Ok(Outcome::Applied)
+}
+
+pub struct ConsumerOptions {
+    pub consumer: String,
+    /// An entry pending this long on a consumer is taken to be orphaned by a crash.
+    pub claim_after: Duration,
+    pub block: Duration,
+}
+
+/// One round: re-claim orphaned entries, read new ones, apply and acknowledge each.
+/// Returns the number of entries handled.
+pub async fn consume_once(state: &AppState, opts: &ConsumerOptions) -> Result<usize> {
+    let mut entries = state
+        .bus
+        .claim_stale(EVENTS_STREAM, EVENTS_GROUP, &opts.consumer, opts.claim_after, 100)
+        .await?;
+    if entries.is_empty() {
+        entries = state
+            .bus
+            .read_group(EVENTS_STREAM, EVENTS_GROUP, &opts.consumer, 100, opts.block)
+            .await?;
+    }
+    for entry in &entries {
+        apply(state, entry).await?;
+        state
+            .bus
+            .ack(EVENTS_STREAM, EVENTS_GROUP, std::slice::from_ref(&entry.id))
+            .await?;
+    }
+    Ok(entries.len())
+}
+
+pub async fn run(state: AppState, opts: ConsumerOptions, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let round = async {
+            state.bus.ensure_group(EVENTS_STREAM, EVENTS_GROUP).await?;
+            consume_once(&state, &opts).await
+        };
+        let result = tokio::select! {
+            r = round => r,
+            _ = shutdown.changed() => return,
+        };
+        match result {
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, "events consumer failed; will retry");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}

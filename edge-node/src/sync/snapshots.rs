@@ -1,0 +1,489 @@
+//! Sans-IO: every tenant's configuration snapshot held in memory, and the decision what to do
+//! with one `cfg` stream entry. No I/O here; [`super::worker`] drives it.
+
+use pbx_contract::bus::{ConfigChange, ConfigSubject, SnapshotReason};
+use pbx_contract::{ExtensionConfig, ExtensionId, TenantId, TenantSnapshot};
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// What to do with one `cfg` entry, given the version the edge holds for its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The entry is a duplicate or older than what the edge holds.
+    Skip,
+    /// Fetch the tenant's whole snapshot again and replace what the edge holds.
+    Reload { reason: SnapshotReason },
+    /// The next change in order: fetch this one extension (None from the source = deleted).
+    FetchExtension(ExtensionId),
+}
+
+/// Decides what to do with `change` when the edge holds version `current` of its tenant
+/// (None: the tenant is unknown here).
+pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
+    let Some(current) = current else {
+        // A tenant this edge never saw: a new tenant, whatever the entry says.
+        return Decision::Reload {
+            reason: SnapshotReason::TenantChanged,
+        };
+    };
+    if change.version <= current {
+        return Decision::Skip;
+    }
+    // Versions are consecutive per tenant, so anything past v+1 means entries were missed
+    // (trimmed from the stream, or published while this edge was away).
+    if change.version > current.saturating_add(1) {
+        return Decision::Reload {
+            reason: SnapshotReason::Gap,
+        };
+    }
+    match &change.subject {
+        ConfigSubject::Tenant => Decision::Reload {
+            reason: SnapshotReason::TenantChanged,
+        },
+        ConfigSubject::Extension { id } => Decision::FetchExtension(*id),
+    }
+}
+
+/// One tenant as held in memory: the snapshot (shared with readers, copied on write) and an
+/// index of its extensions by number.
+#[derive(Debug, Clone)]
+struct TenantEntry {
+    snapshot: Arc<TenantSnapshot>,
+    by_number: HashMap<String, usize>,
+}
+
+impl TenantEntry {
+    fn new(snapshot: TenantSnapshot) -> Self {
+        let mut entry = Self {
+            snapshot: Arc::new(snapshot),
+            by_number: HashMap::new(),
+        };
+        entry.reindex();
+        entry
+    }
+
+    fn reindex(&mut self) {
+        self.by_number = self
+            .snapshot
+            .extensions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.number.clone(), i))
+            .collect();
+    }
+}
+
+/// Normalises a SIP host for lookup: DNS names are case-insensitive, and an absolute name may
+/// end with a dot.
+fn fqdn_key(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Every tenant's snapshot, with lookups by tenant id, FQDN and extension number.
+#[derive(Debug, Default, Clone)]
+pub struct TenantSnapshots {
+    tenants: HashMap<TenantId, TenantEntry>,
+    by_fqdn: HashMap<String, TenantId>,
+}
+
+impl TenantSnapshots {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    pub fn get(&self, tenant: TenantId) -> Option<Arc<TenantSnapshot>> {
+        self.tenants.get(&tenant).map(|e| Arc::clone(&e.snapshot))
+    }
+
+    /// The tenant whose SIP domain is `host` (case-insensitive, trailing dot ignored).
+    pub fn by_fqdn(&self, host: &str) -> Option<Arc<TenantSnapshot>> {
+        let id = self.by_fqdn.get(&fqdn_key(host))?;
+        self.get(*id)
+    }
+
+    pub fn extension(&self, tenant: TenantId, number: &str) -> Option<&ExtensionConfig> {
+        let entry = self.tenants.get(&tenant)?;
+        let index = *entry.by_number.get(number)?;
+        entry.snapshot.extensions.get(index)
+    }
+
+    pub fn version(&self, tenant: TenantId) -> Option<u64> {
+        self.tenants.get(&tenant).map(|e| e.snapshot.version)
+    }
+
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        self.tenants.keys().copied().collect()
+    }
+
+    /// Replaces the tenant's snapshot whole. Returns the version held before, if any.
+    pub fn apply_snapshot(&mut self, snapshot: TenantSnapshot) -> Option<u64> {
+        let tenant = snapshot.tenant_id;
+        let key = fqdn_key(&snapshot.fqdn);
+        let previous = self.tenants.insert(tenant, TenantEntry::new(snapshot));
+        if let Some(old) = &previous {
+            self.unindex_fqdn(tenant, &old.snapshot.fqdn);
+        }
+        self.by_fqdn.insert(key, tenant);
+        previous.map(|e| e.snapshot.version)
+    }
+
+    /// Inserts or replaces (by id) one extension and sets the tenant's version. Returns false,
+    /// changing nothing, when the tenant is unknown.
+    pub fn upsert_extension(&mut self, tenant: TenantId, extension: ExtensionConfig, version: u64) -> bool {
+        let Some(entry) = self.tenants.get_mut(&tenant) else {
+            return false;
+        };
+        // Readers may hold the old Arc; they keep a consistent old view.
+        let snapshot = Arc::make_mut(&mut entry.snapshot);
+        match snapshot.extensions.iter_mut().find(|e| e.id == extension.id) {
+            Some(existing) => *existing = extension,
+            None => snapshot.extensions.push(extension),
+        }
+        snapshot.version = version;
+        entry.reindex();
+        true
+    }
+
+    /// Removes one extension (if present) and sets the tenant's version. Returns false,
+    /// changing nothing, when the tenant is unknown.
+    pub fn remove_extension(&mut self, tenant: TenantId, id: ExtensionId, version: u64) -> bool {
+        let Some(entry) = self.tenants.get_mut(&tenant) else {
+            return false;
+        };
+        let snapshot = Arc::make_mut(&mut entry.snapshot);
+        snapshot.extensions.retain(|e| e.id != id);
+        snapshot.version = version;
+        entry.reindex();
+        true
+    }
+
+    /// Forgets the tenant. Returns whether it was held.
+    pub fn remove_tenant(&mut self, tenant: TenantId) -> bool {
+        match self.tenants.remove(&tenant) {
+            Some(old) => {
+                self.unindex_fqdn(tenant, &old.snapshot.fqdn);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the FQDN mapping only if it still points at `tenant` (another tenant may have
+    /// taken the name since).
+    fn unindex_fqdn(&mut self, tenant: TenantId, fqdn: &str) {
+        let key = fqdn_key(fqdn);
+        if self.by_fqdn.get(&key) == Some(&tenant)
+            && self.tenants.get(&tenant).map(|e| fqdn_key(&e.snapshot.fqdn)) != Some(key.clone())
+        {
+            self.by_fqdn.remove(&key);
+        }
+    }
+}
+
+/// The handle the rest of the edge reads snapshots through; cheap to clone, shared by all.
+///
+/// A std `RwLock`: no lock is held across an await, and readers (every SIP request) get an
+/// `Arc` of the snapshot rather than a guard.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotStore {
+    inner: Arc<RwLock<TenantSnapshots>>,
+}
+
+impl SnapshotStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+    // more than stopping the edge would, so a poisoned lock is used as is.
+    fn read(&self) -> RwLockReadGuard<'_, TenantSnapshots> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, TenantSnapshots> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn get(&self, tenant: TenantId) -> Option<Arc<TenantSnapshot>> {
+        self.read().get(tenant)
+    }
+
+    /// The tenant serving SIP domain `host` (the Request-URI/To host), case-insensitive.
+    pub fn by_fqdn(&self, host: &str) -> Option<Arc<TenantSnapshot>> {
+        self.read().by_fqdn(host)
+    }
+
+    pub fn extension(&self, tenant: TenantId, number: &str) -> Option<ExtensionConfig> {
+        self.read().extension(tenant, number).cloned()
+    }
+
+    pub fn version(&self, tenant: TenantId) -> Option<u64> {
+        self.read().version(tenant)
+    }
+
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        self.read().tenant_ids()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    pub fn apply_snapshot(&self, snapshot: TenantSnapshot) -> Option<u64> {
+        self.write().apply_snapshot(snapshot)
+    }
+
+    pub fn upsert_extension(&self, tenant: TenantId, extension: ExtensionConfig, version: u64) -> bool {
+        self.write().upsert_extension(tenant, extension, version)
+    }
+
+    pub fn remove_extension(&self, tenant: TenantId, id: ExtensionId, version: u64) -> bool {
+        self.write().remove_extension(tenant, id, version)
+    }
+
+    pub fn remove_tenant(&self, tenant: TenantId) -> bool {
+        self.write().remove_tenant(tenant)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use pbx_contract::{Plan, Secret, TenantState};
+
+    pub(crate) fn extension(number: &str) -> ExtensionConfig {
+        ExtensionConfig {
+            id: ExtensionId::new(),
+            number: number.to_owned(),
+            display_name: format!("Ext {number}"),
+            email: None,
+            sip_secret: Secret::new(format!("secret-{number}")),
+        }
+    }
+
+    pub(crate) fn snapshot(slug: &str, version: u64, extensions: Vec<ExtensionConfig>) -> TenantSnapshot {
+        TenantSnapshot {
+            tenant_id: TenantId::new(),
+            slug: slug.to_owned(),
+            fqdn: format!("{slug}.pbx.example"),
+            plan: Plan::Enterprise,
+            state: TenantState::Active,
+            features: Plan::Enterprise.features(),
+            version,
+            extensions,
+        }
+    }
+
+    fn change(tenant: TenantId, subject: ConfigSubject, version: u64) -> ConfigChange {
+        ConfigChange {
+            tenant,
+            subject,
+            version,
+        }
+    }
+
+    #[test]
+    fn decide_skips_duplicates_and_old_entries() {
+        let t = TenantId::new();
+        let ext = ConfigSubject::Extension {
+            id: ExtensionId::new(),
+        };
+        assert_eq!(decide(Some(5), &change(t, ext.clone(), 5)), Decision::Skip);
+        assert_eq!(decide(Some(5), &change(t, ext, 2)), Decision::Skip);
+        assert_eq!(
+            decide(Some(5), &change(t, ConfigSubject::Tenant, 5)),
+            Decision::Skip
+        );
+        assert_eq!(
+            decide(Some(5), &change(t, ConfigSubject::Tenant, 0)),
+            Decision::Skip
+        );
+    }
+
+    #[test]
+    fn decide_unknown_tenant_is_a_new_tenant() {
+        let t = TenantId::new();
+        let reload = Decision::Reload {
+            reason: SnapshotReason::TenantChanged,
+        };
+        assert_eq!(decide(None, &change(t, ConfigSubject::Tenant, 1)), reload);
+        let ext = ConfigSubject::Extension {
+            id: ExtensionId::new(),
+        };
+        assert_eq!(decide(None, &change(t, ext, 9)), reload);
+    }
+
+    #[test]
+    fn decide_gap_reloads() {
+        let t = TenantId::new();
+        let gap = Decision::Reload {
+            reason: SnapshotReason::Gap,
+        };
+        let ext = ConfigSubject::Extension {
+            id: ExtensionId::new(),
+        };
+        assert_eq!(decide(Some(5), &change(t, ext.clone(), 7)), gap);
+        assert_eq!(decide(Some(5), &change(t, ext, 8)), gap);
+        assert_eq!(decide(Some(5), &change(t, ConfigSubject::Tenant, 9)), gap);
+        // No overflow at the top of the range.
+        assert_eq!(
+            decide(Some(u64::MAX), &change(t, ConfigSubject::Tenant, u64::MAX)),
+            Decision::Skip
+        );
+    }
+
+    #[test]
+    fn decide_next_tenant_change_reloads_and_next_extension_change_fetches() {
+        let t = TenantId::new();
+        assert_eq!(
+            decide(Some(5), &change(t, ConfigSubject::Tenant, 6)),
+            Decision::Reload {
+                reason: SnapshotReason::TenantChanged
+            }
+        );
+        let id = ExtensionId::new();
+        assert_eq!(
+            decide(Some(5), &change(t, ConfigSubject::Extension { id }, 6)),
+            Decision::FetchExtension(id)
+        );
+        assert_eq!(
+            decide(Some(0), &change(t, ConfigSubject::Extension { id }, 1)),
+            Decision::FetchExtension(id)
+        );
+    }
+
+    #[test]
+    fn lookups_by_id_fqdn_and_number() {
+        let store = SnapshotStore::new();
+        let a = snapshot("acme", 3, vec![extension("100"), extension("101")]);
+        let b = snapshot("globex", 1, vec![extension("100")]);
+        let (ta, tb) = (a.tenant_id, b.tenant_id);
+        let b_100 = b.extensions[0].clone();
+        assert_eq!(store.apply_snapshot(a), None);
+        assert_eq!(store.apply_snapshot(b), None);
+
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.version(ta), Some(3));
+        assert_eq!(store.version(tb), Some(1));
+        assert_eq!(store.version(TenantId::new()), None);
+        let mut ids = store.tenant_ids();
+        ids.sort();
+        let mut expected = vec![ta, tb];
+        expected.sort();
+        assert_eq!(ids, expected);
+
+        assert_eq!(store.by_fqdn("ACME.pbx.Example").map(|s| s.tenant_id), Some(ta));
+        assert_eq!(
+            store.by_fqdn("globex.pbx.example.").map(|s| s.tenant_id),
+            Some(tb)
+        );
+        assert!(store.by_fqdn("initech.pbx.example").is_none());
+
+        // Numbers overlap across tenants.
+        assert_eq!(store.extension(tb, "100"), Some(b_100));
+        assert_eq!(
+            store.extension(ta, "101").map(|e| e.number),
+            Some("101".to_owned())
+        );
+        assert!(store.extension(ta, "102").is_none());
+        assert!(store.extension(TenantId::new(), "100").is_none());
+        assert_eq!(store.get(ta).map(|s| s.extensions.len()), Some(2));
+    }
+
+    #[test]
+    fn apply_snapshot_replaces_and_moves_the_fqdn() {
+        let store = SnapshotStore::new();
+        let mut s = snapshot("acme", 3, vec![extension("100")]);
+        let t = s.tenant_id;
+        store.apply_snapshot(s.clone());
+        s.fqdn = "acme-new.pbx.example".into();
+        s.version = 4;
+        s.extensions = vec![extension("200")];
+        assert_eq!(store.apply_snapshot(s), Some(3));
+        assert_eq!(store.version(t), Some(4));
+        assert!(store.by_fqdn("acme.pbx.example").is_none());
+        assert_eq!(
+            store.by_fqdn("acme-new.pbx.example").map(|s| s.tenant_id),
+            Some(t)
+        );
+        assert!(store.extension(t, "100").is_none());
+        assert!(store.extension(t, "200").is_some());
+    }
+
+    #[test]
+    fn upsert_inserts_replaces_and_renumbers() {
+        let store = SnapshotStore::new();
+        let s = snapshot("acme", 3, vec![extension("100")]);
+        let t = s.tenant_id;
+        let mut e100 = s.extensions[0].clone();
+        store.apply_snapshot(s);
+        let before = store.get(t);
+
+        let e101 = extension("101");
+        assert!(store.upsert_extension(t, e101.clone(), 4));
+        assert_eq!(store.version(t), Some(4));
+        assert_eq!(store.extension(t, "101"), Some(e101));
+
+        e100.number = "150".into();
+        e100.display_name = "Renumbered".into();
+        assert!(store.upsert_extension(t, e100.clone(), 5));
+        assert_eq!(store.version(t), Some(5));
+        assert!(store.extension(t, "100").is_none());
+        assert_eq!(store.extension(t, "150"), Some(e100));
+        assert_eq!(store.get(t).map(|s| s.extensions.len()), Some(2));
+
+        // A reader holding the old snapshot keeps its consistent view.
+        assert_eq!(before.map(|s| (s.version, s.extensions.len())), Some((3, 1)));
+
+        assert!(!store.upsert_extension(TenantId::new(), extension("1"), 1));
+    }
+
+    #[test]
+    fn remove_extension_and_tenant() {
+        let store = SnapshotStore::new();
+        let s = snapshot("acme", 3, vec![extension("100"), extension("101")]);
+        let t = s.tenant_id;
+        let id100 = s.extensions[0].id;
+        store.apply_snapshot(s);
+
+        assert!(store.remove_extension(t, id100, 4));
+        assert_eq!(store.version(t), Some(4));
+        assert!(store.extension(t, "100").is_none());
+        assert!(store.extension(t, "101").is_some());
+        // Removing an absent extension still records the version.
+        assert!(store.remove_extension(t, ExtensionId::new(), 5));
+        assert_eq!(store.version(t), Some(5));
+        assert!(!store.remove_extension(TenantId::new(), id100, 1));
+
+        assert!(store.remove_tenant(t));
+        assert!(!store.remove_tenant(t));
+        assert!(store.get(t).is_none());
+        assert!(store.by_fqdn("acme.pbx.example").is_none());
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn fqdn_taken_over_by_another_tenant_survives_the_old_ones_removal() {
+        let mut snaps = TenantSnapshots::new();
+        let a = snapshot("acme", 1, vec![]);
+        let mut b = snapshot("other", 1, vec![]);
+        b.fqdn = a.fqdn.to_uppercase();
+        let (ta, tb) = (a.tenant_id, b.tenant_id);
+        snaps.apply_snapshot(a);
+        snaps.apply_snapshot(b);
+        assert!(snaps.remove_tenant(ta));
+        assert_eq!(snaps.by_fqdn("acme.pbx.example").map(|s| s.tenant_id), Some(tb));
+    }
+}

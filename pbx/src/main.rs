@@ -1,0 +1,336 @@
+//! `pbx`: the one binary of the cloud PBX.
+
+mod cli;
+mod serve;
+mod settings;
+mod up;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use pbx_control_plane::crypto::MasterKey;
+use pbx_control_plane::db::Db;
+use pbx_control_plane::service::auth::bootstrap_operator;
+use pbx_control_plane::{AppState, Engines, Settings};
+use pbx_edge_node::EdgeConfig;
+use pbx_engines::bus::{Bus, RedisBus};
+use pbx_engines::mail::SmtpMailer;
+use pbx_engines::objects::S3ObjectStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "pbx", version, about = "Multi-tenant cloud PBX with a contact center")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// API URL of the instance (default: the one `pbx up` runs in --data-dir).
+    #[arg(long, env = "PBX_API")]
+    api: Option<String>,
+    /// Bearer token: an operator or reseller API key (default: --data-dir/operator.token).
+    #[arg(long, env = "PBX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The data directory of a local `pbx up`.
+    #[arg(long, env = "PBX_DATA_DIR", default_value = "pbx-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything on this machine with embedded engines: control plane and one edge node.
+    Up {
+        #[arg(long, env = "PBX_DATA_DIR", default_value = "pbx-data")]
+        data_dir: PathBuf,
+        /// API and console address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        /// SIP address (served once the telephony core lands).
+        #[arg(long, default_value = "0.0.0.0:5060")]
+        sip: String,
+        /// Tenants get {slug}.{base-domain}.
+        #[arg(long, default_value = "localhost")]
+        base_domain: String,
+    },
+    /// The control plane on production engines (PostgreSQL, Redis, S3, SMTP).
+    ControlPlane {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// An edge node on production engines.
+    EdgeNode {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Apply database migrations (PostgreSQL or SQLite) and exit.
+    Migrate {
+        /// A control-plane config file, or give --database-url.
+        #[arg(long, conflicts_with = "database_url")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "PBX_DATABASE__URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Manage extensions of a tenant.
+    Extension {
+        #[command(subcommand)]
+        action: ExtensionCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long, value_parser = ["standard", "enterprise", "ultimate"])]
+        plan: Option<String>,
+        #[arg(long)]
+        admin_email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+    Delete {
+        #[arg(long)]
+        slug: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExtensionCmd {
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        number: String,
+        /// SIP password (or env PBX_SIP_SECRET, which keeps it out of the process list).
+        #[arg(long, env = "PBX_SIP_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        number: String,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,aws=warn,hyper=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Up {
+            data_dir,
+            http,
+            sip,
+            base_domain,
+        } => {
+            init_tracing();
+            up::validate_base_domain(&base_domain)?;
+            up::run(up::UpOptions {
+                data_dir,
+                http,
+                sip,
+                base_domain,
+            })
+            .await
+        }
+        Cmd::ControlPlane { config } => {
+            init_tracing();
+            control_plane(settings::ControlPlaneConfig::load(&config)?).await
+        }
+        Cmd::EdgeNode { config } => {
+            init_tracing();
+            edge_node(settings::EdgeNodeConfig::load(&config)?).await
+        }
+        Cmd::Migrate { config, database_url } => {
+            init_tracing();
+            let url = match (config, database_url) {
+                (Some(c), _) => settings::ControlPlaneConfig::load(&c)?.database.url,
+                (None, Some(u)) => u,
+                (None, None) => anyhow::bail!("give --config FILE or --database-url URL"),
+            };
+            let db = Db::connect(&url).await?;
+            db.migrate().await?;
+            db.close().await;
+            println!(
+                "{}",
+                serde_json::json!({"migrated": true, "backend": format!("{:?}", db.backend()).to_lowercase()})
+            );
+            Ok(())
+        }
+        Cmd::Tenant { action, api } => {
+            let target = cli::ApiTarget::resolve(api.api, api.token, &api.data_dir)?;
+            let cmd = match action {
+                TenantCmd::Create {
+                    slug,
+                    plan,
+                    admin_email,
+                    name,
+                } => cli::Command::TenantCreate {
+                    slug,
+                    plan,
+                    admin_email,
+                    name,
+                },
+                TenantCmd::List => cli::Command::TenantList,
+                TenantCmd::Delete { slug } => cli::Command::TenantDelete { slug },
+            };
+            print_result(cli::run(&target, cmd).await)
+        }
+        Cmd::Extension { action, api } => {
+            let target = cli::ApiTarget::resolve(api.api, api.token, &api.data_dir)?;
+            let cmd = match action {
+                ExtensionCmd::Create {
+                    tenant,
+                    number,
+                    secret,
+                    name,
+                    email,
+                } => cli::Command::ExtensionCreate {
+                    tenant,
+                    number,
+                    secret,
+                    name,
+                    email,
+                },
+                ExtensionCmd::List { tenant } => cli::Command::ExtensionList { tenant },
+                ExtensionCmd::Delete { tenant, number } => cli::Command::ExtensionDelete { tenant, number },
+            };
+            print_result(cli::run(&target, cmd).await)
+        }
+    }
+}
+
+fn print_result(r: Result<serde_json::Value>) -> Result<()> {
+    match r {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
+    let master =
+        MasterKey::from_base64(cfg.secrets.master_key.expose()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = Db::connect(&cfg.database.url).await?;
+    db.migrate().await?;
+    let bus: Arc<dyn Bus> = Arc::new(
+        RedisBus::connect(&cfg.bus.redis_url)
+            .await?
+            .with_prefix(cfg.bus.key_prefix.clone()),
+    );
+    let objects = Arc::new(S3ObjectStore::new(&cfg.objects));
+    let mailer = Arc::new(SmtpMailer::new(&cfg.mail)?);
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.http.listen))?;
+    let public_url = cfg
+        .http
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", cfg.http.listen));
+    let settings = Settings {
+        base_domain: cfg.platform.base_domain.clone(),
+        public_url,
+        access_token_ttl_secs: cfg.auth.access_token_ttl_secs.unwrap_or(900),
+        refresh_token_ttl_secs: cfg.auth.refresh_token_ttl_secs.unwrap_or(30 * 24 * 3600),
+        edge_token: cfg.secrets.edge_token.clone(),
+        max_body_bytes: cfg.http.max_body_bytes,
+        request_timeout_secs: cfg.http.request_timeout_secs,
+    };
+    let state = AppState::new(
+        Engines {
+            db,
+            bus,
+            objects,
+            dir_objects: None,
+            mailer,
+        },
+        &master,
+        settings,
+    );
+    let boot = bootstrap_operator(&state, &cfg.platform.operator_email, false).await?;
+    if let Some(p) = &boot.one_time_password {
+        // Printed to the terminal (stdout) once, never to the log.
+        println!("Operator login: {}  one-time password: {p}", boot.email);
+    }
+    let consumer = cfg
+        .events
+        .consumer
+        .clone()
+        .unwrap_or_else(|| format!("cp-{}", uuid::Uuid::new_v4().simple()));
+    let tasks = serve::start_control_plane(
+        state,
+        listener,
+        serve::EventsOptions {
+            consumer,
+            claim_after: Duration::from_secs(cfg.events.claim_after_secs.unwrap_or(30)),
+        },
+    );
+    tracing::info!(listen = %cfg.http.listen, "control plane serving");
+    serve::shutdown_signal().await;
+    tasks.stop().await;
+    Ok(())
+}
+
+async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
+    let bus: Arc<dyn Bus> = Arc::new(
+        RedisBus::connect(&cfg.bus.redis_url)
+            .await?
+            .with_prefix(cfg.bus.key_prefix.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.http.listen))?;
+    let edge = serve::start_edge(
+        EdgeConfig {
+            node_id: cfg.node.id,
+            region: cfg.node.region,
+            control_plane_url: cfg.control_plane.url,
+            edge_token: cfg.control_plane.edge_token,
+        },
+        bus,
+        Some(listener),
+    )
+    .await?;
+    tracing::info!(listen = %cfg.http.listen, "edge node serving");
+    serve::shutdown_signal().await;
+    edge.stop().await;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Running the two planes: shared by `pbx up` (both in one process) and the production
+//! commands (one each).
+
+use anyhow::{Context, Result};
+use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
+use pbx_control_plane::workers::{events_consumer, outbox_relay};
+use pbx_control_plane::AppState;
+use pbx_edge_node::{EdgeConfig, EdgeNode, EdgeNodeHandle};
+use pbx_engines::bus::Bus;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+pub struct ControlPlaneTasks {
+    pub shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    relay: JoinHandle<()>,
+    consumer: JoinHandle<()>,
+    state: AppState,
+    consumer_name: String,
+}
+
+pub struct EventsOptions {
+    pub consumer: String,
+    pub claim_after: Duration,
+}
+
+/// Starts the API server on `listener`, the outbox relay and the events consumer.
+pub fn start_control_plane(
+    state: AppState,
+    listener: TcpListener,
+    events: EventsOptions,
+) -> ControlPlaneTasks {
+    let (tx, rx) = watch::channel(false);
+    let app = pbx_control_plane::api::router(state.clone());
+    let mut server_rx = rx.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = server_rx.wait_for(|stop| *stop).await;
+            });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    let relay = tokio::spawn(outbox_relay::run(state.clone(), rx.clone()));
+    let opts = events_consumer::ConsumerOptions {
+        consumer: events.consumer.clone(),
+        claim_after: events.claim_after,
+        block: Duration::from_secs(1),
+    };
+    let consumer = tokio::spawn(events_consumer::run(state.clone(), opts, rx));
+    ControlPlaneTasks {
+        shutdown: tx,
+        server,
+        relay,
+        consumer,
+        state,
+        consumer_name: events.consumer,
+    }
+}
+
+impl ControlPlaneTasks {
+    /// Stops accepting requests, lets in-flight ones finish, publishes what the outbox holds
+    /// and applies the events already on the bus (with the embedded bus they would otherwise
+    /// be gone with the process).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.relay.await;
+        let _ = self.consumer.await;
+        let opts = events_consumer::ConsumerOptions {
+            consumer: self.consumer_name.clone(),
+            claim_after: Duration::from_secs(3600),
+            block: Duration::from_millis(50),
+        };
+        if self
+            .state
+            .bus
+            .ensure_group(EVENTS_STREAM, EVENTS_GROUP)
+            .await
+            .is_ok()
+        {
+            for _ in 0..100 {
+                match events_consumer::consume_once(&self.state, &opts).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        self.state.db.close().await;
+    }
+}
+
+/// A running edge node and its health/metrics server.
+pub struct EdgeTasks {
+    pub node: EdgeNodeHandle,
+    http: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+pub async fn start_edge(
+    config: EdgeConfig,
+    bus: Arc<dyn Bus>,
+    health: Option<TcpListener>,
+) -> Result<EdgeTasks> {
+    let node = EdgeNode::start(config, bus.clone())
+        .await
+        .context("starting the edge node")?;
+    let http = match health {
+        None => None,
+        Some(listener) => {
+            let (tx, mut rx) = watch::channel(false);
+            let status = node.sync_status().clone();
+            let app = edge_health_router(status, bus);
+            let task = tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+            });
+            Some((tx, task))
+        }
+    };
+    Ok(EdgeTasks { node, http })
+}
+
+impl EdgeTasks {
+    pub async fn stop(self) {
+        if let Some((tx, task)) = self.http {
+            let _ = tx.send(true);
+            let _ = task.await;
+        }
+        if let Err(e) = self.node.shutdown().await {
+            tracing::warn!(error = %e, "edge node shutdown");
+        }
+    }
+}
+
+fn edge_health_router(status: Arc<pbx_edge_node::SyncStatus>, bus: Arc<dyn Bus>) -> axum::Router {
+    use axum::routing::get;
+    let ready_status = status.clone();
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let status = ready_status.clone();
+                let bus = bus.clone();
+                async move {
+                    let bus_ok = bus.ping().await.is_ok();
+                    let loaded = status.is_ready();
+                    let code = if bus_ok && loaded { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+                    (code, axum::Json(serde_json::json!({"bus": if bus_ok {"ok"} else {"unavailable"}, "snapshots": if loaded {"loaded"} else {"loading"}})))
+                }
+            }),
+        )
+        .route("/metrics", get(|| async { pbx_control_plane::api::metrics_text() }))
+}

@@ -1,0 +1,185 @@
+//! Configuration files of `pbx control-plane` and `pbx edge-node`: TOML, with every key
+//! overridable by an environment variable `PBX_{SECTION}__{KEY}` (e.g. `PBX_DATABASE__URL`).
+
+use anyhow::{Context, Result};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use pbx_contract::Secret;
+use pbx_engines::mail::SmtpConfig;
+use pbx_engines::objects::S3Config;
+use serde::Deserialize;
+use std::path::Path;
+
+fn load<T: serde::de::DeserializeOwned>(file: &Path, sections: &'static [&'static str]) -> Result<T> {
+    Figment::from(Toml::file_exact(file))
+        .merge(
+            Env::prefixed("PBX_")
+                .filter(move |key| {
+                    sections
+                        .iter()
+                        .any(|s| key.as_str().split("__").next() == Some(*s))
+                })
+                .split("__"),
+        )
+        .extract()
+        .with_context(|| format!("reading configuration {}", file.display()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on, e.g. `0.0.0.0:8080`.
+    pub listen: String,
+    /// How clients reach this server (behind a load balancer: its URL).
+    pub public_url: Option<String>,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSection {
+    /// Tenants get `{slug}.{base_domain}`.
+    pub base_domain: String,
+    /// The first operator account, created at first start.
+    pub operator_email: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `postgres://…` (or `sqlite://…`).
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSection {
+    pub redis_url: String,
+    /// Prepended to stream names, to share one Redis between deployments.
+    #[serde(default)]
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// 32 random bytes, base64 (`openssl rand -base64 32`). Encrypts SIP secrets, signs tokens.
+    pub master_key: Secret,
+    /// Shared by the control plane and its edge nodes.
+    pub edge_token: Secret,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub access_token_ttl_secs: Option<i64>,
+    pub refresh_token_ttl_secs: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// This instance's consumer name in the `events` group (default: random per start).
+    pub consumer: Option<String>,
+    /// Entries pending this long on a dead consumer are taken over.
+    pub claim_after_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    pub http: HttpSection,
+    pub platform: PlatformSection,
+    pub database: DatabaseSection,
+    pub bus: BusSection,
+    pub objects: S3Config,
+    pub mail: SmtpConfig,
+    pub secrets: SecretsSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub events: EventsSection,
+}
+
+impl ControlPlaneConfig {
+    pub fn load(file: &Path) -> Result<Self> {
+        load(
+            file,
+            &[
+                "http", "platform", "database", "bus", "objects", "mail", "secrets", "auth", "events",
+            ],
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: String,
+    pub region: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneLink {
+    /// The control plane's URL, e.g. `https://api.example.com`.
+    pub url: String,
+    pub edge_token: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeHttpSection {
+    /// Health and metrics endpoint, e.g. `0.0.0.0:9090`.
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeNodeConfig {
+    pub node: NodeSection,
+    pub control_plane: ControlPlaneLink,
+    pub bus: BusSection,
+    pub http: EdgeHttpSection,
+}
+
+impl EdgeNodeConfig {
+    pub fn load(file: &Path) -> Result<Self> {
+        load(file, &["node", "control_plane", "bus", "http"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra");
+        ControlPlaneConfig::load(&root.join("control-plane.example.toml"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        EdgeNodeConfig::load(&root.join("edge-node.example.toml")).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.path().join("edge.toml");
+        std::fs::write(&f, "[node]\nid='a'\nregion='b'\ncolour='red'\n[control_plane]\nurl='http://x'\nedge_token='t'\n[bus]\nredis_url='redis://x'\n[http]\nlisten='127.0.0.1:0'\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = EdgeNodeConfig::load(&f)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("colour"), "{err}");
+    }
+}

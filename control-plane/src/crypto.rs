@@ -188,6 +188,12 @@ pub fn dummy_password_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("not-a-real-password").unwrap_or_default())
 }
 
+/// Makes aws-lc-rs the process's TLS crypto provider (HTTP clients are built without a
+/// default one, so that ring is not compiled in as well). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

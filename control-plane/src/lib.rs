@@ -12,3 +12,6 @@ pub mod workers;
 
 pub use app::{AppState, Engines, Settings};
 pub use error::{Error, Result};
+
+#[cfg(test)]
+pub mod testkit;

@@ -29,7 +29,7 @@ CREATE TABLE users (
     display_name          TEXT NOT NULL,
     role                  TEXT NOT NULL,
     password_hash         TEXT NULL,
-    must_change_password  BOOLEAN NOT NULL DEFAULT 0,
+    must_change_password  BIGINT NOT NULL DEFAULT 0,  -- 0/1: the Any driver decodes no SQLite BOOLEAN
     created_at            BIGINT NOT NULL,
     updated_at            BIGINT NOT NULL
 );

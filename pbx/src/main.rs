@@ -148,6 +148,7 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    pbx_control_plane::crypto::install_crypto_provider();
     match cli.command {
         Cmd::Up {
             data_dir,

@@ -46,15 +46,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let msg = inner.to_string();
-                let field = named_field(&msg)
-                    .map(|name| {
-                        if path == "." {
-                            name.to_owned()
-                        } else {
-                            format!("{path}.{name}")
-                        }
-                    })
-                    .unwrap_or_else(|| if path == "." { "body".to_owned() } else { path });
+                // Unknown fields are already in the path; missing ones are not.
+                let field = match named_field(&msg) {
+                    Some(name) if path == "." => name.to_owned(),
+                    Some(name) if path.rsplit('.').next() != Some(name) => format!("{path}.{name}"),
+                    _ if path == "." => "body".to_owned(),
+                    _ => path,
+                };
                 Error::invalid(field, strip_position(&msg))
             }
             _ => Error::MalformedBody(inner.to_string()),

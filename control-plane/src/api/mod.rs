@@ -84,6 +84,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Install the recorder before the first request records anything.
+    let _ = health::metrics_handle();
     let (api, doc) = api_routes().split_for_parts();
     let doc_json = doc.to_pretty_json().unwrap_or_default();
     let max_body = state.settings.max_body_bytes;
@@ -105,3 +107,5 @@ pub fn router(state: AppState) -> Router {
 pub fn metrics_text() -> String {
     health::metrics_handle().render()
 }
+#[cfg(test)]
+mod tests;

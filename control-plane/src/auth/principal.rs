@@ -17,6 +17,8 @@ pub struct Principal {
     pub tenant_id: Option<TenantId>,
     pub reseller_id: Option<ResellerId>,
     pub must_change_password: bool,
+    /// Authenticated by an API key rather than a login session.
+    pub via_api_key: bool,
 }
 
 /// A request's caller and request id: what handlers need to act and to audit.
@@ -52,7 +54,8 @@ const ALLOWED_BEFORE_PASSWORD_CHANGE: &[&str] = &["/api/v1/auth/password", "/api
 
 async fn authenticate(state: &AppState, token: &str) -> Result<Principal> {
     let mut conn = state.db.acquire().await?;
-    let user_id: UserId = if token.starts_with(API_KEY_PREFIX) {
+    let via_api_key = token.starts_with(API_KEY_PREFIX);
+    let user_id: UserId = if via_api_key {
         let id = api_key_id(token).ok_or(Error::Unauthenticated)?;
         let key = db::api_keys::get_for_auth(&mut conn, id)
             .await?
@@ -87,6 +90,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Principal> {
         tenant_id: user.tenant_id,
         reseller_id: user.reseller_id,
         must_change_password: user.must_change_password,
+        via_api_key,
     })
 }
 
@@ -109,7 +113,11 @@ impl FromRequestParts<AppState> for Ctx {
                 metrics::counter!("pbx_api_auth_failures_total").increment(1);
             }
         })?;
-        if principal.must_change_password && !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&parts.uri.path()) {
+        // The one-time password gates login sessions; an API key was minted deliberately.
+        if principal.must_change_password
+            && !principal.via_api_key
+            && !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&parts.uri.path())
+        {
             return Err(Error::Forbidden(
                 "change your one-time password first (POST /api/v1/auth/password)".into(),
             ));

@@ -32,7 +32,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<User> {
         display_name: row.try_get("display_name")?,
         role: parse_enum(&row.try_get::<String, _>("role")?)?,
         password_hash: row.try_get("password_hash")?,
-        must_change_password: row.try_get("must_change_password")?,
+        must_change_password: row.try_get::<i64, _>("must_change_password")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -62,7 +62,7 @@ pub async fn insert(conn: &mut Conn, tenant: Option<TenantId>, new: &NewUser<'_>
     .bind(new.display_name)
     .bind(new.role.as_str())
     .bind(new.password_hash)
-    .bind(new.must_change_password)
+    .bind(i64::from(new.must_change_password))
     .bind(now)
     .execute(&mut *conn)
     .await;
@@ -175,7 +175,7 @@ pub async fn set_password(conn: &mut Conn, id: UserId, hash: &str) -> Result<()>
     )
     .bind(id.to_string())
     .bind(hash)
-    .bind(false)
+    .bind(0_i64)
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;

@@ -238,9 +238,10 @@ pub async fn update(state: &AppState, ctx: &Ctx, slug: &str, input: UpdateTenant
 
 /// Erases the tenant with its users and extensions; the audit trail keeps a record.
 pub async fn delete(state: &AppState, ctx: &Ctx, slug: &str) -> Result<()> {
-    ctx.require_role(&[Role::Operator, Role::Reseller])?;
     let mut tx = state.db.begin().await?;
+    // Visibility first: another tenant's slug is 404 whatever the role.
     let before = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
+    ctx.require_role(&[Role::Operator, Role::Reseller])?;
     db::tenants::delete(&mut tx, before.id).await?;
     db::audit::record(
         &mut tx,

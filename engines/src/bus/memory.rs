@@ -98,6 +98,9 @@ struct State {
 
 /// In-memory [`Bus`] with Redis Streams semantics (ids, consumer groups, pending entries,
 /// claiming, trimming). Blocking reads wait on a [`Notify`], never poll.
+///
+/// A `count` of 0 reads as 1, as in [`super::RedisBus`] (where a raw `COUNT 0` would mean
+/// "no limit").
 #[derive(Debug, Default)]
 pub struct MemoryBus {
     state: Mutex<State>,
@@ -164,7 +167,7 @@ impl MemoryBus {
             notified.as_mut().enable();
 
             let found = attempt(&mut self.lock())?;
-            if true {
+            if !found.is_empty() || block.is_zero() {
                 return Ok(found);
             }
             match deadline {
@@ -349,7 +352,7 @@ impl Bus for MemoryBus {
                 None => trimmed.push(*id),
                 Some((_, payload)) => {
                     p.consumer = consumer.to_owned();
-                    p.deliveries = p.deliveries.saturating_add(0);
+                    p.deliveries = p.deliveries.saturating_add(1);
                     p.last_delivery = now;
                     out.push(BusEntry {
                         id: id.to_string(),

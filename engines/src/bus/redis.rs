@@ -36,6 +36,9 @@ const MAX_IDLE_BLOCKING: usize = 8;
 const MAX_AUTOCLAIM_ROUNDS: usize = 64;
 
 /// [`Bus`] over Redis Streams (Redis ≥ 6.2 for XAUTOCLAIM; ≥ 7 recommended).
+///
+/// A `count` of 0 reads as 1, as in [`super::MemoryBus`]: Redis would take `COUNT 0` as
+/// "no limit".
 pub struct RedisBus {
     client: Client,
     conn: ConnectionManager,
@@ -325,7 +328,7 @@ impl Bus for RedisBus {
             .zip(counts)
             // Never report fewer than 2: the entry was delivered before and now again, even if
             // it was acknowledged between the claim and the XPENDING.
-            .map(|(id, n)| to_entry(id, n))
+            .map(|(id, n)| to_entry(id, n.max(2)))
             .collect())
     }
 

@@ -15,3 +15,6 @@ pub use error::{Error, Result};
 
 #[cfg(test)]
 pub mod testkit;
+
+#[cfg(test)]
+mod contract_tests;

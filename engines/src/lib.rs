@@ -11,5 +11,5 @@ pub mod bus;
 pub mod mail;
 pub mod objects;
 
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

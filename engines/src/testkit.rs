@@ -16,12 +16,12 @@ use tempfile::TempDir;
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub(crate) fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("PBX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A port that was free a moment ago (the OS picks it; we release it for the server).
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -68,20 +68,20 @@ fn cargo_bin(name: &str) -> Option<PathBuf> {
 }
 
 /// An `s3s-fs` server (S3 API over a directory) on a free loopback port; path-style only.
-pub(crate) struct S3sFs {
+pub struct S3sFs {
     child: Child,
-    pub(crate) port: u16,
-    pub(crate) access_key: String,
-    pub(crate) secret_key: String,
+    pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
     _dir: TempDir,
 }
 
-pub(crate) const S3S_FS_INSTALL_HINT: &str =
+pub const S3S_FS_INSTALL_HINT: &str =
     "install it with: cargo install s3s-fs --version 0.14.1 --features binary --locked \
      (or point PBX_TEST_S3S_FS at the binary)";
 
 impl S3sFs {
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         let program = std::env::var_os("PBX_TEST_S3S_FS")
             .map(PathBuf::from)
             .or_else(|| {
@@ -146,7 +146,7 @@ impl S3sFs {
         panic!("{last_error}");
     }
 
-    pub(crate) fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -157,7 +157,7 @@ impl Drop for S3sFs {
     }
 }
 
-pub(crate) const AIOSMTPD_INSTALL_HINT: &str =
+pub const AIOSMTPD_INSTALL_HINT: &str =
     "install it with: apt-get install python3-aiosmtpd (or pip install aiosmtpd), \
      or set PBX_TEST_PYTHON to a python that has it";
 
@@ -189,14 +189,14 @@ fn python_with_aiosmtpd() -> PathBuf {
 
 /// An aiosmtpd SMTP server (no TLS, no auth) on a free loopback port that files every
 /// message it accepts into a Maildir (`DIR/new/`).
-pub(crate) struct AioSmtpd {
+pub struct AioSmtpd {
     child: Child,
-    pub(crate) port: u16,
+    pub port: u16,
     dir: TempDir,
 }
 
 impl AioSmtpd {
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         let python = python_with_aiosmtpd();
         let mut last_error = String::new();
         for _ in 0..3 {
@@ -230,7 +230,7 @@ impl AioSmtpd {
     }
 
     /// Every message received so far, raw, oldest first.
-    pub(crate) fn messages(&self) -> Vec<Vec<u8>> {
+    pub fn messages(&self) -> Vec<Vec<u8>> {
         read_dir_files(&self.dir.path().join("maildir").join("new"))
     }
 }
@@ -243,7 +243,7 @@ impl Drop for AioSmtpd {
 
 /// The contents of the regular files directly in `dir` (none when it does not exist),
 /// ordered by modification time, then name.
-pub(crate) fn read_dir_files(dir: &Path) -> Vec<Vec<u8>> {
+pub fn read_dir_files(dir: &Path) -> Vec<Vec<u8>> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };

@@ -108,8 +108,26 @@ impl Db {
         Ok(())
     }
 
+    /// A transaction that may write. On SQLite it takes the write lock up front (BEGIN
+    /// IMMEDIATE): a deferred transaction that reads first cannot upgrade to a writer once
+    /// another connection has committed, and fails at once whatever the busy timeout.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin().await?)
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// A read-only transaction: one consistent view (REPEATABLE READ on PostgreSQL; a WAL
+    /// read snapshot on SQLite) without taking SQLite's write lock.
+    pub async fn begin_read(&self) -> Result<Tx> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
@@ -143,3 +161,6 @@ pub(crate) fn parse_enum<T: FromStr>(s: &str) -> Result<T> {
 
 #[cfg(test)]
 pub mod testing;
+
+#[cfg(test)]
+mod tests;

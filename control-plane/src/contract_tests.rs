@@ -1,0 +1,414 @@
+//! The two contracts between the planes, end to end inside one process: configuration
+//! (outbox -> `cfg` stream -> edge snapshot, rebuilt after a restart) and events (`events`
+//! stream -> control plane, exactly once across a consumer crash). Run on the embedded
+//! engines (SQLite, in-process bus) and on the production ones (PostgreSQL, Redis Streams).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::db::{self, Db};
+use crate::testkit::{TestApp, EDGE_TOKEN};
+use crate::workers::events_consumer::{self, ConsumerOptions, Outcome};
+use pbx_contract::bus::{Event, EventEnvelope, SnapshotReason, EVENTS_GROUP, EVENTS_STREAM};
+use pbx_contract::{Secret, TenantId};
+use pbx_edge_node::{EdgeConfig, EdgeNode, EdgeNodeHandle};
+use pbx_engines::bus::{Bus, MemoryBus, RedisBus};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct RedisPrefix(String);
+
+impl RedisPrefix {
+    fn new() -> Self {
+        Self(format!("pbx-cp-test-{}:", uuid::Uuid::new_v4().simple()))
+    }
+
+    async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(
+            RedisBus::connect(&pbx_engines::testkit::redis_url())
+                .await
+                .unwrap()
+                .with_prefix(self.0.clone()),
+        )
+    }
+
+    async fn cleanup(&self) {
+        let client = redis::Client::open(pbx_engines::testkit::redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+        }
+    }
+}
+
+async fn start_edge(app: &TestApp, bus: Arc<dyn Bus>, node: &str) -> EdgeNodeHandle {
+    let cfg = EdgeConfig {
+        node_id: node.into(),
+        region: "test".into(),
+        control_plane_url: app.url.clone(),
+        edge_token: Secret::new(EDGE_TOKEN),
+    };
+    let edge = EdgeNode::start(cfg, bus).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), edge.wait_ready())
+        .await
+        .expect("edge ready");
+    edge
+}
+
+/// Polls `check` until it holds, for up to 10 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn config_changes_reach_the_edge(db: Db, bus: Arc<dyn Bus>) {
+    let app = TestApp::start_with_bus(db, bus.clone()).await;
+    app.spawn_events_consumer("cp-test", Duration::from_secs(30));
+    let (tenant, admin) = app.tenant_with_admin("alpha").await;
+    let tenant: TenantId = tenant.parse().unwrap();
+    let edge = start_edge(&app, bus.clone(), "edge-a").await;
+    let store = edge.store().clone();
+    assert_eq!(
+        store.by_fqdn("alpha.example.test").map(|t| t.tenant_id),
+        Some(tenant)
+    );
+
+    let r = app
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/tenants/alpha/extensions",
+            Some(json!({"number": "100", "display_name": "Ann", "sip_secret": "Secr3t-pass-x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    eventually("extension created on the edge", || {
+        let s = store.clone();
+        async move {
+            s.extension(tenant, "100")
+                .is_some_and(|e| e.display_name == "Ann" && e.sip_secret.expose() == "Secr3t-pass-x")
+        }
+    })
+    .await;
+    app.call(
+        &admin,
+        Method::PATCH,
+        "/api/v1/tenants/alpha/extensions/100",
+        Some(json!({"display_name": "Anna", "sip_secret": "N3w-secret-x"})),
+    )
+    .await;
+    eventually("extension changed on the edge", || {
+        let s = store.clone();
+        async move {
+            s.extension(tenant, "100")
+                .is_some_and(|e| e.display_name == "Anna" && e.sip_secret.expose() == "N3w-secret-x")
+        }
+    })
+    .await;
+    app.call(
+        &admin,
+        Method::DELETE,
+        "/api/v1/tenants/alpha/extensions/100",
+        None,
+    )
+    .await;
+    eventually("extension deleted on the edge", || {
+        let s = store.clone();
+        async move { s.extension(tenant, "100").is_none() }
+    })
+    .await;
+    // Plan changes travel in the snapshot, so the edge gates by plan too.
+    app.call(
+        &app.operator_key,
+        Method::PATCH,
+        "/api/v1/tenants/alpha",
+        Some(json!({"plan": "enterprise"})),
+    )
+    .await;
+    eventually("plan change on the edge", || {
+        let s = store.clone();
+        async move {
+            s.get(tenant).is_some_and(|t| {
+                t.plan == pbx_contract::Plan::Enterprise
+                    && t.features.contains(&pbx_contract::Feature::SkillRouting)
+            })
+        }
+    })
+    .await;
+    // Edge and control plane agree on the version.
+    let mut conn = app.state.db.acquire().await.unwrap();
+    let version = db::tenants::get(&mut conn, tenant)
+        .await
+        .unwrap()
+        .unwrap()
+        .config_version;
+    drop(conn);
+    eventually("versions agree", || {
+        let s = store.clone();
+        async move { s.version(tenant) == Some(version) }
+    })
+    .await;
+    // The edge's own events reached the control plane.
+    eventually("edge events stored", || {
+        let app = &app;
+        async move {
+            let r = app
+                .call(&app.operator_key, Method::GET, "/api/v1/edge-nodes", None)
+                .await;
+            r.body["nodes"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["node_id"] == "edge-a" && n["state"] == "running")
+            }) && r.text.contains("tenant_snapshot_loaded")
+        }
+    })
+    .await;
+    // A new tenant appears; a deleted one disappears.
+    app.call(
+        &app.operator_key,
+        Method::POST,
+        "/api/v1/tenants",
+        Some(json!({"slug": "bravo"})),
+    )
+    .await;
+    eventually("new tenant on the edge", || {
+        let s = store.clone();
+        async move { s.by_fqdn("bravo.example.test").is_some() }
+    })
+    .await;
+    app.call(&app.operator_key, Method::DELETE, "/api/v1/tenants/alpha", None)
+        .await;
+    eventually("deleted tenant gone from the edge", || {
+        let s = store.clone();
+        async move { s.get(tenant).is_none() }
+    })
+    .await;
+    edge.shutdown().await.unwrap();
+    app.stop().await;
+}
+
+async fn restarted_edge_rebuilds_from_the_snapshot(db: Db, bus: Arc<dyn Bus>) {
+    let app = TestApp::start_with_bus(db, bus.clone()).await;
+    let (tenant, admin) = app.tenant_with_admin("alpha").await;
+    let tenant: TenantId = tenant.parse().unwrap();
+    let ext = |n: &str| json!({"number": n, "sip_secret": "Secr3t-pass-x"});
+    app.call(
+        &admin,
+        Method::POST,
+        "/api/v1/tenants/alpha/extensions",
+        Some(ext("100")),
+    )
+    .await;
+    let edge = start_edge(&app, bus.clone(), "edge-r").await;
+    assert!(edge.store().extension(tenant, "100").is_some());
+    edge.shutdown().await.unwrap();
+    // While the edge is down: changes it never sees on the stream in order.
+    app.call(
+        &admin,
+        Method::POST,
+        "/api/v1/tenants/alpha/extensions",
+        Some(ext("101")),
+    )
+    .await;
+    app.call(
+        &admin,
+        Method::PATCH,
+        "/api/v1/tenants/alpha/extensions/100",
+        Some(json!({"display_name": "Renamed"})),
+    )
+    .await;
+    app.call(
+        &admin,
+        Method::POST,
+        "/api/v1/tenants/alpha/extensions",
+        Some(ext("102")),
+    )
+    .await;
+    app.call(
+        &admin,
+        Method::DELETE,
+        "/api/v1/tenants/alpha/extensions/102",
+        None,
+    )
+    .await;
+    let edge = start_edge(&app, bus.clone(), "edge-r").await;
+    let store = edge.store();
+    assert_eq!(
+        store.extension(tenant, "100").map(|e| e.display_name),
+        Some("Renamed".to_owned())
+    );
+    assert!(store.extension(tenant, "101").is_some());
+    assert!(store.extension(tenant, "102").is_none());
+    let mut conn = app.state.db.acquire().await.unwrap();
+    let version = db::tenants::get(&mut conn, tenant)
+        .await
+        .unwrap()
+        .unwrap()
+        .config_version;
+    assert_eq!(store.version(tenant), Some(version));
+    // And it keeps following the stream after the rebuild.
+    app.call(
+        &admin,
+        Method::POST,
+        "/api/v1/tenants/alpha/extensions",
+        Some(ext("103")),
+    )
+    .await;
+    eventually("change after restart applied", || {
+        let s = store.clone();
+        async move { s.extension(tenant, "103").is_some() }
+    })
+    .await;
+    edge.shutdown().await.unwrap();
+    app.stop().await;
+}
+
+fn envelope(node: &str) -> EventEnvelope {
+    EventEnvelope {
+        id: uuid::Uuid::now_v7(),
+        occurred_at_ms: db::now_ms(),
+        node_id: node.into(),
+        tenant: None,
+        event: Event::TenantSnapshotLoaded {
+            version: 3,
+            reason: SnapshotReason::Startup,
+        },
+    }
+}
+
+async fn log_rows_for(app: &TestApp, event_id: &str) -> i64 {
+    let mut c = app.state.db.acquire().await.unwrap();
+    let row = sqlx::query("SELECT COUNT(*) FROM edge_node_log WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    sqlx::Row::get(&row, 0)
+}
+
+async fn events_apply_once_across_a_consumer_crash(db: Db, bus: Arc<dyn Bus>) {
+    let app = TestApp::start_with_bus(db, bus.clone()).await;
+    bus.ensure_group(EVENTS_STREAM, EVENTS_GROUP).await.unwrap();
+    let committed = envelope("edge-x");
+    let uncommitted = envelope("edge-x");
+    for e in [&committed, &uncommitted] {
+        bus.append(EVENTS_STREAM, &serde_json::to_vec(e).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    // Consumer "a" reads both; commits the first one's effect and dies before acknowledging;
+    // dies before even committing the second.
+    let got = bus
+        .read_group(EVENTS_STREAM, EVENTS_GROUP, "a", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        events_consumer::apply(&app.state, &got[0]).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(bus.pending_count(EVENTS_STREAM, EVENTS_GROUP).await.unwrap(), 2);
+    // Nothing is re-claimed before it has been idle long enough.
+    let patient = ConsumerOptions {
+        consumer: "b".into(),
+        claim_after: Duration::from_secs(60),
+        block: Duration::from_millis(50),
+    };
+    assert_eq!(
+        events_consumer::consume_once(&app.state, &patient).await.unwrap(),
+        0
+    );
+    // Consumer "b" takes them over.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let b = ConsumerOptions {
+        consumer: "b".into(),
+        claim_after: Duration::from_millis(10),
+        block: Duration::from_millis(50),
+    };
+    assert_eq!(events_consumer::consume_once(&app.state, &b).await.unwrap(), 2);
+    assert_eq!(bus.pending_count(EVENTS_STREAM, EVENTS_GROUP).await.unwrap(), 0);
+    assert_eq!(
+        log_rows_for(&app, &committed.id.to_string()).await,
+        1,
+        "re-claimed event applied twice"
+    );
+    assert_eq!(
+        log_rows_for(&app, &uncommitted.id.to_string()).await,
+        1,
+        "uncommitted event lost"
+    );
+    // The same event appended twice (an at-least-once producer) still has one effect;
+    // a malformed entry is acknowledged and skipped rather than blocking the stream.
+    bus.append(EVENTS_STREAM, &serde_json::to_vec(&committed).unwrap(), None)
+        .await
+        .unwrap();
+    bus.append(EVENTS_STREAM, b"{not an event", None).await.unwrap();
+    assert_eq!(events_consumer::consume_once(&app.state, &b).await.unwrap(), 2);
+    assert_eq!(log_rows_for(&app, &committed.id.to_string()).await, 1);
+    assert_eq!(bus.pending_count(EVENTS_STREAM, EVENTS_GROUP).await.unwrap(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn embedded_config_changes_reach_the_edge() {
+    let t = db::testing::sqlite().await;
+    config_changes_reach_the_edge(t.db.clone(), Arc::new(MemoryBus::new())).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn production_config_changes_reach_the_edge() {
+    let t = db::testing::postgres().await;
+    let redis = RedisPrefix::new();
+    config_changes_reach_the_edge(t.db.clone(), redis.bus().await).await;
+    redis.cleanup().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn embedded_restarted_edge_rebuilds_from_the_snapshot() {
+    let t = db::testing::sqlite().await;
+    restarted_edge_rebuilds_from_the_snapshot(t.db.clone(), Arc::new(MemoryBus::new())).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn production_restarted_edge_rebuilds_from_the_snapshot() {
+    let t = db::testing::postgres().await;
+    let redis = RedisPrefix::new();
+    restarted_edge_rebuilds_from_the_snapshot(t.db.clone(), redis.bus().await).await;
+    redis.cleanup().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn embedded_events_apply_once_across_a_consumer_crash() {
+    let t = db::testing::sqlite().await;
+    events_apply_once_across_a_consumer_crash(t.db.clone(), Arc::new(MemoryBus::new())).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn production_events_apply_once_across_a_consumer_crash() {
+    let t = db::testing::postgres().await;
+    let redis = RedisPrefix::new();
+    events_apply_once_across_a_consumer_crash(t.db.clone(), redis.bus().await).await;
+    redis.cleanup().await;
+    t.cleanup().await;
+}

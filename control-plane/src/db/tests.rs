@@ -1,0 +1,208 @@
+//! Repository functions for tenant-owned rows never cross tenants, on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::on_both_backends;
+use pbx_contract::{ExtensionId, Plan, Role, TenantState, UserId};
+
+async fn two_tenants(db: &Db) -> (tenants::Tenant, tenants::Tenant) {
+    let mut c = db.acquire().await.unwrap();
+    let mk = |slug: &'static str| tenants::NewTenant {
+        slug,
+        name: slug,
+        plan: Plan::Standard,
+        state: TenantState::Active,
+        reseller_id: None,
+    };
+    let a = tenants::insert(&mut c, &mk("alpha")).await.unwrap();
+    let b = tenants::insert(&mut c, &mk("bravo")).await.unwrap();
+    (a, b)
+}
+
+on_both_backends!(extensions_are_scoped_by_tenant, |db: Db| async move {
+    let (a, b) = two_tenants(&db).await;
+    let mut c = db.acquire().await.unwrap();
+    let new = |id, number| extensions::NewExtension {
+        id,
+        number,
+        display_name: "x",
+        email: None,
+        sip_secret_enc: "v1:x",
+    };
+    let b_ext = extensions::insert(&mut c, b.id, &new(ExtensionId::new(), "100"))
+        .await
+        .unwrap();
+    // The same number in another tenant is fine; twice in one tenant is a conflict.
+    extensions::insert(&mut c, a.id, &new(ExtensionId::new(), "100"))
+        .await
+        .unwrap();
+    let dup = extensions::insert(&mut c, a.id, &new(ExtensionId::new(), "100")).await;
+    assert!(
+        matches!(dup, Err(crate::Error::Conflict { ref field, .. }) if field == "number"),
+        "{dup:?}"
+    );
+
+    assert_eq!(extensions::get(&mut c, a.id, b_ext.id).await.unwrap(), None);
+    assert_eq!(
+        extensions::get(&mut c, b.id, b_ext.id)
+            .await
+            .unwrap()
+            .map(|e| e.id),
+        Some(b_ext.id)
+    );
+    assert_eq!(
+        extensions::get_by_number(&mut c, a.id, "100")
+            .await
+            .unwrap()
+            .map(|e| e.tenant_id),
+        Some(a.id)
+    );
+    assert!(extensions::list(&mut c, a.id)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.tenant_id == a.id));
+    assert_eq!(extensions::count(&mut c, a.id).await.unwrap(), 1);
+    let patch = extensions::ExtensionPatch {
+        number: None,
+        display_name: Some("hijacked"),
+        email: None,
+        sip_secret_enc: None,
+    };
+    assert_eq!(
+        extensions::update(&mut c, a.id, b_ext.id, &patch).await.unwrap(),
+        None
+    );
+    assert!(!extensions::delete(&mut c, a.id, b_ext.id).await.unwrap());
+    let still = extensions::get(&mut c, b.id, b_ext.id).await.unwrap().unwrap();
+    assert_eq!(still.display_name, "x");
+    assert!(extensions::delete(&mut c, b.id, b_ext.id).await.unwrap());
+});
+
+on_both_backends!(users_are_scoped_by_tenant, |db: Db| async move {
+    let (a, b) = two_tenants(&db).await;
+    let mut c = db.acquire().await.unwrap();
+    let new = |email| users::NewUser {
+        email,
+        display_name: "u",
+        role: Role::Agent,
+        password_hash: None,
+        must_change_password: false,
+        reseller_id: None,
+    };
+    let b_user = users::insert(&mut c, Some(b.id), &new("same@x.test"))
+        .await
+        .unwrap();
+    let a_user = users::insert(&mut c, Some(a.id), &new("same@x.test"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        users::insert(&mut c, Some(a.id), &new("same@x.test")).await,
+        Err(crate::Error::Conflict { .. })
+    ));
+    // Platform users have their own email namespace.
+    users::insert(&mut c, None, &new("same@x.test")).await.unwrap();
+    assert!(matches!(
+        users::insert(&mut c, None, &new("same@x.test")).await,
+        Err(crate::Error::Conflict { .. })
+    ));
+
+    assert_eq!(users::get(&mut c, a.id, b_user.id).await.unwrap(), None);
+    assert_eq!(
+        users::find_by_email(&mut c, Some(a.id), "same@x.test")
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(a_user.id)
+    );
+    assert_eq!(
+        users::list(&mut c, a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect::<Vec<_>>(),
+        vec![a_user.id]
+    );
+    let patch = users::UserPatch {
+        display_name: Some("hijacked"),
+        role: Some(Role::TenantAdmin),
+    };
+    assert_eq!(
+        users::update(&mut c, a.id, b_user.id, &patch).await.unwrap(),
+        None
+    );
+    assert!(!users::delete(&mut c, a.id, b_user.id).await.unwrap());
+    assert!(!users::delete(&mut c, a.id, UserId::new()).await.unwrap());
+    let still = users::get(&mut c, b.id, b_user.id).await.unwrap().unwrap();
+    assert_eq!((still.display_name.as_str(), still.role), ("u", Role::Agent));
+});
+
+on_both_backends!(audit_and_tenant_deletion, |db: Db| async move {
+    let (a, b) = two_tenants(&db).await;
+    let mut tx = db.begin().await.unwrap();
+    let actor = audit::Actor::system("test");
+    for (t, id) in [(a.id, "1"), (b.id, "2")] {
+        audit::record(
+            &mut tx,
+            &actor,
+            &audit::AuditEntry {
+                tenant: Some(t),
+                action: "x.create",
+                entity: "x",
+                entity_id: id,
+                before: None,
+                after: Some(serde_json::json!({"k": 1})),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut c = db.acquire().await.unwrap();
+    let a_log = audit::list_for_tenant(&mut c, a.id, 10).await.unwrap();
+    assert_eq!(a_log.len(), 1);
+    assert_eq!(a_log[0].entity_id, "1");
+    assert_eq!(a_log[0].after, Some(serde_json::json!({"k": 1})));
+    // Versions count up per tenant; deleting a tenant takes its rows but not the audit trail.
+    assert_eq!(tenants::bump_config_version(&mut c, a.id).await.unwrap(), 1);
+    assert_eq!(tenants::bump_config_version(&mut c, a.id).await.unwrap(), 2);
+    assert_eq!(tenants::bump_config_version(&mut c, b.id).await.unwrap(), 1);
+    extensions::insert(
+        &mut c,
+        a.id,
+        &extensions::NewExtension {
+            id: ExtensionId::new(),
+            number: "1",
+            display_name: "x",
+            email: None,
+            sip_secret_enc: "v1:x",
+        },
+    )
+    .await
+    .unwrap();
+    assert!(tenants::delete(&mut c, a.id).await.unwrap());
+    assert_eq!(extensions::count(&mut c, a.id).await.unwrap(), 0);
+    assert_eq!(audit::list_for_tenant(&mut c, a.id, 10).await.unwrap().len(), 1);
+    assert!(tenants::get(&mut c, b.id).await.unwrap().is_some());
+});
+
+on_both_backends!(outbox_and_processed_events, |db: Db| async move {
+    let mut c = db.acquire().await.unwrap();
+    outbox::enqueue(&mut c, "cfg", "one").await.unwrap();
+    outbox::enqueue(&mut c, "cfg", "two").await.unwrap();
+    let batch = outbox::claim_batch(&mut c, db.backend(), 10).await.unwrap();
+    assert_eq!(
+        batch.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(),
+        vec!["one", "two"]
+    );
+    outbox::mark_published(&mut c, batch[0].id).await.unwrap();
+    assert_eq!(outbox::pending_count(&mut c).await.unwrap(), 1);
+    assert_eq!(
+        outbox::claim_batch(&mut c, db.backend(), 10).await.unwrap()[0].payload,
+        "two"
+    );
+    assert!(edge_log::mark_processed(&mut c, "ev-1").await.unwrap());
+    assert!(!edge_log::mark_processed(&mut c, "ev-1").await.unwrap());
+});

@@ -26,16 +26,17 @@ struct Cli {
     command: Cmd,
 }
 
+/// Global, so they go anywhere: `pbx tenant list --data-dir D` as well as `pbx tenant --data-dir D list`.
 #[derive(clap::Args)]
 struct ApiArgs {
     /// API URL of the instance (default: the one `pbx up` runs in --data-dir).
-    #[arg(long, env = "PBX_API")]
+    #[arg(long, env = "PBX_API", global = true)]
     api: Option<String>,
     /// Bearer token: an operator or reseller API key (default: --data-dir/operator.token).
-    #[arg(long, env = "PBX_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "PBX_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// The data directory of a local `pbx up`.
-    #[arg(long, env = "PBX_DATA_DIR", default_value = "pbx-data")]
+    #[arg(long, env = "PBX_DATA_DIR", default_value = "pbx-data", global = true)]
     data_dir: PathBuf,
 }
 
@@ -54,6 +55,9 @@ enum Cmd {
         /// Tenants get {slug}.{base-domain}.
         #[arg(long, default_value = "localhost")]
         base_domain: String,
+        /// Serve the embedded edge node's /healthz, /readyz, /metrics and /tenants here.
+        #[arg(long)]
+        edge_http: Option<String>,
     },
     /// The control plane on production engines (PostgreSQL, Redis, S3, SMTP).
     ControlPlane {
@@ -155,6 +159,7 @@ async fn main() -> Result<()> {
             http,
             sip,
             base_domain,
+            edge_http,
         } => {
             init_tracing();
             up::validate_base_domain(&base_domain)?;
@@ -163,6 +168,7 @@ async fn main() -> Result<()> {
                 http,
                 sip,
                 base_domain,
+                edge_http,
             })
             .await
         }

@@ -136,7 +136,7 @@ pub async fn start_edge(
         Some(listener) => {
             let (tx, mut rx) = watch::channel(false);
             let status = node.sync_status().clone();
-            let app = edge_health_router(status, bus);
+            let app = edge_health_router(status, node.store().clone(), bus);
             let task = tokio::spawn(async move {
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -162,7 +162,32 @@ impl EdgeTasks {
     }
 }
 
-fn edge_health_router(status: Arc<pbx_edge_node::SyncStatus>, bus: Arc<dyn Bus>) -> axum::Router {
+/// What the edge holds, without secrets: for operators and end-to-end tests.
+pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Value {
+    let mut tenants: Vec<serde_json::Value> = store
+        .tenant_ids()
+        .into_iter()
+        .filter_map(|id| store.get(id))
+        .map(|t| {
+            serde_json::json!({
+                "tenant_id": t.tenant_id,
+                "fqdn": t.fqdn,
+                "state": t.state,
+                "plan": t.plan,
+                "version": t.version,
+                "extensions": t.extensions.iter().map(|e| serde_json::json!({"number": e.number, "display_name": e.display_name})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    tenants.sort_by(|a, b| a["fqdn"].as_str().cmp(&b["fqdn"].as_str()));
+    serde_json::Value::Array(tenants)
+}
+
+fn edge_health_router(
+    status: Arc<pbx_edge_node::SyncStatus>,
+    store: pbx_edge_node::SnapshotStore,
+    bus: Arc<dyn Bus>,
+) -> axum::Router {
     use axum::routing::get;
     let ready_status = status.clone();
     axum::Router::new()
@@ -181,4 +206,5 @@ fn edge_health_router(status: Arc<pbx_edge_node::SyncStatus>, bus: Arc<dyn Bus>)
             }),
         )
         .route("/metrics", get(|| async { pbx_control_plane::api::metrics_text() }))
+        .route("/tenants", get(move || { let store = store.clone(); async move { axum::Json(tenants_summary(&store)) } }))
 }

@@ -23,6 +23,8 @@ pub struct UpOptions {
     pub http: String,
     pub sip: String,
     pub base_domain: String,
+    /// Optional health/metrics/introspection port of the embedded edge node.
+    pub edge_http: Option<String>,
 }
 
 pub const TOKEN_FILE: &str = "operator.token";
@@ -132,6 +134,18 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             claim_after: Duration::from_secs(30),
         },
     );
+    let edge_listener = match &opts.edge_http {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding edge HTTP {a}"))?,
+        ),
+        None => None,
+    };
+    let edge_url = edge_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| format!("http://{a}"));
     let edge = serve::start_edge(
         EdgeConfig {
             node_id: "local".into(),
@@ -140,7 +154,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             edge_token,
         },
         bus,
-        None,
+        edge_listener,
     )
     .await?;
 
@@ -156,6 +170,9 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         "  Tenants:          {{slug}}.{}   SIP (coming with the telephony core): {}",
         opts.base_domain, opts.sip
     );
+    if let Some(u) = &edge_url {
+        println!("  Edge node health: {u}/readyz   (what it holds: {u}/tenants)");
+    }
     println!("  Data directory:   {}", data.display());
     std::io::stdout().flush()?;
 

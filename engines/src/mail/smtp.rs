@@ -32,6 +32,7 @@ fn default_timeout_secs() -> u64 {
 }
 
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,

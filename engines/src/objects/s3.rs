@@ -24,6 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to reach the bucket.
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// `https://s3.example.com`; None: AWS's endpoint for `region`.
     #[serde(default)]

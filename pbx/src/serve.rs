@@ -205,6 +205,20 @@ fn edge_health_router(
                 }
             }),
         )
-        .route("/metrics", get(|| async { pbx_control_plane::api::metrics_text() }))
+        .route(
+            "/metrics",
+            get(move || {
+                let s = status.clone();
+                async move {
+                    // The sync worker counts in atomics; publish them at scrape time.
+                    metrics::gauge!("pbx_edge_cfg_applied").set(s.applied() as f64);
+                    metrics::gauge!("pbx_edge_cfg_reloads").set(s.reloads() as f64);
+                    metrics::gauge!("pbx_edge_cfg_skipped").set(s.skipped() as f64);
+                    metrics::gauge!("pbx_edge_cfg_malformed").set(s.malformed() as f64);
+                    metrics::gauge!("pbx_edge_cfg_failures").set(s.failures() as f64);
+                    pbx_control_plane::api::metrics_text()
+                }
+            }),
+        )
         .route("/tenants", get(move || { let store = store.clone(); async move { axum::Json(tenants_summary(&store)) } }))
 }

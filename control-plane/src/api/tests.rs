@@ -659,6 +659,31 @@ on_both_backends!(
             app.call("", Method::GET, "/api/v1/me", None).await.status,
             StatusCode::UNAUTHORIZED
         );
+        // Every session write is in the tenant's audit trail.
+        let audit = app
+            .call(
+                &app.operator_key,
+                Method::GET,
+                "/api/v1/tenants/alpha/audit-log",
+                None,
+            )
+            .await;
+        let actions: Vec<&str> = audit
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action"].as_str().unwrap())
+            .collect();
+        for a in [
+            "auth.login",
+            "auth.refresh",
+            "auth.refresh_reuse",
+            "auth.logout",
+            "user.password_change",
+        ] {
+            assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+        }
         app.stop().await;
     }
 );

@@ -85,6 +85,25 @@ pub struct CreatedReseller {
     pub one_time_password: String,
 }
 
+/// Sessions are writes too: log-ins, refreshes and log-outs go to the audit trail.
+async fn audit_session(conn: &mut db::Conn, user: &db::users::User, action: &str) -> Result<()> {
+    let actor = Actor {
+        user_id: Some(user.id.to_string()),
+        label: format!("{}:{}", user.role, user.email),
+        request_id: None,
+    };
+    let entity_id = user.id.to_string();
+    let entry = AuditEntry {
+        tenant: user.tenant_id,
+        action,
+        entity: "user",
+        entity_id: &entity_id,
+        before: None,
+        after: None,
+    };
+    db::audit::record(conn, &actor, &entry).await
+}
+
 fn bad_login() -> Error {
     metrics::counter!("pbx_api_login_failures_total").increment(1);
     Error::BadCredentials
@@ -150,6 +169,7 @@ pub async fn login(state: &AppState, req: LoginRequest) -> Result<TokenPair> {
         user.must_change_password,
     )
     .await?;
+    audit_session(&mut tx, &user, "auth.login").await?;
     tx.commit().await?;
     Ok(pair)
 }
@@ -165,6 +185,9 @@ pub async fn refresh(state: &AppState, req: RefreshRequest) -> Result<TokenPair>
     if !db::refresh_tokens::mark_used(&mut tx, &token.id).await? {
         // Used before: someone replayed it. Kill the whole family, then refuse.
         db::refresh_tokens::revoke_family(&mut tx, &token.family_id).await?;
+        if let Some(user) = db::users::get_by_id_unscoped(&mut tx, token.user_id).await? {
+            audit_session(&mut tx, &user, "auth.refresh_reuse").await?;
+        }
         tx.commit().await?;
         tracing::warn!(user = %token.user_id, "refresh token reuse detected; token family revoked");
         return Err(Error::Unauthenticated);
@@ -181,6 +204,7 @@ pub async fn refresh(state: &AppState, req: RefreshRequest) -> Result<TokenPair>
         user.must_change_password,
     )
     .await?;
+    audit_session(&mut tx, &user, "auth.refresh").await?;
     tx.commit().await?;
     Ok(pair)
 }
@@ -189,6 +213,9 @@ pub async fn logout(state: &AppState, req: RefreshRequest) -> Result<()> {
     let mut tx = state.db.begin().await?;
     if let Some(token) = db::refresh_tokens::find_by_hash(&mut tx, &token_hash(&req.refresh_token)).await? {
         db::refresh_tokens::revoke_family(&mut tx, &token.family_id).await?;
+        if let Some(user) = db::users::get_by_id_unscoped(&mut tx, token.user_id).await? {
+            audit_session(&mut tx, &user, "auth.logout").await?;
+        }
     }
     tx.commit().await?;
     Ok(())

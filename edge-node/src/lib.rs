@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod node;
+pub mod sip;
 pub mod sync;
 
 #[cfg(test)]

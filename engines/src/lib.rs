@@ -8,6 +8,7 @@
 //! configuration and sends mail) and neither plane may depend on the other.
 
 pub mod bus;
+pub mod live;
 pub mod mail;
 pub mod objects;
 

@@ -1,0 +1,189 @@
+//! Building responses (RFC 3261 §8.2.6, §18.2.1, RFC 3581) and serializing messages.
+
+use super::{Headers, Method, SipRequest, SipResponse, Via};
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn write_message(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(start_line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("Content-Length") || h.name.eq_ignore_ascii_case("l") {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+impl SipRequest {
+    /// Wire form; Content-Length is always written from the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let start = format!("{} {} {}", self.method, self.uri, self.version);
+        write_message(&start, &self.headers, &self.body)
+    }
+}
+
+/// The top Via of a response to a request received from `source`: `received` when the
+/// sent-by host is not the source address, `rport` filled when the client asked (RFC 3581,
+/// which also requires `received` then).
+fn stamp_via(via: &mut Via, source: SocketAddr) {
+    let ip = source.ip().to_string();
+    let host_is_source = via.host.trim_matches(['[', ']']) == ip;
+    match via.rport() {
+        Some(_) => {
+            via.params.set("rport", Some(source.port().to_string()));
+            via.params.set("received", Some(ip));
+        }
+        None if !host_is_source => via.params.set("received", Some(ip)),
+        None => {}
+    }
+}
+
+impl SipResponse {
+    /// A response to `req` (RFC 3261 §8.2.6.2): Via values (top one stamped with
+    /// `received`/`rport` from `source`, the packet's source address), From, To, Call-ID,
+    /// CSeq copied; Content-Length written by [`SipResponse::to_bytes`]. Use
+    /// [`SipResponse::with_to_tag`] to add the UAS tag.
+    pub fn for_request(req: &SipRequest, status: u16, reason: &str, source: SocketAddr) -> SipResponse {
+        let mut headers = Headers::new();
+        let mut first = true;
+        for line in req.headers.get_all("Via") {
+            if first {
+                first = false;
+                if let Some(parts) = super::headers::split_list(line) {
+                    let mut vias = Vec::with_capacity(parts.len());
+                    for (i, part) in parts.iter().enumerate() {
+                        match (i, Via::parse(part)) {
+                            (0, Ok(mut via)) => {
+                                stamp_via(&mut via, source);
+                                vias.push(via.to_string());
+                            }
+                            _ => vias.push(part.to_string()),
+                        }
+                    }
+                    headers.push("Via", vias.join(", "));
+                    continue;
+                }
+            }
+            headers.push("Via", line);
+        }
+        for name in ["From", "To", "Call-ID", "CSeq"] {
+            for value in req.headers.get_all(name) {
+                headers.push(name, value);
+            }
+        }
+        SipResponse {
+            version: "SIP/2.0".to_string(),
+            status,
+            reason: reason.to_string(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    /// Adds `;tag=` to To unless it already has one (§8.2.6.2).
+    pub fn with_to_tag(mut self, tag: &str) -> Self {
+        if let Some(h) = self
+            .headers
+            .0
+            .iter_mut()
+            .find(|h| super::same_name(&h.name, "To"))
+        {
+            let has_tag = super::NameAddr::parse(&h.value).is_some_and(|n| n.tag().is_some());
+            if !has_tag {
+                h.value = format!("{};tag={tag}", h.value);
+            }
+        }
+        self
+    }
+
+    /// Adds any header line.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push(name, value);
+        self
+    }
+    pub fn with_www_authenticate(self, challenge: &str) -> Self {
+        self.with_header("WWW-Authenticate", challenge)
+    }
+    pub fn with_proxy_authenticate(self, challenge: &str) -> Self {
+        self.with_header("Proxy-Authenticate", challenge)
+    }
+    /// `Contact: <uri>;expires=N` (a registrar lists each binding this way, §10.3 step 8).
+    pub fn with_contact(self, uri: &str, expires: Option<u32>) -> Self {
+        let value = match expires {
+            Some(e) => format!("<{uri}>;expires={e}"),
+            None => format!("<{uri}>"),
+        };
+        self.with_header("Contact", value)
+    }
+    pub fn with_expires(self, seconds: u32) -> Self {
+        self.with_header("Expires", seconds.to_string())
+    }
+    pub fn with_min_expires(self, seconds: u32) -> Self {
+        self.with_header("Min-Expires", seconds.to_string())
+    }
+    pub fn with_allow(self, methods: &[Method]) -> Self {
+        let list: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        self.with_header("Allow", list.join(", "))
+    }
+    pub fn with_supported(self, options: &[&str]) -> Self {
+        self.with_header("Supported", options.join(", "))
+    }
+    pub fn with_unsupported(self, options: &[&str]) -> Self {
+        self.with_header("Unsupported", options.join(", "))
+    }
+    pub fn with_server(self, product: &str) -> Self {
+        self.with_header("Server", product)
+    }
+    pub fn with_user_agent(self, product: &str) -> Self {
+        self.with_header("User-Agent", product)
+    }
+    /// `Date:` in RFC 1123 form, GMT (§20.17).
+    pub fn with_date(self, at: SystemTime) -> Self {
+        self.with_header("Date", http_date(at))
+    }
+    pub fn with_body(mut self, content_type: &str, body: Vec<u8>) -> Self {
+        self.headers.set("Content-Type", content_type);
+        self.body = body;
+        self
+    }
+
+    /// Wire form; Content-Length is always written from the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let start = format!("{} {} {}", self.version, self.status, self.reason);
+        write_message(&start, &self.headers, &self.body)
+    }
+}
+
+/// `Sat, 13 Nov 2010 23:29:00 GMT` (RFC 1123 / RFC 3261 §20.17). Times before 1970 print
+/// as the epoch.
+pub fn http_date(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // civil_from_days (H. Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let wd = WD[days.rem_euclid(7) as usize];
+    let mon = MON[((month - 1).clamp(0, 11)) as usize];
+    format!("{wd}, {d:02} {mon} {year} {h:02}:{m:02}:{s:02} GMT")
+}

@@ -1,0 +1,340 @@
+//! SIP messages: our own types, parser and serializer (RFC 3261 §7, §8.2, §19, §20, §25).
+//!
+//! The rest of the edge sees only these types. The parser is hand-written and owned here
+//! (docs/adr/0001-sip-stack.md explains why rsipstack's was evaluated and not taken); it is
+//! deliberately small, works on bytes, never panics and rejects what it cannot frame.
+//!
+//! Two levels of checking:
+//! * [`parse`] frames the message: start line (strict RFC 3261 grammar: single SPs, no LWS
+//!   in the Request-URI, `SIP/x.y`), header lines (folding, compact names), body (cut at
+//!   Content-Length when the datagram carries more). Headers are kept as text and parsed on
+//!   access ([`SipRequest::top_via`], [`SipRequest::from`], ...).
+//! * [`validate`] applies the RFC 3261 §8.2 / RFC 4475 checks a UAS or registrar needs before
+//!   acting on a request: mandatory headers, duplicates, CSeq method, numbers, Content-Length.
+//!   A failure maps to a 400 (505 for the version), see [`InvalidReason::status`].
+
+mod build;
+mod headers;
+mod parse;
+mod uri;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod torture_tests;
+
+pub use build::http_date;
+pub use headers::{CSeq, Contact, HeaderError, NameAddr, Params, Via};
+pub use parse::{parse, ParseError};
+pub use uri::Uri;
+pub use validate::{validate, InvalidReason};
+
+use std::fmt;
+
+/// A SIP method. Methods are case-sensitive (RFC 3261 §7.1); anything that is not one of
+/// the known ones is an [`Method::Extension`] (the UAS answers 501 to those).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Register,
+    Options,
+    Info,
+    Prack,
+    Update,
+    Subscribe,
+    Notify,
+    Refer,
+    Message,
+    Publish,
+    Extension(String),
+}
+
+impl Method {
+    /// The method for a token (the caller has checked it is a token).
+    pub fn from_token(token: &str) -> Method {
+        match token {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "REGISTER" => Method::Register,
+            "OPTIONS" => Method::Options,
+            "INFO" => Method::Info,
+            "PRACK" => Method::Prack,
+            "UPDATE" => Method::Update,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "REFER" => Method::Refer,
+            "MESSAGE" => Method::Message,
+            "PUBLISH" => Method::Publish,
+            other => Method::Extension(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Register => "REGISTER",
+            Method::Options => "OPTIONS",
+            Method::Info => "INFO",
+            Method::Prack => "PRACK",
+            Method::Update => "UPDATE",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Refer => "REFER",
+            Method::Message => "MESSAGE",
+            Method::Publish => "PUBLISH",
+            Method::Extension(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One header line as received (folded lines joined with a single SP, value trimmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// The header section, in order. Lookups are case-insensitive and know the compact forms
+/// (`v` = Via, `f` = From, ...; RFC 3261 §7.3.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+/// Long name of a compact header name, if it is one.
+fn expand_compact(name: &str) -> &str {
+    match name {
+        "i" | "I" => "Call-ID",
+        "m" | "M" => "Contact",
+        "e" | "E" => "Content-Encoding",
+        "l" | "L" => "Content-Length",
+        "c" | "C" => "Content-Type",
+        "f" | "F" => "From",
+        "s" | "S" => "Subject",
+        "k" | "K" => "Supported",
+        "t" | "T" => "To",
+        "v" | "V" => "Via",
+        "o" | "O" => "Event",
+        "u" | "U" => "Allow-Events",
+        "r" | "R" => "Refer-To",
+        "b" | "B" => "Referred-By",
+        "x" | "X" => "Session-Expires",
+        _ => name,
+    }
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    expand_compact(a).eq_ignore_ascii_case(expand_compact(b))
+}
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// First value of a header.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|h| same_name(&h.name, name))
+            .map(|h| h.value.as_str())
+    }
+    /// All header lines with this name, in order (one entry per line, not split at commas).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |h| same_name(&h.name, name))
+            .map(|h| h.value.as_str())
+    }
+    pub fn count(&self, name: &str) -> usize {
+        self.get_all(name).count()
+    }
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
+    }
+    /// Removes every line with this name.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|h| !same_name(&h.name, name));
+    }
+    /// Replaces every line with this name by one line.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.remove(name);
+        self.push(name, value);
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A parsed request. Header accessors parse on demand and say whether a header is missing,
+/// repeated or malformed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipRequest {
+    pub method: Method,
+    pub uri: Uri,
+    /// As on the wire, e.g. `SIP/2.0`.
+    pub version: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// A response (parsed, or built with [`SipResponse::for_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipResponse {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipMessage {
+    Request(SipRequest),
+    Response(SipResponse),
+}
+
+impl SipMessage {
+    pub fn headers(&self) -> &Headers {
+        match self {
+            SipMessage::Request(r) => &r.headers,
+            SipMessage::Response(r) => &r.headers,
+        }
+    }
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            SipMessage::Request(r) => r.to_bytes(),
+            SipMessage::Response(r) => r.to_bytes(),
+        }
+    }
+}
+
+/// Accessors shared by requests and responses.
+macro_rules! common_accessors {
+    ($t:ty) => {
+        impl $t {
+            /// First value of any header, by name (compact forms understood).
+            pub fn header(&self, name: &str) -> Option<&str> {
+                self.headers.get(name)
+            }
+            /// The single value of a header that must appear at most once.
+            fn single(&self, name: &'static str) -> Result<&str, HeaderError> {
+                let mut it = self.headers.get_all(name);
+                let first = it.next().ok_or(HeaderError::Missing(name))?;
+                if it.next().is_some() {
+                    return Err(HeaderError::Repeated(name));
+                }
+                Ok(first)
+            }
+            /// All Via values, top first (comma-separated values split).
+            pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
+                let mut out = Vec::new();
+                for line in self.headers.get_all("Via") {
+                    for part in headers::split_list(line).ok_or(HeaderError::Malformed("Via"))? {
+                        out.push(Via::parse(part)?);
+                    }
+                }
+                if out.is_empty() {
+                    return Err(HeaderError::Missing("Via"));
+                }
+                Ok(out)
+            }
+            pub fn top_via(&self) -> Result<Via, HeaderError> {
+                let line = self.headers.get("Via").ok_or(HeaderError::Missing("Via"))?;
+                let parts = headers::split_list(line).ok_or(HeaderError::Malformed("Via"))?;
+                let first = parts.first().ok_or(HeaderError::Malformed("Via"))?;
+                Via::parse(first)
+            }
+            pub fn from(&self) -> Result<NameAddr, HeaderError> {
+                NameAddr::parse(self.single("From")?).ok_or(HeaderError::Malformed("From"))
+            }
+            pub fn to(&self) -> Result<NameAddr, HeaderError> {
+                NameAddr::parse(self.single("To")?).ok_or(HeaderError::Malformed("To"))
+            }
+            pub fn call_id(&self) -> Result<&str, HeaderError> {
+                let v = self.single("Call-ID")?;
+                if v.is_empty() || v.contains(char::is_whitespace) {
+                    return Err(HeaderError::Malformed("Call-ID"));
+                }
+                Ok(v)
+            }
+            pub fn cseq(&self) -> Result<CSeq, HeaderError> {
+                CSeq::parse(self.single("CSeq")?).ok_or(HeaderError::Malformed("CSeq"))
+            }
+            /// All Contact values; `Ok(vec![])` when there is none.
+            pub fn contacts(&self) -> Result<Vec<Contact>, HeaderError> {
+                let mut out = Vec::new();
+                for line in self.headers.get_all("Contact") {
+                    out.extend(Contact::parse_list(line).ok_or(HeaderError::Malformed("Contact"))?);
+                }
+                Ok(out)
+            }
+            /// Expires header (delta-seconds), `Ok(None)` when absent.
+            pub fn expires(&self) -> Result<Option<u32>, HeaderError> {
+                self.optional_number("Expires")
+            }
+            /// Content-Length header, `Ok(None)` when absent.
+            pub fn content_length(&self) -> Result<Option<u32>, HeaderError> {
+                self.optional_number("Content-Length")
+            }
+            pub fn content_type(&self) -> Option<&str> {
+                self.headers.get("Content-Type")
+            }
+            fn optional_number(&self, name: &'static str) -> Result<Option<u32>, HeaderError> {
+                match self.single(name) {
+                    Err(HeaderError::Missing(_)) => Ok(None),
+                    Err(e) => Err(e),
+                    Ok(v) => headers::parse_u32(v)
+                        .map(Some)
+                        .ok_or(HeaderError::Malformed(name)),
+                }
+            }
+        }
+    };
+}
+
+common_accessors!(SipRequest);
+common_accessors!(SipResponse);
+
+impl SipRequest {
+    /// Max-Forwards (0..=255), `Ok(None)` when absent (RFC 2543 clients omit it).
+    pub fn max_forwards(&self) -> Result<Option<u8>, HeaderError> {
+        match self.single("Max-Forwards") {
+            Err(HeaderError::Missing(_)) => Ok(None),
+            Err(e) => Err(e),
+            Ok(v) => headers::parse_u32(v)
+                .and_then(|n| u8::try_from(n).ok())
+                .map(Some)
+                .ok_or(HeaderError::Malformed("Max-Forwards")),
+        }
+    }
+    /// Raw value of the Authorization header (the digest module parses it).
+    pub fn authorization(&self) -> Option<&str> {
+        self.headers.get("Authorization")
+    }
+    /// Raw value of the Proxy-Authorization header.
+    pub fn proxy_authorization(&self) -> Option<&str> {
+        self.headers.get("Proxy-Authorization")
+    }
+}

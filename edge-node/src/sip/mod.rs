@@ -1,0 +1,5 @@
+//! The SIP stack of the edge node: protocol logic apart from the I/O that drives it.
+
+pub mod auth;
+pub mod message;
+pub mod transaction;

@@ -56,6 +56,18 @@ pub enum Event {
     EdgeNodeStopping,
     /// An edge node (re)loaded a tenant's snapshot, e.g. after a restart or a gap in `cfg`.
     TenantSnapshotLoaded { version: u64, reason: SnapshotReason },
+    /// Repeated SIP authentication failures locked a source address or an extension out
+    /// (SPEC T2). The control plane writes it to the tenant's audit log.
+    SipAuthLockout { subject: LockoutSubject, until_ms: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LockoutSubject {
+    /// Every request from this address (an IPv4 address or an IPv6 /64) is refused.
+    Source { address: String },
+    /// Registrations of this extension are refused, from anywhere.
+    Extension { number: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

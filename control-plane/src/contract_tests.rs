@@ -362,6 +362,41 @@ async fn events_apply_once_across_a_consumer_crash(db: Db, bus: Arc<dyn Bus>) {
     assert_eq!(events_consumer::consume_once(&app.state, &b).await.unwrap(), 2);
     assert_eq!(log_rows_for(&app, &committed.id.to_string()).await, 1);
     assert_eq!(bus.pending_count(EVENTS_STREAM, EVENTS_GROUP).await.unwrap(), 0);
+    // A SIP lockout reported by an edge lands in the tenant's audit log, once.
+    let (tenant, _) = app.tenant_with_admin("alpha").await;
+    let lockout = EventEnvelope {
+        tenant: Some(tenant.parse().unwrap()),
+        event: Event::SipAuthLockout {
+            subject: pbx_contract::bus::LockoutSubject::Extension { number: "100".into() },
+            until_ms: 1_900_000_000_000,
+        },
+        ..envelope("edge-x")
+    };
+    for _ in 0..2 {
+        bus.append(EVENTS_STREAM, &serde_json::to_vec(&lockout).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(events_consumer::consume_once(&app.state, &b).await.unwrap(), 2);
+    let audit = app
+        .call(
+            &app.operator_key,
+            Method::GET,
+            "/api/v1/tenants/alpha/audit-log",
+            None,
+        )
+        .await;
+    let lockouts: Vec<&serde_json::Value> = audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "sip.lockout")
+        .collect();
+    assert_eq!(lockouts.len(), 1, "{}", audit.text);
+    assert_eq!(lockouts[0]["entity"], "extension");
+    assert_eq!(lockouts[0]["entity_id"], "100");
+    assert_eq!(lockouts[0]["actor"], "edge:edge-x");
     app.stop().await;
 }
 

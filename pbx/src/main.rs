@@ -11,8 +11,10 @@ use pbx_control_plane::crypto::MasterKey;
 use pbx_control_plane::db::Db;
 use pbx_control_plane::service::auth::bootstrap_operator;
 use pbx_control_plane::{AppState, Engines, Settings};
+use pbx_edge_node::sip::service::{parse_algorithms, SipOptions};
 use pbx_edge_node::EdgeConfig;
 use pbx_engines::bus::{Bus, RedisBus};
+use pbx_engines::live::{LiveState, RedisLiveState};
 use pbx_engines::mail::SmtpMailer;
 use pbx_engines::objects::S3ObjectStore;
 use std::path::PathBuf;
@@ -49,9 +51,12 @@ enum Cmd {
         /// API and console address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: String,
-        /// SIP address (served once the telephony core lands).
+        /// SIP address, UDP and TCP (registrations; calls come with the telephony core).
         #[arg(long, default_value = "0.0.0.0:5060")]
         sip: String,
+        /// Digest algorithms offered to phones, preferred first. Old phones and sipp need md5 first.
+        #[arg(long, default_value = "sha-256,md5")]
+        sip_digest: String,
         /// Tenants get {slug}.{base-domain}.
         #[arg(long, default_value = "localhost")]
         base_domain: String,
@@ -160,6 +165,7 @@ async fn main() -> Result<()> {
             sip,
             base_domain,
             edge_http,
+            sip_digest,
         } => {
             init_tracing();
             up::validate_base_domain(&base_domain)?;
@@ -169,6 +175,7 @@ async fn main() -> Result<()> {
                 sip,
                 base_domain,
                 edge_http,
+                sip_digest,
             })
             .await
         }
@@ -322,6 +329,31 @@ async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
             .await?
             .with_prefix(cfg.bus.key_prefix.clone()),
     );
+    let live: Arc<dyn LiveState> = Arc::new(
+        RedisLiveState::connect(&cfg.bus.redis_url)
+            .await?
+            .with_prefix(cfg.bus.key_prefix.clone()),
+    );
+    let sip = match &cfg.sip {
+        None => {
+            tracing::warn!("no [sip] section: this edge node serves no SIP");
+            None
+        }
+        Some(s) => {
+            let addr = |a: &Option<String>| -> Result<Option<std::net::SocketAddr>> {
+                a.as_deref()
+                    .map(|a| a.parse().with_context(|| format!("sip: {a:?} is not an address")))
+                    .transpose()
+            };
+            Some(SipOptions {
+                udp: addr(&s.udp)?,
+                tcp: addr(&s.tcp)?,
+                digest_algorithms: parse_algorithms(&s.digest_algorithms.join(","))
+                    .map_err(|e| anyhow::anyhow!("sip.digest_algorithms: {e}"))?,
+                nonce_lifetime: Duration::from_secs(s.nonce_lifetime_secs),
+            })
+        }
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
         .with_context(|| format!("binding {}", cfg.http.listen))?;
@@ -333,6 +365,8 @@ async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
             edge_token: cfg.control_plane.edge_token,
         },
         bus,
+        live,
+        sip,
         Some(listener),
     )
     .await?;

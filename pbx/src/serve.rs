@@ -5,8 +5,10 @@ use anyhow::{Context, Result};
 use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
 use pbx_control_plane::workers::{events_consumer, outbox_relay};
 use pbx_control_plane::AppState;
+use pbx_edge_node::sip::service::{SipOptions, SipService};
 use pbx_edge_node::{EdgeConfig, EdgeNode, EdgeNodeHandle};
 use pbx_engines::bus::Bus;
+use pbx_engines::live::LiveState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,26 +119,44 @@ impl ControlPlaneTasks {
     }
 }
 
-/// A running edge node and its health/metrics server.
+/// A running edge node, its SIP service and its health/metrics server.
 pub struct EdgeTasks {
     pub node: EdgeNodeHandle,
+    pub sip: Option<Arc<SipService>>,
     http: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 pub async fn start_edge(
     config: EdgeConfig,
     bus: Arc<dyn Bus>,
+    live: Arc<dyn LiveState>,
+    sip: Option<SipOptions>,
     health: Option<TcpListener>,
 ) -> Result<EdgeTasks> {
+    let edge_token = config.edge_token.clone();
     let node = EdgeNode::start(config, bus.clone())
         .await
         .context("starting the edge node")?;
+    let sip = match sip {
+        Some(opts) => Some(Arc::new(
+            SipService::start(
+                opts,
+                node.store().clone(),
+                node.events().clone(),
+                live,
+                &edge_token,
+            )
+            .await
+            .context("starting SIP")?,
+        )),
+        None => None,
+    };
     let http = match health {
         None => None,
         Some(listener) => {
             let (tx, mut rx) = watch::channel(false);
             let status = node.sync_status().clone();
-            let app = edge_health_router(status, node.store().clone(), bus);
+            let app = edge_health_router(status, node.store().clone(), sip.clone(), bus);
             let task = tokio::spawn(async move {
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -147,7 +167,7 @@ pub async fn start_edge(
             Some((tx, task))
         }
     };
-    Ok(EdgeTasks { node, http })
+    Ok(EdgeTasks { node, sip, http })
 }
 
 impl EdgeTasks {
@@ -155,6 +175,14 @@ impl EdgeTasks {
         if let Some((tx, task)) = self.http {
             let _ = tx.send(true);
             let _ = task.await;
+        }
+        if let Some(sip) = self.sip {
+            match Arc::try_unwrap(sip) {
+                Ok(sip) => sip.server.shutdown().await,
+                Err(_) => {
+                    tracing::warn!("SIP service still shared at shutdown; sockets close with the process")
+                }
+            }
         }
         if let Err(e) = self.node.shutdown().await {
             tracing::warn!(error = %e, "edge node shutdown");
@@ -186,6 +214,7 @@ pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Valu
 fn edge_health_router(
     status: Arc<pbx_edge_node::SyncStatus>,
     store: pbx_edge_node::SnapshotStore,
+    sip: Option<Arc<SipService>>,
     bus: Arc<dyn Bus>,
 ) -> axum::Router {
     use axum::routing::get;
@@ -209,6 +238,7 @@ fn edge_health_router(
             "/metrics",
             get(move || {
                 let s = status.clone();
+                let sip = sip.clone();
                 async move {
                     // The sync worker counts in atomics; publish them at scrape time.
                     metrics::gauge!("pbx_edge_cfg_applied").set(s.applied() as f64);
@@ -216,6 +246,16 @@ fn edge_health_router(
                     metrics::gauge!("pbx_edge_cfg_skipped").set(s.skipped() as f64);
                     metrics::gauge!("pbx_edge_cfg_malformed").set(s.malformed() as f64);
                     metrics::gauge!("pbx_edge_cfg_failures").set(s.failures() as f64);
+                    if let Some(sip) = &sip {
+                        let r = sip.stats();
+                        metrics::gauge!("pbx_sip_registrations_ok").set(r.registrations_ok as f64);
+                        metrics::gauge!("pbx_sip_auth_challenges").set(r.auth_challenges as f64);
+                        metrics::gauge!("pbx_sip_auth_failures").set(r.auth_failures as f64);
+                        metrics::gauge!("pbx_sip_lockout_rejections").set(r.lockout_rejections as f64);
+                        metrics::gauge!("pbx_sip_locks_started").set(r.locks_started as f64);
+                        metrics::gauge!("pbx_sip_locked_sources").set(r.locked_sources as f64);
+                        metrics::gauge!("pbx_sip_locked_accounts").set(r.locked_accounts as f64);
+                    }
                     pbx_control_plane::api::metrics_text()
                 }
             }),

@@ -146,16 +146,40 @@ pub struct EdgeHttpSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct EdgeSipSection {
+    /// UDP listen address, e.g. `0.0.0.0:5060`.
+    pub udp: Option<String>,
+    /// TCP listen address, e.g. `0.0.0.0:5060`.
+    pub tcp: Option<String>,
+    /// Digest algorithms offered, preferred first.
+    #[serde(default = "default_digest")]
+    pub digest_algorithms: Vec<String>,
+    /// How long a digest nonce stays valid before phones get `stale=true`.
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime_secs: u64,
+}
+
+fn default_digest() -> Vec<String> {
+    vec!["SHA-256".into(), "MD5".into()]
+}
+fn default_nonce_lifetime() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EdgeNodeConfig {
     pub node: NodeSection,
     pub control_plane: ControlPlaneLink,
     pub bus: BusSection,
     pub http: EdgeHttpSection,
+    /// Without it the node syncs configuration but serves no SIP.
+    pub sip: Option<EdgeSipSection>,
 }
 
 impl EdgeNodeConfig {
     pub fn load(file: &Path) -> Result<Self> {
-        load(file, &["node", "control_plane", "bus", "http"])
+        load(file, &["node", "control_plane", "bus", "http", "sip"])
     }
 }
 

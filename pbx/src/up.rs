@@ -9,8 +9,10 @@ use pbx_control_plane::crypto::{random_token, MasterKey};
 use pbx_control_plane::db::Db;
 use pbx_control_plane::service::auth::bootstrap_operator;
 use pbx_control_plane::{AppState, Engines, Settings};
+use pbx_edge_node::sip::service::{parse_algorithms, SipOptions};
 use pbx_edge_node::EdgeConfig;
 use pbx_engines::bus::{Bus, MemoryBus};
+use pbx_engines::live::MemoryLiveState;
 use pbx_engines::mail::OutboxMailer;
 use pbx_engines::objects::DirObjectStore;
 use std::io::Write;
@@ -25,6 +27,8 @@ pub struct UpOptions {
     pub base_domain: String,
     /// Optional health/metrics/introspection port of the embedded edge node.
     pub edge_http: Option<String>,
+    /// Digest algorithms offered to phones, preferred first (`sha-256,md5`).
+    pub sip_digest: String,
 }
 
 pub const TOKEN_FILE: &str = "operator.token";
@@ -146,6 +150,17 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| format!("http://{a}"));
+    let sip_addr: std::net::SocketAddr = opts
+        .sip
+        .parse()
+        .with_context(|| format!("--sip {:?} is not an address", opts.sip))?;
+    let sip_opts = SipOptions {
+        udp: Some(sip_addr),
+        tcp: Some(sip_addr),
+        digest_algorithms: parse_algorithms(&opts.sip_digest)
+            .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
+        ..SipOptions::default()
+    };
     let edge = serve::start_edge(
         EdgeConfig {
             node_id: "local".into(),
@@ -154,6 +169,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             edge_token,
         },
         bus,
+        Arc::new(MemoryLiveState::new()),
+        Some(sip_opts),
         edge_listener,
     )
     .await?;
@@ -167,9 +184,17 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     }
     println!("  CLI token file:   {}", token_path.display());
     println!(
-        "  Tenants:          {{slug}}.{}   SIP (coming with the telephony core): {}",
-        opts.base_domain, opts.sip
+        "  Tenants:          {{slug}}.{}   (phones register to that domain)",
+        opts.base_domain
     );
+    if let Some(sip) = &edge.sip {
+        if let Some(a) = sip.server.local_udp() {
+            println!("  SIP over UDP:     {a}");
+        }
+        if let Some(a) = sip.server.local_tcp() {
+            println!("  SIP over TCP:     {a}");
+        }
+    }
     if let Some(u) = &edge_url {
         println!("  Edge node health: {u}/readyz   (what it holds: {u}/tenants)");
     }

@@ -9,5 +9,6 @@
 
 mod bad_config;
 mod production;
+mod sip;
 mod support;
 mod up;

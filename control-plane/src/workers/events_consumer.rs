@@ -5,9 +5,10 @@
 //! and only acknowledges.
 
 use crate::app::AppState;
+use crate::db::audit::{Actor, AuditEntry};
 use crate::db::{self, edge_log::LogLine};
 use crate::error::Result;
-use pbx_contract::bus::{Event, EventEnvelope, EVENTS_GROUP, EVENTS_STREAM};
+use pbx_contract::bus::{Event, EventEnvelope, LockoutSubject, EVENTS_GROUP, EVENTS_STREAM};
 use pbx_engines::bus::BusEntry;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -49,6 +50,32 @@ pub async fn apply(state: &AppState, entry: &BusEntry) -> Result<Outcome> {
             Some("running"),
             None,
         ),
+        Event::SipAuthLockout { subject, until_ms } => {
+            let (entity, id) = match subject {
+                LockoutSubject::Source { address } => ("sip_source", address.clone()),
+                LockoutSubject::Extension { number } => ("extension", number.clone()),
+            };
+            let actor = Actor {
+                user_id: None,
+                label: format!("edge:{}", envelope.node_id),
+                request_id: None,
+            };
+            let entry = AuditEntry {
+                tenant: envelope.tenant,
+                action: "sip.lockout",
+                entity,
+                entity_id: &id,
+                before: None,
+                after: Some(serde_json::json!({ "locked_until_ms": until_ms })),
+            };
+            db::audit::record(&mut tx, &actor, &entry).await?;
+            (
+                "sip_auth_lockout",
+                format!("{entity} {id} locked until {until_ms}"),
+                None,
+                None,
+            )
+        }
     };
     db::edge_log::append(
         &mut tx,

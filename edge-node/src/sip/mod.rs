@@ -2,4 +2,7 @@
 
 pub mod auth;
 pub mod message;
+pub mod registrar;
+pub mod server;
+pub mod service;
 pub mod transaction;

@@ -1,0 +1,723 @@
+//! The SIP I/O driver: receives SIP over UDP and TCP, runs the sans-IO server transactions
+//! of [`super::transaction`], and hands each new request to a [`RequestHandler`].
+//!
+//! Design (see /work/shared/ARCHITECTURE.md: tokio tasks only move bytes and timers):
+//! - One UDP receive task, one TCP accept task, per TCP connection a reader task (stream
+//!   framing by Content-Length) and a writer task fed by an mpsc channel.
+//! - The transaction table is a `HashMap<TransactionKey, Entry>` behind a `std::sync::Mutex`
+//!   that is never held across an `.await`: every input (request, retransmission, ACK,
+//!   handler response, timer) locks, calls the state machine, drains its outputs, and
+//!   unlocks; the bytes are transmitted afterwards.
+//! - Handlers run in their own tasks so a slow handler never delays the receive loops.
+//! - A single timer task owns a min-heap of `(deadline, key)`, fed by an unbounded channel
+//!   whenever a transaction's `poll_timeout()` changes. Heap entries whose deadline no longer
+//!   matches the transaction's (or whose transaction is gone) are skipped.
+//! - Responses go back where RFC 3261 §18.2.2 / RFC 3581 say: over UDP to the packet's source
+//!   address and port (symmetric response routing), over TCP on the request's connection.
+
+mod tcp;
+#[cfg(test)]
+mod tests;
+
+use super::message::{parse, validate, Method, SipMessage, SipRequest, SipResponse};
+use super::transaction::{
+    Output, Reliability, ServerInviteTransaction, ServerNonInviteTransaction, Timers, TransactionKey,
+};
+use bytes::Bytes;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The transport a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+}
+
+/// Everything a handler needs to know about where a request came from.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The packet's source address (the peer's address as seen from here, NAT applied).
+    pub source: SocketAddr,
+    pub transport: TransportKind,
+    /// The local address the request was received on.
+    pub local: SocketAddr,
+}
+
+/// The transaction user: answers new requests.
+#[async_trait::async_trait]
+pub trait RequestHandler: Send + Sync + 'static {
+    /// A new request (never a retransmission, never an ACK). Returns the final response
+    /// (status >= 200); a provisional status is turned into a 500.
+    async fn handle(&self, request: SipRequest, inbound: Inbound) -> SipResponse;
+}
+
+/// Where to listen and how to behave.
+#[derive(Debug, Clone)]
+pub struct SipServerConfig {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub timers: Timers,
+    /// Largest message accepted (64 KiB by default); bigger TCP messages close the connection.
+    pub max_message_bytes: usize,
+}
+
+/// A TCP connection without any inbound traffic (keep-alives count) for this long is closed.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `shutdown` lets handlers in flight finish before abandoning them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+impl Default for SipServerConfig {
+    fn default() -> Self {
+        Self {
+            udp: None,
+            tcp: None,
+            timers: Timers::default(),
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SipServerError {
+    #[error("no UDP or TCP address to listen on")]
+    NoListener,
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SipServerStats {
+    /// Datagrams and TCP-framed messages received (keep-alives included).
+    pub received: u64,
+    /// Unparseable datagrams/messages (dropped).
+    pub parse_errors: u64,
+    /// Requests refused by `validate` (answered statelessly when possible).
+    pub invalid_requests: u64,
+    /// Request retransmissions absorbed by an existing transaction.
+    pub retransmissions_absorbed: u64,
+    /// Responses handed to a socket (provisional, final and retransmitted ones).
+    pub responses_sent: u64,
+    /// Responses received (ignored: no client transactions yet).
+    pub responses_received: u64,
+    /// ACKs matching no transaction (ACKs for 2xx; ignored for now).
+    pub acks_unmatched: u64,
+    /// Requests without an RFC 3261 branch, answered without a transaction.
+    pub stateless_requests: u64,
+    /// Keep-alive CRLFs received.
+    pub keepalives: u64,
+    /// Responses that could not be sent (connection closed, socket error).
+    pub transmits_dropped: u64,
+    /// Transactions currently in the table.
+    pub transactions_live: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    parse_errors: AtomicU64,
+    invalid_requests: AtomicU64,
+    retransmissions_absorbed: AtomicU64,
+    responses_sent: AtomicU64,
+    responses_received: AtomicU64,
+    acks_unmatched: AtomicU64,
+    stateless_requests: AtomicU64,
+    keepalives: AtomicU64,
+    transmits_dropped: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Where a transaction's responses go.
+#[derive(Debug, Clone)]
+enum Reply {
+    Udp(SocketAddr),
+    Tcp(mpsc::Sender<Bytes>),
+}
+
+#[derive(Debug)]
+enum Txn {
+    Invite(ServerInviteTransaction),
+    NonInvite(ServerNonInviteTransaction),
+}
+
+impl Txn {
+    fn poll_output(&mut self) -> Option<Output> {
+        match self {
+            Txn::Invite(t) => t.poll_output(),
+            Txn::NonInvite(t) => t.poll_output(),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Txn::Invite(t) => t.poll_timeout(),
+            Txn::NonInvite(t) => t.poll_timeout(),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Txn::Invite(t) => t.handle_timeout(now),
+            Txn::NonInvite(t) => t.handle_timeout(now),
+        }
+    }
+    fn send_response(&mut self, status: u16, bytes: Bytes, now: Instant) {
+        match self {
+            Txn::Invite(t) => t.send_response(status, bytes, now),
+            Txn::NonInvite(t) => t.send_response(status, bytes, now),
+        }
+    }
+    fn on_transport_error(&mut self) {
+        match self {
+            Txn::Invite(t) => t.on_transport_error(),
+            Txn::NonInvite(t) => t.on_transport_error(),
+        }
+    }
+}
+
+struct Entry {
+    txn: Txn,
+    reply: Reply,
+    /// The deadline last pushed to the timer heap (None: none pending).
+    deadline: Option<Instant>,
+}
+
+/// One timer heap entry, ordered by deadline only.
+struct Due {
+    at: Instant,
+    key: TransactionKey,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        // reversed: BinaryHeap is a max-heap, we want the earliest deadline on top
+        other.at.cmp(&self.at)
+    }
+}
+
+/// State shared by the server's tasks.
+struct Shared {
+    handler: Arc<dyn RequestHandler>,
+    timers: Timers,
+    max_message_bytes: usize,
+    tcp_idle_timeout: Duration,
+    udp: Option<Arc<UdpSocket>>,
+    table: Mutex<HashMap<TransactionKey, Entry>>,
+    timer_tx: mpsc::UnboundedSender<(Instant, TransactionKey)>,
+    counters: Counters,
+    /// Handler tasks in flight, and a wake-up when the count drops.
+    in_flight: AtomicUsize,
+    in_flight_done: Notify,
+    /// Stop receiving and accepting.
+    stop: CancellationToken,
+    /// Abandon handlers still running after the grace period.
+    abort: CancellationToken,
+    /// Close TCP writers and stop the timer task.
+    closing: CancellationToken,
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        505 => "Version Not Supported",
+        _ => "Error",
+    }
+}
+
+impl Shared {
+    fn table(&self) -> MutexGuard<'_, HashMap<TransactionKey, Entry>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drains a transaction's outputs under the lock: removes it when terminated, pushes a
+    /// changed deadline to the timer task. Returns the bytes to transmit.
+    fn drain(
+        &self,
+        table: &mut HashMap<TransactionKey, Entry>,
+        key: &TransactionKey,
+    ) -> Option<(Reply, Vec<Bytes>)> {
+        let entry = table.get_mut(key)?;
+        let mut out = Vec::new();
+        let mut terminated = false;
+        while let Some(o) = entry.txn.poll_output() {
+            match o {
+                Output::Transmit(b) => out.push(b),
+                Output::AckReceived => debug!(branch = %key.branch, "ACK for a final response"),
+                Output::NoAck => debug!(branch = %key.branch, "final response never acknowledged"),
+                Output::Terminated => terminated = true,
+            }
+        }
+        let reply = entry.reply.clone();
+        if terminated {
+            table.remove(key);
+        } else {
+            let next = entry.txn.poll_timeout();
+            if next != entry.deadline {
+                entry.deadline = next;
+                if let Some(at) = next {
+                    // the timer task only goes away at shutdown
+                    let _ = self.timer_tx.send((at, key.clone()));
+                }
+            }
+        }
+        Some((reply, out))
+    }
+
+    /// Feeds one input to an existing transaction. With `due`, only when the transaction's
+    /// pending deadline is that one (stale timer entries are skipped).
+    fn drive(
+        &self,
+        key: &TransactionKey,
+        due: Option<Instant>,
+        f: impl FnOnce(&mut Txn, Instant),
+    ) -> Option<(Reply, Vec<Bytes>)> {
+        let now = Instant::now();
+        let mut table = self.table();
+        let entry = table.get_mut(key)?;
+        if let Some(at) = due {
+            if entry.deadline != Some(at) {
+                return None;
+            }
+            entry.deadline = None;
+        }
+        f(&mut entry.txn, now);
+        self.drain(&mut table, key)
+    }
+
+    /// Sends one message; false when it could not be handed to the transport.
+    async fn send(&self, reply: &Reply, bytes: Bytes) -> bool {
+        let ok = match reply {
+            Reply::Udp(to) => match &self.udp {
+                Some(socket) => match socket.send_to(&bytes, to).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        debug!(%to, error = %e, "UDP send failed");
+                        false
+                    }
+                },
+                None => false,
+            },
+            Reply::Tcp(tx) => tx.try_send(bytes).is_ok(),
+        };
+        if ok {
+            bump(&self.counters.responses_sent);
+        } else {
+            bump(&self.counters.transmits_dropped);
+        }
+        ok
+    }
+
+    /// Sends a transaction's outputs; a closed TCP connection ends the transaction.
+    async fn transmit(&self, key: Option<&TransactionKey>, reply: &Reply, out: Vec<Bytes>) {
+        for bytes in out {
+            if !self.send(reply, bytes).await {
+                if let (Some(key), Reply::Tcp(_)) = (key, reply) {
+                    // outputs of a transport error are only `Terminated`
+                    let _ = self.drive(key, None, |t, _| t.on_transport_error());
+                }
+                return;
+            }
+        }
+    }
+
+    /// A parsed request from either transport.
+    async fn on_request(self: &Arc<Self>, req: SipRequest, inbound: Inbound, reply: Reply) {
+        if let Err(reason) = validate(&req) {
+            bump(&self.counters.invalid_requests);
+            debug!(source = %inbound.source, %reason, "invalid request");
+            if req.method != Method::Ack && req.top_via().is_ok() {
+                let status = reason.status();
+                let resp = SipResponse::for_request(&req, status, reason_phrase(status), inbound.source);
+                self.send(&reply, Bytes::from(resp.to_bytes())).await;
+            }
+            return;
+        }
+        let Ok(via) = req.top_via() else {
+            return;
+        };
+        let sent_by = match via.port {
+            Some(p) => format!("{}:{p}", via.host),
+            None => via.host.clone(),
+        };
+        let key = via
+            .branch()
+            .filter(|_| via.has_rfc3261_branch())
+            .and_then(|b| TransactionKey::server(b, &sent_by, req.method.as_str()));
+        let Some(key) = key else {
+            if req.method == Method::Ack {
+                bump(&self.counters.acks_unmatched);
+            } else {
+                bump(&self.counters.stateless_requests);
+                self.spawn_handler(None, req, inbound, reply);
+            }
+            return;
+        };
+
+        let is_ack = req.method == Method::Ack;
+        let is_invite = req.method == Method::Invite;
+        let (reply_to, out, new) = {
+            let mut table = self.table();
+            let now = Instant::now();
+            if let Some(entry) = table.get_mut(&key) {
+                match (&mut entry.txn, is_ack) {
+                    (Txn::Invite(t), true) => t.on_ack(now),
+                    (Txn::Invite(t), false) => t.on_invite_retransmission(),
+                    (Txn::NonInvite(t), _) => t.on_request_retransmission(),
+                }
+                if !is_ack {
+                    bump(&self.counters.retransmissions_absorbed);
+                }
+                match self.drain(&mut table, &key) {
+                    Some((r, out)) => (r, out, false),
+                    None => return,
+                }
+            } else if is_ack {
+                bump(&self.counters.acks_unmatched);
+                return;
+            } else {
+                let reliability = match inbound.transport {
+                    TransportKind::Udp => Reliability::Unreliable,
+                    TransportKind::Tcp => Reliability::Reliable,
+                };
+                let txn = if is_invite {
+                    let mut t = ServerInviteTransaction::new(reliability, self.timers);
+                    // RFC 3261 §17.2.1: the TU answers 100 Trying right away
+                    let trying = SipResponse::for_request(&req, 100, "Trying", inbound.source);
+                    t.send_response(100, Bytes::from(trying.to_bytes()), now);
+                    Txn::Invite(t)
+                } else {
+                    Txn::NonInvite(ServerNonInviteTransaction::new(reliability, self.timers))
+                };
+                table.insert(
+                    key.clone(),
+                    Entry {
+                        txn,
+                        reply: reply.clone(),
+                        deadline: None,
+                    },
+                );
+                match self.drain(&mut table, &key) {
+                    Some((r, out)) => (r, out, true),
+                    None => (reply.clone(), Vec::new(), true),
+                }
+            }
+        };
+        // the 100 Trying goes out before the handler can produce the final response
+        self.transmit(Some(&key), &reply_to, out).await;
+        if new {
+            self.spawn_handler(Some(key), req, inbound, reply);
+        }
+    }
+
+    /// Runs the handler in its own task; its response goes through the transaction (or
+    /// straight out when there is none).
+    fn spawn_handler(
+        self: &Arc<Self>,
+        key: Option<TransactionKey>,
+        req: SipRequest,
+        inbound: Inbound,
+        reply: Reply,
+    ) {
+        let fallback = SipResponse::for_request(&req, 500, "Server Internal Error", inbound.source);
+        let shared = Arc::clone(self);
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let handler = Arc::clone(&shared.handler);
+            // a task of its own so that a panicking handler still gets its transaction answered
+            let call = tokio::spawn(async move { handler.handle(req, inbound).await });
+            let abort = call.abort_handle();
+            let resp = tokio::select! {
+                r = call => match r {
+                    Ok(resp) => Some(resp),
+                    Err(e) => {
+                        warn!(error = %e, "request handler failed; answering 500");
+                        Some(fallback)
+                    }
+                },
+                _ = shared.abort.cancelled() => {
+                    abort.abort();
+                    None
+                }
+            };
+            if let Some(resp) = resp {
+                shared.finish(key, reply, resp).await;
+            }
+            if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                shared.in_flight_done.notify_waiters();
+            }
+        });
+    }
+
+    async fn finish(&self, key: Option<TransactionKey>, reply: Reply, mut resp: SipResponse) {
+        if resp.status < 200 {
+            warn!(
+                status = resp.status,
+                "handler returned a provisional response; answering 500"
+            );
+            resp.status = 500;
+            resp.reason = "Server Internal Error".to_string();
+        }
+        let status = resp.status;
+        let bytes = Bytes::from(resp.to_bytes());
+        match key {
+            Some(key) => {
+                if let Some((reply, out)) =
+                    self.drive(&key, None, |t, now| t.send_response(status, bytes, now))
+                {
+                    self.transmit(Some(&key), &reply, out).await;
+                }
+            }
+            None => {
+                self.send(&reply, bytes).await;
+            }
+        }
+    }
+
+    /// One received datagram or framed TCP message.
+    async fn on_message(self: &Arc<Self>, data: &[u8], inbound: Inbound, reply: Reply) {
+        match parse(data) {
+            Err(e) => {
+                bump(&self.counters.parse_errors);
+                debug!(source = %inbound.source, error = %e, "unparseable message dropped");
+            }
+            Ok(SipMessage::Response(_)) => bump(&self.counters.responses_received),
+            Ok(SipMessage::Request(req)) => self.on_request(req, inbound, reply).await,
+        }
+    }
+
+    fn stats(&self) -> SipServerStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SipServerStats {
+            received: get(&c.received),
+            parse_errors: get(&c.parse_errors),
+            invalid_requests: get(&c.invalid_requests),
+            retransmissions_absorbed: get(&c.retransmissions_absorbed),
+            responses_sent: get(&c.responses_sent),
+            responses_received: get(&c.responses_received),
+            acks_unmatched: get(&c.acks_unmatched),
+            stateless_requests: get(&c.stateless_requests),
+            keepalives: get(&c.keepalives),
+            transmits_dropped: get(&c.transmits_dropped),
+            transactions_live: self.table().len(),
+        }
+    }
+
+    async fn wait_handlers(&self) {
+        loop {
+            let notified = self.in_flight_done.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, source) = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    debug!(error = %e, "UDP receive error");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            },
+        };
+        bump(&shared.counters.received);
+        let Some(data) = buf.get(..n) else { continue };
+        // RFC 5626 §3.5.1 keep-alives: nothing to answer over UDP (STUN is not handled here)
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            bump(&shared.counters.keepalives);
+            continue;
+        }
+        if n > shared.max_message_bytes {
+            bump(&shared.counters.parse_errors);
+            debug!(%source, bytes = n, "oversized datagram dropped");
+            continue;
+        }
+        let inbound = Inbound {
+            source,
+            transport: TransportKind::Udp,
+            local,
+        };
+        shared.on_message(data, inbound, Reply::Udp(source)).await;
+    }
+}
+
+async fn timer_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Instant, TransactionKey)>) {
+    let mut heap: BinaryHeap<Due> = BinaryHeap::new();
+    loop {
+        let next = heap.peek().map(|d| d.at);
+        tokio::select! {
+            _ = shared.closing.cancelled() => break,
+            msg = rx.recv() => match msg {
+                Some((at, key)) => heap.push(Due { at, key }),
+                None => break,
+            },
+            _ = sleep_until(next) => {
+                let now = Instant::now();
+                while heap.peek().is_some_and(|d| d.at <= now) {
+                    let Some(due) = heap.pop() else { break };
+                    if let Some((reply, out)) =
+                        shared.drive(&due.key, Some(due.at), |t, now| t.handle_timeout(now))
+                    {
+                        shared.transmit(Some(&due.key), &reply, out).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts the listeners.
+pub struct SipServer;
+
+impl SipServer {
+    pub async fn start(
+        config: SipServerConfig,
+        handler: Arc<dyn RequestHandler>,
+    ) -> Result<SipServerHandle, SipServerError> {
+        if config.udp.is_none() && config.tcp.is_none() {
+            return Err(SipServerError::NoListener);
+        }
+        let bind_err = |addr| move |source| SipServerError::Bind { addr, source };
+        let udp = match config.udp {
+            Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await.map_err(bind_err(addr))?)),
+            None => None,
+        };
+        let local_udp = match (&udp, config.udp) {
+            (Some(s), Some(addr)) => Some(s.local_addr().map_err(bind_err(addr))?),
+            _ => None,
+        };
+        let tcp = match config.tcp {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_err(addr))?),
+            None => None,
+        };
+        let local_tcp = match (&tcp, config.tcp) {
+            (Some(l), Some(addr)) => Some(l.local_addr().map_err(bind_err(addr))?),
+            _ => None,
+        };
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            handler,
+            timers: config.timers,
+            max_message_bytes: config.max_message_bytes,
+            tcp_idle_timeout: TCP_IDLE_TIMEOUT,
+            udp: udp.clone(),
+            table: Mutex::new(HashMap::new()),
+            timer_tx,
+            counters: Counters::default(),
+            in_flight: AtomicUsize::new(0),
+            in_flight_done: Notify::new(),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            closing: CancellationToken::new(),
+        });
+        let mut listeners = Vec::new();
+        if let (Some(socket), Some(local)) = (udp, local_udp) {
+            listeners.push(tokio::spawn(udp_loop(Arc::clone(&shared), socket, local)));
+        }
+        if let Some(listener) = tcp {
+            listeners.push(tokio::spawn(tcp::accept_loop(Arc::clone(&shared), listener)));
+        }
+        let timer = tokio::spawn(timer_loop(Arc::clone(&shared), timer_rx));
+        Ok(SipServerHandle {
+            shared,
+            local_udp,
+            local_tcp,
+            listeners,
+            timer,
+            grace: SHUTDOWN_GRACE,
+        })
+    }
+}
+
+/// A running server. Dropping it stops the listeners; [`SipServerHandle::shutdown`] also
+/// waits for handlers in flight.
+pub struct SipServerHandle {
+    shared: Arc<Shared>,
+    local_udp: Option<SocketAddr>,
+    local_tcp: Option<SocketAddr>,
+    listeners: Vec<JoinHandle<()>>,
+    timer: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl SipServerHandle {
+    pub fn local_udp(&self) -> Option<SocketAddr> {
+        self.local_udp
+    }
+    pub fn local_tcp(&self) -> Option<SocketAddr> {
+        self.local_tcp
+    }
+    pub fn stats(&self) -> SipServerStats {
+        self.shared.stats()
+    }
+
+    /// Stops receiving and accepting, lets handlers in flight finish (up to the configured
+    /// grace period, then abandons them), closes the sockets.
+    pub async fn shutdown(mut self) {
+        self.shared.stop.cancel();
+        for l in self.listeners.drain(..) {
+            let _ = l.await;
+        }
+        if tokio::time::timeout(self.grace, self.shared.wait_handlers())
+            .await
+            .is_err()
+        {
+            warn!("handlers still running at shutdown; abandoning them");
+            self.shared.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.wait_handlers()).await;
+        }
+        self.shared.closing.cancel();
+        let _ = (&mut self.timer).await;
+        // drop the TCP senders held by transactions so that writers end
+        self.shared.table().clear();
+    }
+}
+
+impl Drop for SipServerHandle {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+        self.shared.abort.cancel();
+        self.shared.closing.cancel();
+    }
+}

@@ -1,0 +1,131 @@
+//! The edge's SIP service: the network server, the registrar and the request dispatch,
+//! composed. What the `pbx` binary starts.
+
+use super::auth::{DigestAlgorithm, DigestConfig, LockoutPolicy};
+use super::message::{SipRequest, SipResponse};
+use super::registrar::handler::EdgeSipHandler;
+use super::registrar::{Registrar, RegistrarConfig, RegistrarStats};
+use super::server::{Inbound, RequestHandler, SipServer, SipServerConfig, SipServerHandle, TransportKind};
+use super::transaction::Timers;
+use crate::{EdgeError, EventSink, SnapshotStore};
+use pbx_contract::Secret;
+use pbx_engines::live::LiveState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct SipOptions {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    /// Offered in this order (RFC 8760: preferred first).
+    pub digest_algorithms: Vec<DigestAlgorithm>,
+    pub nonce_lifetime: Duration,
+}
+
+impl Default for SipOptions {
+    fn default() -> Self {
+        Self {
+            udp: None,
+            tcp: None,
+            digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            nonce_lifetime: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Parses `sha-256,md5` (any case, any order; the order is kept).
+pub fn parse_algorithms(list: &str) -> Result<Vec<DigestAlgorithm>, EdgeError> {
+    let algs = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            DigestAlgorithm::from_token(s)
+                .ok_or_else(|| EdgeError::Config(format!("unknown digest algorithm {s:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if algs.is_empty() {
+        return Err(EdgeError::Config(
+            "at least one digest algorithm is needed".into(),
+        ));
+    }
+    Ok(algs)
+}
+
+struct Dispatch(EdgeSipHandler);
+
+#[async_trait::async_trait]
+impl RequestHandler for Dispatch {
+    async fn handle(&self, request: SipRequest, inbound: Inbound) -> SipResponse {
+        let transport = match inbound.transport {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+        };
+        self.0.handle(request, inbound.source, transport).await
+    }
+}
+
+pub struct SipService {
+    pub server: SipServerHandle,
+    pub registrar: Arc<Registrar>,
+}
+
+impl SipService {
+    /// Starts listening. Nonces are keyed from the edge token, so every edge of the platform
+    /// accepts the nonces of the others (a tenant can move between edges).
+    pub async fn start(
+        opts: SipOptions,
+        store: SnapshotStore,
+        events: EventSink,
+        live: Arc<dyn LiveState>,
+        edge_token: &Secret,
+    ) -> Result<Self, EdgeError> {
+        let nonce_key = hmac_sha256(edge_token.expose().as_bytes(), b"pbx sip digest nonce v1");
+        let digest = DigestConfig {
+            algorithms: opts.digest_algorithms.clone(),
+            nonce_lifetime: opts.nonce_lifetime,
+            ..DigestConfig::default()
+        };
+        let registrar = Arc::new(
+            Registrar::new(
+                store.clone(),
+                live,
+                &nonce_key,
+                digest,
+                LockoutPolicy::default(),
+                RegistrarConfig::default(),
+            )
+            .with_event_sink(events),
+        );
+        let handler = Arc::new(Dispatch(EdgeSipHandler::new(registrar.clone(), store)));
+        let server = SipServer::start(
+            SipServerConfig {
+                udp: opts.udp,
+                tcp: opts.tcp,
+                timers: Timers::default(),
+                max_message_bytes: 64 * 1024,
+            },
+            handler,
+        )
+        .await
+        .map_err(|e| EdgeError::Config(format!("starting SIP: {e}")))?;
+        Ok(Self { server, registrar })
+    }
+
+    pub fn stats(&self) -> RegistrarStats {
+        self.registrar.stats()
+    }
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    match Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(msg);
+            mac.finalize().into_bytes().to_vec()
+        }
+        // HMAC takes keys of any length.
+        Err(_) => unreachable!("HMAC accepts any key length"),
+    }
+}

@@ -57,6 +57,9 @@ enum Cmd {
         /// Digest algorithms offered to phones, preferred first. Old phones and sipp need md5 first.
         #[arg(long, default_value = "sha-256,md5")]
         sip_digest: String,
+        /// Seconds a digest nonce stays valid; after that phones are re-challenged with stale=true.
+        #[arg(long, default_value_t = 300)]
+        sip_nonce_lifetime: u64,
         /// Tenants get {slug}.{base-domain}.
         #[arg(long, default_value = "localhost")]
         base_domain: String,
@@ -166,6 +169,7 @@ async fn main() -> Result<()> {
             base_domain,
             edge_http,
             sip_digest,
+            sip_nonce_lifetime,
         } => {
             init_tracing();
             up::validate_base_domain(&base_domain)?;
@@ -176,6 +180,7 @@ async fn main() -> Result<()> {
                 base_domain,
                 edge_http,
                 sip_digest,
+                sip_nonce_lifetime,
             })
             .await
         }

@@ -29,6 +29,7 @@ pub struct UpOptions {
     pub edge_http: Option<String>,
     /// Digest algorithms offered to phones, preferred first (`sha-256,md5`).
     pub sip_digest: String,
+    pub sip_nonce_lifetime: u64,
 }
 
 pub const TOKEN_FILE: &str = "operator.token";
@@ -159,6 +160,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         tcp: Some(sip_addr),
         digest_algorithms: parse_algorithms(&opts.sip_digest)
             .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
+        nonce_lifetime: Duration::from_secs(opts.sip_nonce_lifetime),
         ..SipOptions::default()
     };
     let edge = serve::start_edge(

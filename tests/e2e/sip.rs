@@ -105,6 +105,8 @@ async fn start(dir: &Path) -> (Proc, String, Sip) {
         "127.0.0.1:0",
         "--sip-digest",
         "md5",
+        "--sip-nonce-lifetime",
+        "2",
     ]);
     let mut proc = Proc::spawn("pbx-up-sip", cmd);
     proc.wait_stdout("the Data directory line", Duration::from_secs(60), |l| {
@@ -178,6 +180,17 @@ async fn registrar_with_sipp_over_udp_and_tcp() {
         registered,
         "acme 100 never registered; pbx output:\n{}",
         proc.tail(40)
+    );
+
+    // A nonce that has expired gets a fresh challenge with stale=true, then registers.
+    expect_sipp(
+        dir,
+        "register_stale_nonce.xml",
+        "u1",
+        &sip.udp,
+        "100",
+        ACME_SECRET,
+        "acme.localhost",
     );
 
     // TCP too, and the same number in another tenant with its own secret.

@@ -161,7 +161,6 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         digest_algorithms: parse_algorithms(&opts.sip_digest)
             .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
         nonce_lifetime: Duration::from_secs(opts.sip_nonce_lifetime),
-        ..SipOptions::default()
     };
     let edge = serve::start_edge(
         EdgeConfig {

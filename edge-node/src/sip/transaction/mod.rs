@@ -7,10 +7,12 @@
 //! (see docs/adr/0001-sip-stack.md); messages are opaque bytes here, so this layer does not
 //! depend on the parser.
 
+mod client_invite;
 mod client_non_invite;
 mod server_invite;
 mod server_non_invite;
 
+pub use client_invite::{ClientInviteTransaction, InviteClientState};
 pub use client_non_invite::{ClientNonInviteTransaction, ClientOutput, NonInviteClientState};
 pub use server_invite::{InviteServerState, ServerInviteTransaction};
 pub use server_non_invite::{NonInviteServerState, ServerNonInviteTransaction};

@@ -9,6 +9,7 @@
 
 mod bad_config;
 mod production;
+mod rfc4475;
 mod sip;
 mod support;
 mod up;

@@ -52,9 +52,15 @@ impl SipResponse {
     /// CSeq copied; Content-Length written by [`SipResponse::to_bytes`]. Use
     /// [`SipResponse::with_to_tag`] to add the UAS tag.
     pub fn for_request(req: &SipRequest, status: u16, reason: &str, source: SocketAddr) -> SipResponse {
+        Self::for_headers(&req.headers, status, reason, source)
+    }
+
+    /// [`SipResponse::for_request`] from the request's header lines alone (for requests the
+    /// parser refused, see [`super::salvage_request_headers`]).
+    pub fn for_headers(req_headers: &Headers, status: u16, reason: &str, source: SocketAddr) -> SipResponse {
         let mut headers = Headers::new();
         let mut first = true;
-        for line in req.headers.get_all("Via") {
+        for line in req_headers.get_all("Via") {
             if first {
                 first = false;
                 if let Some(parts) = super::headers::split_list(line) {
@@ -75,7 +81,7 @@ impl SipResponse {
             headers.push("Via", line);
         }
         for name in ["From", "To", "Call-ID", "CSeq"] {
-            for value in req.headers.get_all(name) {
+            for value in req_headers.get_all(name) {
                 headers.push(name, value);
             }
         }

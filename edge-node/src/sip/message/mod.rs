@@ -26,7 +26,7 @@ mod torture_tests;
 
 pub use build::http_date;
 pub use headers::{CSeq, Contact, HeaderError, NameAddr, Params, Via};
-pub use parse::{parse, ParseError};
+pub use parse::{parse, salvage_request_headers, ParseError};
 pub use uri::Uri;
 pub use validate::{validate, InvalidReason};
 

@@ -119,6 +119,44 @@ fn parse_status_line(rest: &str) -> Result<(String, u16, String), ParseError> {
     Ok((version, status, reason))
 }
 
+/// The header lines of a *request* that [`parse`] refused, read as far as they can be, so
+/// that the transport can still answer 400 (RFC 4475 §3.1.2: malformed start lines, LWS in
+/// the Request-URI, a header section without its closing empty line in a datagram).
+/// `None` for responses, ACKs (never answered), non-UTF-8 header sections and when no Via
+/// line can be found. Lines that are not `name: value` are skipped.
+pub fn salvage_request_headers(bytes: &[u8]) -> Option<Headers> {
+    let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let bytes = &bytes[start..];
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(bytes.len());
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let start_line = lines.next()?;
+    let method = start_line.split([' ', '\t']).next().unwrap_or_default();
+    if start_line.starts_with("SIP/") || method == "ACK" || !is_token(method) {
+        return None;
+    }
+    let mut headers = Headers::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.0.last_mut() {
+                last.value.push(' ');
+                last.value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim_end_matches([' ', '\t']);
+            if is_token(name) {
+                headers.push(name, value.trim());
+            }
+        }
+    }
+    (headers.count("Via") > 0).then_some(headers)
+}
+
 /// Header lines; continuation lines (leading SP/HT) are folded into the previous one.
 fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, ParseError> {
     let mut headers = Headers::new();

@@ -222,3 +222,26 @@ fn garbage_is_an_error_not_a_panic() {
         assert!(parse(input).is_err(), "{:?}", String::from_utf8_lossy(input));
     }
 }
+
+#[test]
+fn salvage_reads_the_headers_of_refused_requests_only() {
+    let lws = REGISTER.replacen(
+        "REGISTER sip:tenant1.pbx.test SIP/2.0",
+        "REGISTER  sip:tenant1.pbx.test SIP/2.0",
+        1,
+    );
+    assert!(parse(lws.as_bytes()).is_err());
+    let h = salvage_request_headers(lws.as_bytes()).unwrap();
+    assert_eq!(h.count("Via"), 2);
+    assert_eq!(h.get("Call-ID"), Some("843817637684230@998sdasdh09"));
+    assert_eq!(h.get("X-Custom"), Some("folded value"));
+    // no closing empty line (a datagram cut after the last header)
+    let open = REGISTER.trim_end_matches("\r\n").to_string() + "\r\n";
+    assert!(parse(open.as_bytes()).is_err());
+    assert!(salvage_request_headers(open.as_bytes()).is_some());
+    // never for responses, ACKs, garbage, or without a Via
+    assert!(salvage_request_headers(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n").is_none());
+    assert!(salvage_request_headers(b"ACK  sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n").is_none());
+    assert!(salvage_request_headers(b"\x00\x01garbage\r\n\r\n").is_none());
+    assert!(salvage_request_headers(b"OPTIONS  sip:x@y SIP/2.0\r\nCall-ID: a\r\n\r\n").is_none());
+}

@@ -582,3 +582,105 @@ async fn handler_answers_options_invite_and_unknown_methods() {
     let resp = h.handle(Req::new(A, 1).build(), src(), "tcp").await;
     assert_eq!(resp.status, 401);
 }
+
+/// `simple` with extra header lines and a body (Content-Length follows the body).
+fn with_headers(method: &str, uri: &str, extra: &str, body: &str) -> SipRequest {
+    let host = A;
+    request(&format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK-h2\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:200@{host}>;tag=f1\r\nTo: <sip:100@{host}>\r\nCall-ID: h2@phone\r\n\
+         CSeq: 1 {method}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// RFC 3261 §8.2.2.1, §8.2.2.3, §8.2.3 and §21.4.7 (RFC 4475 unkscm, bext01, invut, sdp01).
+#[tokio::test]
+async fn handler_checks_scheme_require_and_content() {
+    let fx = fixture();
+    let h = handler(&fx);
+    let uri = format!("sip:100@{A}");
+
+    let resp = h
+        .handle(
+            with_headers("OPTIONS", "nobodyKnowsThisScheme:opaque", "", ""),
+            src(),
+            "udp",
+        )
+        .await;
+    assert_eq!(resp.status, 416);
+
+    let resp = h
+        .handle(
+            with_headers("OPTIONS", &uri, "Require: foo, bar\r\nRequire: baz\r\n", ""),
+            src(),
+            "udp",
+        )
+        .await;
+    assert_eq!(resp.status, 420);
+    assert_eq!(resp.header("Unsupported"), Some("foo, bar, baz"));
+    // Proxy-Require is for proxies; CANCEL ignores Require
+    let resp = h
+        .handle(
+            with_headers("OPTIONS", &uri, "Proxy-Require: foo\r\n", ""),
+            src(),
+            "udp",
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    let resp = h
+        .handle(with_headers("CANCEL", &uri, "Require: foo\r\n", ""), src(), "udp")
+        .await;
+    assert_eq!(resp.status, 481);
+
+    let sdp = "v=0\r\n";
+    let resp = h
+        .handle(
+            with_headers("INVITE", &uri, "Content-Type: application/unknownformat\r\n", sdp),
+            src(),
+            "udp",
+        )
+        .await;
+    assert_eq!(resp.status, 415);
+    assert_eq!(resp.header("Accept"), Some("application/sdp"));
+    let resp = h
+        .handle(
+            with_headers(
+                "INVITE",
+                &uri,
+                "Content-Type: application/sdp\r\nContent-Encoding: gzip\r\n",
+                sdp,
+            ),
+            src(),
+            "udp",
+        )
+        .await;
+    assert_eq!(resp.status, 415);
+    let resp = h
+        .handle(
+            with_headers(
+                "INVITE",
+                &uri,
+                "Accept: text/nobodyKnowsThis\r\nContent-Type: application/sdp\r\n",
+                sdp,
+            ),
+            src(),
+            "udp",
+        )
+        .await;
+    assert_eq!(resp.status, 406);
+    // a readable SDP offer, and an Accept that allows SDP, reach the normal answer
+    let resp = h
+        .handle(
+            with_headers(
+                "INVITE",
+                &uri,
+                "Accept: application/*;q=0.5\r\nContent-Type: Application/SDP\r\n",
+                sdp,
+            ),
+            src(),
+            "udp",
+        )
+        .await;
+    assert_eq!(resp.status, 480);
+}

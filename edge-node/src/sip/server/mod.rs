@@ -19,7 +19,7 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 
-use super::message::{parse, validate, Method, SipMessage, SipRequest, SipResponse};
+use super::message::{parse, salvage_request_headers, validate, Method, SipMessage, SipRequest, SipResponse};
 use super::transaction::{
     Output, Reliability, ServerInviteTransaction, ServerNonInviteTransaction, Timers, TransactionKey,
 };
@@ -193,8 +193,32 @@ impl Txn {
 struct Entry {
     txn: Txn,
     reply: Reply,
+    /// What a retransmission (or the ACK) of the request must share with it besides the key.
+    origin: Origin,
     /// The deadline last pushed to the timer heap (None: none pending).
     deadline: Option<Instant>,
+}
+
+/// The transport, Call-ID and CSeq number of the request that created a transaction. A
+/// request with the same branch, sent-by and method but another transport (a client
+/// transaction never changes transport), Call-ID or CSeq number is not a retransmission but
+/// a new request from a client that reused a branch (RFC 4475 has several): it is answered
+/// on its own, without a transaction, instead of getting the other request's response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    transport: TransportKind,
+    call_id: String,
+    cseq: u32,
+}
+
+impl Origin {
+    fn of(req: &SipRequest, transport: TransportKind) -> Self {
+        Self {
+            transport,
+            call_id: req.call_id().unwrap_or_default().to_string(),
+            cseq: req.cseq().map(|c| c.seq).unwrap_or_default(),
+        }
+    }
 }
 
 /// One timer heap entry, ordered by deadline only.
@@ -351,7 +375,9 @@ impl Shared {
         if let Err(reason) = validate(&req) {
             bump(&self.counters.invalid_requests);
             debug!(source = %inbound.source, %reason, "invalid request");
-            if req.method != Method::Ack && req.top_via().is_ok() {
+            // answered even when the Via itself is what is wrong: the response goes to the
+            // packet's source (or back on the connection), never to a Via host
+            if req.method != Method::Ack && req.headers.count("Via") > 0 {
                 let status = reason.status();
                 let resp = SipResponse::for_request(&req, status, reason_phrase(status), inbound.source);
                 self.send(&reply, Bytes::from(resp.to_bytes())).await;
@@ -381,9 +407,20 @@ impl Shared {
 
         let is_ack = req.method == Method::Ack;
         let is_invite = req.method == Method::Invite;
+        let origin = Origin::of(&req, inbound.transport);
         let (reply_to, out, new) = {
             let mut table = self.table();
             let now = Instant::now();
+            if table.get(&key).is_some_and(|e| e.origin != origin) {
+                drop(table);
+                if is_ack {
+                    bump(&self.counters.acks_unmatched);
+                } else {
+                    bump(&self.counters.stateless_requests);
+                    self.spawn_handler(None, req, inbound, reply);
+                }
+                return;
+            }
             if let Some(entry) = table.get_mut(&key) {
                 match (&mut entry.txn, is_ack) {
                     (Txn::Invite(t), true) => t.on_ack(now),
@@ -419,6 +456,7 @@ impl Shared {
                     Entry {
                         txn,
                         reply: reply.clone(),
+                        origin,
                         deadline: None,
                     },
                 );
@@ -504,7 +542,16 @@ impl Shared {
         match parse(data) {
             Err(e) => {
                 bump(&self.counters.parse_errors);
-                debug!(source = %inbound.source, error = %e, "unparseable message dropped");
+                // a request whose header lines can still be read gets its 400 (RFC 4475
+                // §3.1.2); anything else (responses, ACKs, garbage) is dropped
+                match salvage_request_headers(data) {
+                    Some(headers) => {
+                        debug!(source = %inbound.source, error = %e, "unparseable request answered 400");
+                        let resp = SipResponse::for_headers(&headers, 400, "Bad Request", inbound.source);
+                        self.send(&reply, Bytes::from(resp.to_bytes())).await;
+                    }
+                    None => debug!(source = %inbound.source, error = %e, "unparseable message dropped"),
+                }
             }
             Ok(SipMessage::Response(_)) => bump(&self.counters.responses_received),
             Ok(SipMessage::Request(req)) => self.on_request(req, inbound, reply).await,

@@ -506,3 +506,107 @@ async fn shutdown_lets_a_handler_in_flight_answer() {
     server.shutdown().await;
     assert_eq!(recv(&c).await.status, 200);
 }
+
+/// RFC 4475 reuses branches across different requests (unkscm/novelsc, cparam01/cparam02):
+/// same branch, sent-by and method but another Call-ID, CSeq or transport is a new request,
+/// answered on its own, not a retransmission answered with the other request's response.
+#[tokio::test]
+async fn a_reused_branch_with_another_call_id_or_transport_is_a_new_request() {
+    let h = TestHandler::new(200, Duration::ZERO);
+    let server = start(h.clone(), Timers::default()).await;
+    let c = client().await;
+    let to = server.local_udp().unwrap();
+    c.send_to(&udp_req("OPTIONS", "z9hG4bKsame", "first"), to)
+        .await
+        .unwrap();
+    assert_eq!(recv(&c).await.call_id().unwrap(), "first");
+    // a true retransmission is still absorbed (and answered from the transaction)
+    c.send_to(&udp_req("OPTIONS", "z9hG4bKsame", "first"), to)
+        .await
+        .unwrap();
+    assert_eq!(recv(&c).await.call_id().unwrap(), "first");
+    assert_eq!(h.calls(), 1);
+    c.send_to(&udp_req("OPTIONS", "z9hG4bKsame", "second"), to)
+        .await
+        .unwrap();
+    assert_eq!(recv(&c).await.call_id().unwrap(), "second");
+    assert_eq!(h.calls(), 2);
+    // the same bytes over TCP (the UDP transaction is still in Timer J)
+    let mut s = TcpStream::connect(server.local_tcp().unwrap()).await.unwrap();
+    let same = udp_req("OPTIONS", "z9hG4bKsame", "first");
+    s.write_all(&same).await.unwrap();
+    let rs = read_tcp_responses(&mut s, 1).await;
+    assert_eq!(rs[0].call_id().unwrap(), "first");
+    assert_eq!(h.calls(), 3);
+    server.shutdown().await;
+}
+
+/// RFC 4475 §3.1.2: requests the parser refuses but whose header lines can be read get a
+/// 400 at the packet's source; responses, ACKs and garbage are still dropped.
+#[tokio::test]
+async fn unparseable_requests_with_a_via_get_400_and_the_rest_is_dropped() {
+    let h = TestHandler::new(200, Duration::ZERO);
+    let server = start(h.clone(), Timers::default()).await;
+    let c = client().await;
+    let to = server.local_udp().unwrap();
+    let good = String::from_utf8(udp_req("INVITE", "z9hG4bKbad1", "bad-1")).unwrap();
+    let cases = [
+        good.replacen(
+            "INVITE sip:bob@tenant1.pbx.test SIP/2.0",
+            "INVITE  sip:bob@tenant1.pbx.test SIP/2.0",
+            1,
+        ),
+        good.replacen(
+            "sip:bob@tenant1.pbx.test SIP/2.0",
+            "<sip:bob@tenant1.pbx.test> SIP/2.0",
+            1,
+        ),
+        good.replacen("SIP/2.0\r\n", "SIP/2.0 \r\n", 1),
+        // a datagram whose header section has no closing empty line
+        good.trim_end_matches("\r\n").to_string() + "\r\n",
+    ];
+    for (i, msg) in cases.iter().enumerate() {
+        c.send_to(msg.as_bytes(), to).await.unwrap();
+        let r = recv(&c).await;
+        assert_eq!(r.status, 400, "case {i}");
+        assert_eq!(r.call_id().unwrap(), "bad-1");
+        assert_eq!(r.top_via().unwrap().received(), Some("127.0.0.1"));
+    }
+    let ack = good
+        .replacen(
+            "INVITE sip:bob@tenant1.pbx.test SIP/2.0",
+            "ACK  sip:bob@tenant1.pbx.test SIP/2.0",
+            1,
+        )
+        .replace("1 INVITE", "1 ACK");
+    let no_via = cases[0].replace("Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKbad1;rport\r\n", "");
+    for msg in [
+        ack.as_str(),
+        no_via.as_str(),
+        "SIP/2.0 4294967301 x\r\nVia: SIP/2.0/UDP h\r\n\r\n",
+    ] {
+        c.send_to(msg.as_bytes(), to).await.unwrap();
+        assert!(recv_raw(&c, Duration::from_millis(300)).await.is_none(), "{msg}");
+    }
+    assert_eq!(h.calls(), 0);
+    server.shutdown().await;
+}
+
+/// RFC 4475 badinv01: a Via with empty parameters is itself malformed; the 400 still goes
+/// back to the packet's source.
+#[tokio::test]
+async fn a_request_with_a_malformed_via_gets_400_at_the_source() {
+    let h = TestHandler::new(200, Duration::ZERO);
+    let server = start(h.clone(), Timers::default()).await;
+    let c = client().await;
+    let msg = String::from_utf8(udp_req("OPTIONS", "z9hG4bKv1", "bad-via"))
+        .unwrap()
+        .replace(";branch=z9hG4bKv1;rport", ";;,;,,");
+    c.send_to(msg.as_bytes(), server.local_udp().unwrap())
+        .await
+        .unwrap();
+    let r = recv(&c).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.call_id().unwrap(), "bad-via");
+    server.shutdown().await;
+}

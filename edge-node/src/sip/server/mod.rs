@@ -528,6 +528,13 @@ impl Shared {
                 if let Some((reply, out)) =
                     self.drive(&key, None, |t, now| t.send_response(status, bytes, now))
                 {
+                    // Challenges are answered as a stateless UAS (RFC 3261 §8.2.7: "the
+                    // most common use ... is for unauthenticated requests"): a retransmitted
+                    // request is simply challenged again, so the transaction need not sit in
+                    // the table for Timer J's 32 s. That is half of every registration.
+                    if matches!(status, 401 | 407) && key.method != "INVITE" {
+                        self.table().remove(&key);
+                    }
                     self.transmit(Some(&key), &reply, out).await;
                 }
             }

@@ -146,6 +146,26 @@ async fn a_retransmission_after_the_response_gets_the_same_bytes_and_no_new_hand
 }
 
 #[tokio::test]
+async fn a_challenge_keeps_no_transaction_and_its_retransmission_is_challenged_again() {
+    let h = TestHandler::new(401, Duration::ZERO);
+    let server = start(h.clone(), Timers::default()).await;
+    let c = client().await;
+    let req = udp_req("REGISTER", "z9hG4bKc1", "call-c");
+    let to = server.local_udp().unwrap();
+    c.send_to(&req, to).await.unwrap();
+    assert_eq!(response(&recv_raw(&c, 3 * SEC).await.unwrap()).status, 401);
+    assert_eq!(
+        server.stats().transactions_live,
+        0,
+        "a 401 must not hold a transaction"
+    );
+    c.send_to(&req, to).await.unwrap();
+    assert_eq!(response(&recv_raw(&c, 3 * SEC).await.unwrap()).status, 401);
+    assert_eq!(h.calls(), 2, "stateless: the retransmission is handled again");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_retransmission_while_the_handler_works_is_absorbed() {
     let h = TestHandler::new(200, Duration::from_millis(300));
     let server = start(h.clone(), Timers::default()).await;

@@ -21,13 +21,22 @@ pub fn display_name(field: &str, s: &str) -> Result<()> {
 }
 
 pub fn email(field: &str, s: &str) -> Result<()> {
+    // Deliberately loose (the mail server is the judge): one @, a local part, and a domain of
+    // DNS labels. Single-label domains are allowed: `admin@pbx` on a private base domain.
+    let domain_ok = |d: &str| {
+        !d.is_empty()
+            && d.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
     let ok = s.len() <= 254
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
         && match s.split_once('@') {
-            Some((local, domain)) => {
-                !local.is_empty() && !domain.is_empty() && !domain.contains('@') && domain.contains('.')
-                    || domain == "localhost"
-            }
+            Some((local, domain)) => !local.is_empty() && domain_ok(domain),
             None => false,
         };
     if ok {
@@ -83,6 +92,11 @@ mod tests {
         assert!(email("e", "ops@localhost").is_ok());
         assert!(email("e", "a b@c.d").is_err());
         assert!(email("e", "nobody").is_err());
+        assert!(email("e", "admin@local").is_ok());
+        assert!(email("e", "a@b@c").is_err());
+        assert!(email("e", "a@-bad.com").is_err());
+        assert!(email("e", "a@b..com").is_err());
+        assert!(email("e", "a@").is_err());
         assert!(sip_secret("s", "Secr3tPass", "1001").is_ok());
         assert!(sip_secret("s", "short1", "1001").is_err());
         assert!(sip_secret("s", "onlyletters", "1001").is_err());

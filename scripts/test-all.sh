@@ -18,6 +18,7 @@ command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+command -v sipp >/dev/null || missing+=(sip-tester)   # SIP end-to-end tests
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq

@@ -13,6 +13,8 @@ use tracing::debug;
 
 /// Responses queued per connection before further ones are dropped.
 const WRITE_QUEUE: usize = 256;
+/// How long a connection whose stream cannot be framed stays open for answers in flight.
+const FATAL_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
@@ -145,7 +147,14 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr) 
                 }
                 Frame::Fatal(why) => {
                     bump(&shared.counters.parse_errors);
-                    close.cancel();
+                    // Stop reading at once, but let the answers to requests already framed on
+                    // this connection go out before it closes (RFC 4475 dblreq: a REGISTER
+                    // followed by octets that cannot be framed still gets its answer).
+                    let close = close.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(FATAL_CLOSE_GRACE).await;
+                        close.cancel();
+                    });
                     break 'conn why;
                 }
             }

@@ -398,6 +398,23 @@ async fn a_tcp_request_split_across_writes_is_reassembled_and_pings_are_ponged()
 }
 
 #[tokio::test]
+async fn a_request_framed_before_unframeable_octets_is_still_answered_over_tcp() {
+    // RFC 4475 dblreq over TCP: the answer must not be lost when the connection closes.
+    let h = TestHandler::new(200, Duration::from_millis(100));
+    let server = start(h.clone(), Timers::default()).await;
+    let mut s = TcpStream::connect(server.local_tcp().unwrap()).await.unwrap();
+    let mut bytes = request("OPTIONS", "z9hG4bKdbl", "tcp-dbl", "TCP", true);
+    bytes.extend_from_slice(b"GARBAGE WITHOUT LENGTH\r\n\r\n");
+    s.write_all(&bytes).await.unwrap();
+    let answers = read_tcp_responses(&mut s, 1).await;
+    assert_eq!(answers[0].status, 200);
+    let mut buf = [0u8; 64];
+    let n = timeout(3 * SEC, s.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "then the connection closes");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_without_content_length_closes_the_connection_and_the_server_keeps_running() {
     let h = TestHandler::new(200, Duration::ZERO);
     let server = start(h.clone(), Timers::default()).await;

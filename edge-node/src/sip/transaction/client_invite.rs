@@ -109,10 +109,7 @@ impl ClientInviteTransaction {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timer_a.map(|(at, _)| at), self.deadline) {
-            (Some(a), Some(d)) => Some(a.min(d)),
-            (a, d) => a.or(d),
-        }
+        super::earliest(self.timer_a.map(|(at, _)| at), self.deadline)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -94,10 +94,7 @@ impl ClientNonInviteTransaction {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timer_e.map(|(at, _)| at), self.deadline) {
-            (Some(e), Some(d)) => Some(e.min(d)),
-            (e, d) => e.or(d),
-        }
+        super::earliest(self.timer_e.map(|(at, _)| at), self.deadline)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

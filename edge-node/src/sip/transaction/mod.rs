@@ -18,7 +18,16 @@ pub use server_invite::{InviteServerState, ServerInviteTransaction};
 pub use server_non_invite::{NonInviteServerState, ServerNonInviteTransaction};
 
 use bytes::Bytes;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The sooner of two optional deadlines: a transaction's retransmission timer and the timer
+/// that ends its state.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// RFC 3261 §17.1.1.1 timer values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

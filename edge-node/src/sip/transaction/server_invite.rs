@@ -113,10 +113,7 @@ impl ServerInviteTransaction {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timer_g.map(|(at, _)| at), self.state_deadline) {
-            (Some(g), Some(d)) => Some(g.min(d)),
-            (g, d) => g.or(d),
-        }
+        super::earliest(self.timer_g.map(|(at, _)| at), self.state_deadline)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -1,6 +1,6 @@
 //! Messages on the two streams between the planes.
 
-use crate::{ExtensionId, TenantId};
+use crate::{CallRecord, ExtensionId, TenantId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -59,6 +59,8 @@ pub enum Event {
     /// Repeated SIP authentication failures locked a source address or an extension out
     /// (SPEC T2). The control plane writes it to the tenant's audit log.
     SipAuthLockout { subject: LockoutSubject, until_ms: i64 },
+    /// A call ended (SPEC T9): the control plane stores it as a call log, once per call id.
+    CallEnded(CallRecord),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

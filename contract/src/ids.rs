@@ -62,3 +62,7 @@ id_type!(
     /// A reseller account that owns customer tenants.
     ResellerId
 );
+id_type!(
+    /// One call through an edge node (every leg of it), the key of its call log.
+    CallId
+);

@@ -4,14 +4,16 @@
 //! each other, so a change here is a change of the wire protocol between them.
 
 pub mod bus;
+pub mod call;
 pub mod ids;
 pub mod plan;
 pub mod secret;
 pub mod snapshot;
 pub mod tenant;
 
-pub use ids::{ExtensionId, ResellerId, TenantId, UserId};
+pub use call::{CallDisposition, CallRecord, HangupSide};
+pub use ids::{CallId, ExtensionId, ResellerId, TenantId, UserId};
 pub use plan::{Feature, Plan};
 pub use secret::Secret;
-pub use snapshot::{edge_api, ExtensionConfig, TenantSnapshot, TenantVersion};
+pub use snapshot::{edge_api, ExtensionConfig, RecordingPolicy, TenantSnapshot, TenantVersion};
 pub use tenant::{validate_slug, Role, SlugError, TenantState};

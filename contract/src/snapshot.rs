@@ -36,6 +36,49 @@ pub struct ExtensionConfig {
     pub display_name: String,
     pub email: Option<String>,
     pub sip_secret: Secret,
+    /// Whether this extension's calls are recorded (SPEC T8). A call is recorded when
+    /// either party's extension says so.
+    #[serde(default)]
+    pub recording: RecordingPolicy,
+    /// How long a call to this extension rings before it ends as unanswered (480).
+    #[serde(default = "default_ring_timeout_secs")]
+    pub ring_timeout_secs: u32,
+}
+
+/// The ring timeout of a new extension, in seconds.
+pub const DEFAULT_RING_TIMEOUT_SECS: u32 = 30;
+/// The range the configuration API accepts for `ring_timeout_secs`.
+pub const RING_TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u32> = 5..=300;
+
+fn default_ring_timeout_secs() -> u32 {
+    DEFAULT_RING_TIMEOUT_SECS
+}
+
+/// An extension's call recording policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingPolicy {
+    /// Never recorded (unless the other party's extension records).
+    #[default]
+    Off,
+    /// Every call to or from this extension is recorded.
+    Always,
+}
+
+impl RecordingPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingPolicy::Off => "off",
+            RecordingPolicy::Always => "always",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" => Some(RecordingPolicy::Off),
+            "always" => Some(RecordingPolicy::Always),
+            _ => None,
+        }
+    }
 }
 
 /// One row of the control plane's `GET /api/v1/edge/tenants`: a tenant an edge should serve

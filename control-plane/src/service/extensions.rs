@@ -255,5 +255,8 @@ pub fn edge_config(state: &AppState, e: &Extension) -> Result<ExtensionConfig> {
                 .secrets
                 .open(&e.sip_secret_enc, &seal_context(e.tenant_id, e.id))?,
         ),
+        // TODO(issue 3): stored per extension by the configuration API
+        recording: Default::default(),
+        ring_timeout_secs: pbx_contract::snapshot::DEFAULT_RING_TIMEOUT_SECS,
     })
 }

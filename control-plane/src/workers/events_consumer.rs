@@ -76,6 +76,19 @@ pub async fn apply(state: &AppState, entry: &BusEntry) -> Result<Outcome> {
                 None,
             )
         }
+        // TODO(issue 3): stored as a call log by the call-log work
+        Event::CallEnded(call) => (
+            "call_ended",
+            format!(
+                "call {} {} -> {} {}",
+                call.call_id,
+                call.from,
+                call.to,
+                call.disposition.as_str()
+            ),
+            None,
+            None,
+        ),
     };
     db::edge_log::append(
         &mut tx,

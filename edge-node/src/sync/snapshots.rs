@@ -270,6 +270,8 @@ pub(crate) mod tests {
             display_name: format!("Ext {number}"),
             email: None,
             sip_secret: Secret::new(format!("secret-{number}")),
+            recording: Default::default(),
+            ring_timeout_secs: 30,
         }
     }
 

@@ -33,6 +33,8 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
             display_name: "Ext 100".to_owned(),
             email: None,
             sip_secret: Secret::new(secret),
+            recording: Default::default(),
+            ring_timeout_secs: 30,
         }],
     }
 }

@@ -94,6 +94,8 @@ pub enum Command {
         secret: String,
         name: Option<String>,
         email: Option<String>,
+        recording: Option<String>,
+        ring_timeout_secs: Option<u32>,
     },
     ExtensionList {
         tenant: String,
@@ -132,14 +134,17 @@ pub async fn run(target: &ApiTarget, cmd: Command) -> Result<Value> {
             secret,
             name,
             email,
+            recording,
+            ring_timeout_secs,
         } => {
             target
                 .call(
                     Method::POST,
                     &format!("/api/v1/tenants/{}/extensions", seg(&tenant)),
-                    Some(
-                        json!({"number": number, "sip_secret": secret, "display_name": name, "email": email}),
-                    ),
+                    Some(json!({
+                        "number": number, "sip_secret": secret, "display_name": name, "email": email,
+                        "recording": recording, "ring_timeout_secs": ring_timeout_secs,
+                    })),
                 )
                 .await
         }

@@ -134,6 +134,12 @@ enum ExtensionCmd {
         name: Option<String>,
         #[arg(long)]
         email: Option<String>,
+        /// Record calls to and from the extension (default: off).
+        #[arg(long, value_parser = ["off", "always"])]
+        recording: Option<String>,
+        /// Seconds a call rings before it ends unanswered, 5-300 (default: 30).
+        #[arg(long, value_name = "SECS")]
+        ring_timeout: Option<u32>,
     },
     List {
         #[arg(long)]
@@ -236,12 +242,16 @@ async fn main() -> Result<()> {
                     secret,
                     name,
                     email,
+                    recording,
+                    ring_timeout,
                 } => cli::Command::ExtensionCreate {
                     tenant,
                     number,
                     secret,
                     name,
                     email,
+                    recording,
+                    ring_timeout_secs: ring_timeout,
                 },
                 ExtensionCmd::List { tenant } => cli::Command::ExtensionList { tenant },
                 ExtensionCmd::Delete { tenant, number } => cli::Command::ExtensionDelete { tenant, number },

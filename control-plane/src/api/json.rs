@@ -55,6 +55,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                 };
                 Error::invalid(field, strip_position(&msg))
             }
+            // serde_json reports a non-string where an enum is expected as a syntax error
+            // ("expected value"); in well-formed JSON it is a wrong value of that field.
+            serde_json::error::Category::Syntax
+                if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() =>
+            {
+                let field = if path == "." { "body".to_owned() } else { path };
+                Error::invalid(field, "has a value of the wrong type")
+            }
             _ => Error::MalformedBody(inner.to_string()),
         }
     })?;
@@ -96,6 +104,15 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         level: u8,
+        kind: Option<Kind>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Kind {
+        Small,
+        Large,
     }
 
     fn field_of(body: &str) -> String {
@@ -112,6 +129,20 @@ mod tests {
         assert_eq!(field_of(r#"{"number":5}"#), "number");
         assert_eq!(field_of(r#"{"number":"1","inner":{"level":300}}"#), "inner.level");
         assert_eq!(field_of(r#"{"number":"1","inner":{"lvl":3}}"#), "inner.lvl");
+        // Enums: an unknown name, and a value that is no name at all.
+        assert_eq!(
+            field_of(r#"{"number":"1","inner":{"level":3,"kind":"huge"}}"#),
+            "inner.kind"
+        );
+        assert_eq!(
+            field_of(r#"{"number":"1","inner":{"level":3,"kind":true}}"#),
+            "inner.kind"
+        );
+        assert_eq!(
+            field_of(r#"{"number":"1","inner":{"level":3,"kind":7}}"#),
+            "inner.kind"
+        );
+        assert!(parse::<Input>(br#"{"number":"1","inner":{"level":3,"kind":"large"}}"#).is_ok());
         assert!(matches!(
             parse::<Input>(b"{not json"),
             Err(Error::MalformedBody(_))

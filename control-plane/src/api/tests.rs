@@ -931,3 +931,247 @@ async fn health_readiness_metrics_and_openapi() {
     app.stop().await;
     t.cleanup().await;
 }
+
+on_both_backends!(
+    extension_call_settings_are_validated_defaulted_and_reach_the_edge,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let (tenant_id, token) = app.tenant_with_admin("alpha").await;
+        let path = "/api/v1/tenants/alpha/extensions";
+        // Defaults.
+        let r = app
+            .call(
+                &token,
+                Method::POST,
+                path,
+                Some(json!({"number": "100", "sip_secret": "Secr3t-pass-x"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(
+            (r.body["recording"].as_str(), r.body["ring_timeout_secs"].as_u64()),
+            (Some("off"), Some(30))
+        );
+        // Given on create.
+        let r = app
+            .call(
+                &token,
+                Method::POST,
+                path,
+                Some(json!({"number": "101", "sip_secret": "Secr3t-pass-x", "recording": "always", "ring_timeout_secs": 45})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(
+            (r.body["recording"].as_str(), r.body["ring_timeout_secs"].as_u64()),
+            (Some("always"), Some(45))
+        );
+        let id_101 = r.body["id"].as_str().unwrap().to_owned();
+        // The bounds are accepted.
+        for (n, t) in [("102", 5), ("103", 300)] {
+            let r = app
+                .call(
+                    &token,
+                    Method::POST,
+                    path,
+                    Some(json!({"number": n, "sip_secret": "Secr3t-pass-x", "ring_timeout_secs": t})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await; // let the relay publish
+        let before = counts(&app).await;
+        let cfg_before = app.state.bus.last_id(CFG_STREAM).await.unwrap();
+        let row_before = app
+            .call(&token, Method::GET, "/api/v1/tenants/alpha/extensions/101", None)
+            .await
+            .body;
+
+        // Bad values, on create and on update: 422 naming the field, nothing written.
+        let bad: Vec<(Method, &str, serde_json::Value, &str)> = vec![
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "recording": "sometimes"}),
+                "recording",
+            ),
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "recording": "Always"}),
+                "recording",
+            ),
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "recording": true}),
+                "recording",
+            ),
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "ring_timeout_secs": 4}),
+                "ring_timeout_secs",
+            ),
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "ring_timeout_secs": 301}),
+                "ring_timeout_secs",
+            ),
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "ring_timeout_secs": -30}),
+                "ring_timeout_secs",
+            ),
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "ring_timeout_secs": "30"}),
+                "ring_timeout_secs",
+            ),
+            (
+                Method::POST,
+                path,
+                json!({"number": "110", "sip_secret": "Secr3t-pass-x", "ring_timeout_secs": 30.5}),
+                "ring_timeout_secs",
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/tenants/alpha/extensions/101",
+                json!({"recording": "never"}),
+                "recording",
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/tenants/alpha/extensions/101",
+                json!({"ring_timeout_secs": 0}),
+                "ring_timeout_secs",
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/tenants/alpha/extensions/101",
+                json!({"ring_timeout_secs": 4294967296u64}),
+                "ring_timeout_secs",
+            ),
+            // A good change beside a bad one is refused whole.
+            (
+                Method::PATCH,
+                "/api/v1/tenants/alpha/extensions/101",
+                json!({"recording": "off", "ring_timeout_secs": 1000}),
+                "ring_timeout_secs",
+            ),
+        ];
+        for (method, p, body, field) in bad {
+            let r = app.call(&token, method.clone(), p, Some(body.clone())).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{method} {body}: {}",
+                r.text
+            );
+            assert!(r.content_type.starts_with("application/problem+json"));
+            assert_eq!(r.body["field"], field, "{body}: {}", r.text);
+        }
+        assert_eq!(counts(&app).await, before, "a refused request wrote something");
+        assert_eq!(
+            app.call(&token, Method::GET, "/api/v1/tenants/alpha/extensions/101", None)
+                .await
+                .body,
+            row_before
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(app
+            .state
+            .bus
+            .read_after(CFG_STREAM, cfg_before.as_deref(), 100, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // A good update: returned, audited, published, and the edge API carries it.
+        let edge_path = format!("/api/v1/edge/tenants/{tenant_id}/extensions/{id_101}");
+        let r = app.call(EDGE_TOKEN, Method::GET, &edge_path, None).await;
+        assert_eq!(
+            (r.body["recording"].as_str(), r.body["ring_timeout_secs"].as_u64()),
+            (Some("always"), Some(45))
+        );
+        let r = app
+            .call(
+                &token,
+                Method::PATCH,
+                "/api/v1/tenants/alpha/extensions/101",
+                Some(json!({"recording": "off", "ring_timeout_secs": 60})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(
+            (r.body["recording"].as_str(), r.body["ring_timeout_secs"].as_u64()),
+            (Some("off"), Some(60))
+        );
+        // Absent fields stay as they are.
+        let r = app
+            .call(
+                &token,
+                Method::PATCH,
+                "/api/v1/tenants/alpha/extensions/101",
+                Some(json!({"display_name": "Bo"})),
+            )
+            .await;
+        assert_eq!(
+            (r.body["recording"].as_str(), r.body["ring_timeout_secs"].as_u64()),
+            (Some("off"), Some(60))
+        );
+        let after = counts(&app).await;
+        assert_eq!((after.2, after.3), (before.2 + 2, before.3 + 2));
+        let r = app.call(EDGE_TOKEN, Method::GET, &edge_path, None).await;
+        assert_eq!(
+            (r.body["recording"].as_str(), r.body["ring_timeout_secs"].as_u64()),
+            (Some("off"), Some(60))
+        );
+        let r = app
+            .call(
+                EDGE_TOKEN,
+                Method::GET,
+                &format!("/api/v1/edge/tenants/{tenant_id}/snapshot"),
+                None,
+            )
+            .await;
+        let snap: pbx_contract::TenantSnapshot = serde_json::from_value(r.body).unwrap();
+        let by_number = |n: &str| snap.extension_by_number(n).unwrap().clone();
+        assert_eq!(
+            (by_number("100").recording, by_number("100").ring_timeout_secs),
+            (pbx_contract::RecordingPolicy::Off, 30)
+        );
+        assert_eq!(by_number("101").ring_timeout_secs, 60);
+        assert_eq!(by_number("102").ring_timeout_secs, 5);
+        assert_eq!(by_number("103").ring_timeout_secs, 300);
+        let audit = app
+            .call(&token, Method::GET, "/api/v1/tenants/alpha/audit-log", None)
+            .await;
+        let update = audit
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| {
+                a["action"] == "extension.update"
+                    && a["after"]["ring_timeout_secs"] == 60
+                    && a["before"]["ring_timeout_secs"] == 45
+            })
+            .unwrap_or_else(|| panic!("update not audited: {}", audit.text));
+        assert_eq!(update["before"]["recording"], "always");
+        assert_eq!(update["before"]["ring_timeout_secs"], 45);
+        assert_eq!(update["after"]["recording"], "off");
+        let create = audit
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == "extension.create" && a["after"]["number"] == "101")
+            .unwrap();
+        assert_eq!(create["after"]["recording"], "always");
+        app.stop().await;
+    }
+);

@@ -1,6 +1,6 @@
 use super::{now_ms, parse_id, Conn};
 use crate::error::{is_unique_violation, Error, Result};
-use pbx_contract::{ExtensionId, TenantId};
+use pbx_contract::{ExtensionId, RecordingPolicy, TenantId};
 use sqlx::Row;
 
 /// An extension row. The SIP secret stays sealed (see `crypto::SecretBox`) in this struct.
@@ -12,11 +12,15 @@ pub struct Extension {
     pub display_name: String,
     pub email: Option<String>,
     pub sip_secret_enc: String,
+    pub recording: RecordingPolicy,
+    pub ring_timeout_secs: u32,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, tenant_id, number, display_name, email, sip_secret_enc, created_at, updated_at";
+const COLUMNS: &str =
+    "id, tenant_id, number, display_name, email, sip_secret_enc, recording, ring_timeout_secs, \
+                       created_at, updated_at";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Extension> {
     Ok(Extension {
@@ -26,6 +30,16 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Extension> {
         display_name: row.try_get("display_name")?,
         email: row.try_get("email")?,
         sip_secret_enc: row.try_get("sip_secret_enc")?,
+        recording: {
+            let s: String = row.try_get("recording")?;
+            RecordingPolicy::parse(&s)
+                .ok_or_else(|| Error::Internal(format!("malformed recording policy in database: {s:?}")))?
+        },
+        ring_timeout_secs: {
+            let v: i64 = row.try_get("ring_timeout_secs")?;
+            u32::try_from(v)
+                .map_err(|_| Error::Internal(format!("malformed ring timeout in database: {v}")))?
+        },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -44,13 +58,15 @@ pub struct NewExtension<'a> {
     pub display_name: &'a str,
     pub email: Option<&'a str>,
     pub sip_secret_enc: &'a str,
+    pub recording: RecordingPolicy,
+    pub ring_timeout_secs: u32,
 }
 
 pub async fn insert(conn: &mut Conn, tenant: TenantId, new: &NewExtension<'_>) -> Result<Extension> {
     let now = now_ms();
     let res = sqlx::query(
-        "INSERT INTO extensions (id, tenant_id, number, display_name, email, sip_secret_enc, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO extensions (id, tenant_id, number, display_name, email, sip_secret_enc, recording, \
+         ring_timeout_secs, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
     )
     .bind(new.id.to_string())
     .bind(tenant.to_string())
@@ -58,6 +74,8 @@ pub async fn insert(conn: &mut Conn, tenant: TenantId, new: &NewExtension<'_>) -
     .bind(new.display_name)
     .bind(new.email)
     .bind(new.sip_secret_enc)
+    .bind(new.recording.as_str())
+    .bind(i64::from(new.ring_timeout_secs))
     .bind(now)
     .execute(&mut *conn)
     .await;
@@ -116,6 +134,8 @@ pub struct ExtensionPatch<'a> {
     /// Some(None) clears the email.
     pub email: Option<Option<&'a str>>,
     pub sip_secret_enc: Option<&'a str>,
+    pub recording: Option<RecordingPolicy>,
+    pub ring_timeout_secs: Option<u32>,
 }
 
 pub async fn update(
@@ -133,8 +153,8 @@ pub async fn update(
     };
     let number = patch.number.unwrap_or(&current.number);
     let res = sqlx::query(
-        "UPDATE extensions SET number = $3, display_name = $4, email = $5, sip_secret_enc = $6, updated_at = $7 \
-         WHERE tenant_id = $1 AND id = $2",
+        "UPDATE extensions SET number = $3, display_name = $4, email = $5, sip_secret_enc = $6, recording = $7, \
+         ring_timeout_secs = $8, updated_at = $9 WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant.to_string())
     .bind(id.to_string())
@@ -142,6 +162,8 @@ pub async fn update(
     .bind(patch.display_name.unwrap_or(&current.display_name))
     .bind(email)
     .bind(patch.sip_secret_enc.unwrap_or(&current.sip_secret_enc))
+    .bind(patch.recording.unwrap_or(current.recording).as_str())
+    .bind(i64::from(patch.ring_timeout_secs.unwrap_or(current.ring_timeout_secs)))
     .bind(now_ms())
     .execute(&mut *conn)
     .await;

@@ -29,6 +29,8 @@ on_both_backends!(extensions_are_scoped_by_tenant, |db: Db| async move {
         display_name: "x",
         email: None,
         sip_secret_enc: "v1:x",
+        recording: pbx_contract::RecordingPolicy::Off,
+        ring_timeout_secs: 30,
     };
     let b_ext = extensions::insert(&mut c, b.id, &new(ExtensionId::new(), "100"))
         .await
@@ -69,6 +71,8 @@ on_both_backends!(extensions_are_scoped_by_tenant, |db: Db| async move {
         display_name: Some("hijacked"),
         email: None,
         sip_secret_enc: None,
+        recording: Some(pbx_contract::RecordingPolicy::Always),
+        ring_timeout_secs: None,
     };
     assert_eq!(
         extensions::update(&mut c, a.id, b_ext.id, &patch).await.unwrap(),
@@ -77,6 +81,7 @@ on_both_backends!(extensions_are_scoped_by_tenant, |db: Db| async move {
     assert!(!extensions::delete(&mut c, a.id, b_ext.id).await.unwrap());
     let still = extensions::get(&mut c, b.id, b_ext.id).await.unwrap().unwrap();
     assert_eq!(still.display_name, "x");
+    assert_eq!(still.recording, pbx_contract::RecordingPolicy::Off);
     assert!(extensions::delete(&mut c, b.id, b_ext.id).await.unwrap());
 });
 
@@ -178,6 +183,8 @@ on_both_backends!(audit_and_tenant_deletion, |db: Db| async move {
             display_name: "x",
             email: None,
             sip_secret_enc: "v1:x",
+            recording: pbx_contract::RecordingPolicy::Off,
+            ring_timeout_secs: 30,
         },
     )
     .await

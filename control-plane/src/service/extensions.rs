@@ -10,7 +10,8 @@ use crate::db::{
 };
 use crate::error::{Error, Result};
 use pbx_contract::bus::ConfigSubject;
-use pbx_contract::{ExtensionConfig, ExtensionId, Secret, TenantId};
+use pbx_contract::snapshot::DEFAULT_RING_TIMEOUT_SECS;
+use pbx_contract::{ExtensionConfig, ExtensionId, RecordingPolicy, Secret, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -25,6 +26,11 @@ pub struct CreateExtension {
     /// The SIP password (8-64 characters, letters and digits). Never returned.
     #[schema(value_type = String)]
     pub sip_secret: Secret,
+    /// Whether calls to and from the extension are recorded; default `off`.
+    pub recording: Option<RecordingPolicy>,
+    /// Seconds a call to the extension rings before it ends unanswered (5-300); default 30.
+    #[schema(minimum = 5, maximum = 300)]
+    pub ring_timeout_secs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -38,6 +44,10 @@ pub struct UpdateExtension {
     pub email: Option<Option<String>>,
     #[schema(value_type = Option<String>)]
     pub sip_secret: Option<Secret>,
+    pub recording: Option<RecordingPolicy>,
+    /// 5-300 seconds.
+    #[schema(minimum = 5, maximum = 300)]
+    pub ring_timeout_secs: Option<u32>,
 }
 
 /// An extension as the API shows it: never with its SIP secret.
@@ -50,6 +60,10 @@ pub struct ExtensionView {
     pub email: Option<String>,
     /// The SIP registration domain and digest realm.
     pub sip_domain: String,
+    /// Whether calls to and from the extension are recorded.
+    pub recording: RecordingPolicy,
+    /// Seconds a call to the extension rings before it ends unanswered.
+    pub ring_timeout_secs: u32,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -62,6 +76,8 @@ impl ExtensionView {
             display_name: e.display_name.clone(),
             email: e.email.clone(),
             sip_domain,
+            recording: e.recording,
+            ring_timeout_secs: e.ring_timeout_secs,
             created_at: e.created_at,
             updated_at: e.updated_at,
         }
@@ -82,6 +98,7 @@ fn seal_context(tenant: TenantId, id: ExtensionId) -> String {
 fn audit_json(e: &Extension) -> serde_json::Value {
     serde_json::json!({
         "id": e.id, "number": e.number, "display_name": e.display_name, "email": e.email,
+        "recording": e.recording, "ring_timeout_secs": e.ring_timeout_secs,
     })
 }
 
@@ -98,6 +115,8 @@ pub async fn create(
         validate::email("email", e)?;
     }
     validate::sip_secret("sip_secret", input.sip_secret.expose(), &input.number)?;
+    let ring_timeout_secs = input.ring_timeout_secs.unwrap_or(DEFAULT_RING_TIMEOUT_SECS);
+    validate::ring_timeout_secs("ring_timeout_secs", ring_timeout_secs)?;
 
     let id = ExtensionId::new();
     let sealed = state
@@ -113,6 +132,8 @@ pub async fn create(
             display_name: &display_name,
             email: input.email.as_deref(),
             sip_secret_enc: &sealed,
+            recording: input.recording.unwrap_or_default(),
+            ring_timeout_secs,
         },
     )
     .await?;
@@ -167,6 +188,9 @@ pub async fn update(
     if let Some(Some(e)) = &input.email {
         validate::email("email", e)?;
     }
+    if let Some(t) = input.ring_timeout_secs {
+        validate::ring_timeout_secs("ring_timeout_secs", t)?;
+    }
     let sealed = match &input.sip_secret {
         Some(s) => {
             validate::sip_secret("sip_secret", s.expose(), &number)?;
@@ -183,6 +207,8 @@ pub async fn update(
         display_name: input.display_name.as_deref(),
         email: input.email.as_ref().map(|e| e.as_deref()),
         sip_secret_enc: sealed.as_deref(),
+        recording: input.recording,
+        ring_timeout_secs: input.ring_timeout_secs,
     };
     let after = db::extensions::update(&mut tx, tenant.id, before.id, &patch)
         .await?
@@ -255,8 +281,7 @@ pub fn edge_config(state: &AppState, e: &Extension) -> Result<ExtensionConfig> {
                 .secrets
                 .open(&e.sip_secret_enc, &seal_context(e.tenant_id, e.id))?,
         ),
-        // TODO(issue 3): stored per extension by the configuration API
-        recording: Default::default(),
-        ring_timeout_secs: pbx_contract::snapshot::DEFAULT_RING_TIMEOUT_SECS,
+        recording: e.recording,
+        ring_timeout_secs: e.ring_timeout_secs,
     })
 }

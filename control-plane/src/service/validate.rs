@@ -9,6 +9,19 @@ pub fn extension_number(field: &str, n: &str) -> Result<()> {
     Ok(())
 }
 
+/// An extension's ring timeout, within the range the edge honours.
+pub fn ring_timeout_secs(field: &str, secs: u32) -> Result<()> {
+    let range = pbx_contract::snapshot::RING_TIMEOUT_SECS_RANGE;
+    if range.contains(&secs) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("must be {} to {} seconds", range.start(), range.end()),
+        ))
+    }
+}
+
 pub fn display_name(field: &str, s: &str) -> Result<()> {
     let len = s.chars().count();
     if len == 0 || len > 64 || s.trim().is_empty() {

@@ -447,3 +447,128 @@ async fn production_events_apply_once_across_a_consumer_crash() {
     redis.cleanup().await;
     t.cleanup().await;
 }
+
+async fn call_logs_for(app: &TestApp, call_id: pbx_contract::CallId) -> i64 {
+    let mut c = app.state.db.acquire().await.unwrap();
+    let row = sqlx::query("SELECT COUNT(*) FROM call_logs WHERE call_id = $1")
+        .bind(call_id.to_string())
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    sqlx::Row::get(&row, 0)
+}
+
+/// A finished call reported by an edge becomes one call log row, however often it arrives:
+/// the same event twice, the same call under a new event id, or re-claimed after a crash.
+/// Calls of a tenant that does not exist are skipped (and acknowledged), not retried.
+async fn call_ended_is_stored_once(db: Db, bus: Arc<dyn Bus>) {
+    let app = TestApp::start_with_bus(db, bus.clone()).await;
+    bus.ensure_group(EVENTS_STREAM, EVENTS_GROUP).await.unwrap();
+    let (tenant, admin) = app.tenant_with_admin("alpha").await;
+    let tenant: TenantId = tenant.parse().unwrap();
+    let record = pbx_contract::CallRecord {
+        call_id: pbx_contract::CallId::new(),
+        from: "100".into(),
+        from_name: Some("Ann".into()),
+        to: "101".into(),
+        started_ms: 1_000,
+        answered_ms: Some(5_000),
+        ended_ms: 65_000,
+        disposition: pbx_contract::CallDisposition::Answered,
+        hangup_side: pbx_contract::HangupSide::Caller,
+        recording_key: None,
+    };
+    let ended = EventEnvelope {
+        tenant: Some(tenant),
+        event: Event::CallEnded(record.clone()),
+        ..envelope("edge-c")
+    };
+    // The same call again under a new event id (an edge retrying after a lost reply).
+    let resent = EventEnvelope {
+        id: uuid::Uuid::now_v7(),
+        ..ended.clone()
+    };
+    // A call of a tenant that is gone, and one naming no tenant.
+    let orphan_call = pbx_contract::CallRecord {
+        call_id: pbx_contract::CallId::new(),
+        ..record.clone()
+    };
+    let orphan = EventEnvelope {
+        tenant: Some(TenantId::new()),
+        event: Event::CallEnded(orphan_call.clone()),
+        ..envelope("edge-c")
+    };
+    let anonymous = EventEnvelope {
+        id: uuid::Uuid::now_v7(),
+        tenant: None,
+        ..orphan.clone()
+    };
+    for e in [&ended, &ended, &resent, &orphan, &anonymous] {
+        bus.append(EVENTS_STREAM, &serde_json::to_vec(e).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    // A consumer applies the first delivery and dies before acknowledging anything.
+    let got = bus
+        .read_group(EVENTS_STREAM, EVENTS_GROUP, "a", 1, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        events_consumer::apply(&app.state, &got[0]).await.unwrap(),
+        Outcome::Applied
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let b = ConsumerOptions {
+        consumer: "b".into(),
+        claim_after: Duration::from_millis(10),
+        block: Duration::from_millis(50),
+    };
+    // Round one re-claims the orphaned entry, the next ones read the rest.
+    let mut handled = 0;
+    while handled < 5 {
+        let n = events_consumer::consume_once(&app.state, &b).await.unwrap();
+        assert!(n > 0, "entries left unread");
+        handled += n;
+    }
+    assert_eq!(bus.pending_count(EVENTS_STREAM, EVENTS_GROUP).await.unwrap(), 0);
+    assert_eq!(call_logs_for(&app, record.call_id).await, 1);
+    assert_eq!(call_logs_for(&app, orphan_call.call_id).await, 0);
+    // Both skips are in the edge node log; stored calls are not.
+    assert_eq!(log_rows_for(&app, &ended.id.to_string()).await, 0);
+    assert_eq!(log_rows_for(&app, &orphan.id.to_string()).await, 1);
+    assert_eq!(log_rows_for(&app, &anonymous.id.to_string()).await, 1);
+    // And the API shows it once, as reported.
+    let r = app
+        .call(&admin, Method::GET, "/api/v1/tenants/alpha/call-logs", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", r.text);
+    assert_eq!(items[0]["call_id"], record.call_id.to_string());
+    assert_eq!(items[0]["from_name"], "Ann");
+    assert_eq!(
+        (
+            items[0]["ring_ms"].as_i64(),
+            items[0]["talk_ms"].as_i64(),
+            items[0]["total_ms"].as_i64()
+        ),
+        (Some(4_000), Some(60_000), Some(64_000))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn embedded_call_ended_is_stored_once() {
+    let t = db::testing::sqlite().await;
+    call_ended_is_stored_once(t.db.clone(), Arc::new(MemoryBus::new())).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn production_call_ended_is_stored_once() {
+    let t = db::testing::postgres().await;
+    let redis = RedisPrefix::new();
+    call_ended_is_stored_once(t.db.clone(), redis.bus().await).await;
+    redis.cleanup().await;
+    t.cleanup().await;
+}

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes, middleware, and the OpenAPI document built from the handlers.
 
 mod auth;
+mod call_logs;
 mod edge;
 mod extensions;
 mod health;
@@ -70,6 +71,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
             extensions::update_extension,
             extensions::delete_extension
         ))
+        .routes(routes!(call_logs::list_call_logs))
+        .routes(routes!(call_logs::get_call_log))
+        .routes(routes!(call_logs::call_recording))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::update_user, users::delete_user))
         .routes(routes!(edge::edge_nodes))

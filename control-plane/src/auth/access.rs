@@ -50,3 +50,14 @@ pub async fn tenant_for_admin(conn: &mut Conn, principal: &Principal, slug: &str
         ))),
     }
 }
+
+/// As [`tenant_for`], for reading call logs: operators, the tenant's reseller, its admins and
+/// queue managers. Agents are refused: no user is linked to an extension yet, so there is no
+/// way to narrow the log to an agent's own calls.
+pub async fn tenant_for_call_logs(conn: &mut Conn, principal: &Principal, slug: &str) -> Result<Tenant> {
+    let (tenant, _) = tenant_for(conn, principal, slug).await?;
+    match principal.role {
+        Role::Operator | Role::Reseller | Role::TenantAdmin | Role::QueueManager => Ok(tenant),
+        Role::Agent => Err(Error::Forbidden("the agent role may not read call logs".into())),
+    }
+}

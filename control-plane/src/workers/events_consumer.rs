@@ -8,6 +8,7 @@ use crate::app::AppState;
 use crate::db::audit::{Actor, AuditEntry};
 use crate::db::{self, edge_log::LogLine};
 use crate::error::Result;
+use crate::service::call_logs::{self, Stored};
 use pbx_contract::bus::{Event, EventEnvelope, LockoutSubject, EVENTS_GROUP, EVENTS_STREAM};
 use pbx_engines::bus::BusEntry;
 use std::time::Duration;
@@ -37,6 +38,32 @@ pub async fn apply(state: &AppState, entry: &BusEntry) -> Result<Outcome> {
         return Ok(Outcome::Duplicate);
     }
     let (kind, detail, node_state, version) = match &envelope.event {
+        // A call: its call log, once per call id. Not in the edge node log unless skipped.
+        Event::CallEnded(call) => {
+            match call_logs::store(&mut tx, envelope.tenant, &envelope.node_id, call).await? {
+                stored @ (Stored::Inserted | Stored::AlreadyStored) => {
+                    tx.commit().await?;
+                    if stored == Stored::AlreadyStored {
+                        tracing::info!(event = %envelope.id, call = %call.call_id, "call reported again; stored once");
+                        metrics::counter!("pbx_call_logs_duplicates_total").increment(1);
+                    }
+                    metrics::counter!("pbx_events_applied_total").increment(1);
+                    return Ok(Outcome::Applied);
+                }
+                // Retrying cannot help: the tenant is gone (or was never named).
+                Stored::UnknownTenant => {
+                    tracing::warn!(event = %envelope.id, call = %call.call_id, node = %envelope.node_id,
+                        tenant = ?envelope.tenant, "call of an unknown tenant skipped");
+                    metrics::counter!("pbx_call_logs_skipped_total").increment(1);
+                    (
+                        "call_ended_skipped",
+                        format!("call {}: unknown tenant", call.call_id),
+                        None,
+                        None,
+                    )
+                }
+            }
+        }
         Event::EdgeNodeStarted { software_version } => (
             "edge_node_started",
             format!("version {software_version}"),
@@ -76,19 +103,6 @@ pub async fn apply(state: &AppState, entry: &BusEntry) -> Result<Outcome> {
                 None,
             )
         }
-        // TODO(issue 3): stored as a call log by the call-log work
-        Event::CallEnded(call) => (
-            "call_ended",
-            format!(
-                "call {} {} -> {} {}",
-                call.call_id,
-                call.from,
-                call.to,
-                call.disposition.as_str()
-            ),
-            None,
-            None,
-        ),
     };
     db::edge_log::append(
         &mut tx,

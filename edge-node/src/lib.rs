@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod backoff;
+pub mod call;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -2,11 +2,12 @@
 //! composed. What the `pbx` binary starts.
 
 use super::auth::{DigestAlgorithm, DigestConfig, LockoutPolicy};
-use super::message::{SipRequest, SipResponse};
+use super::message::{Method, SipRequest, SipResponse};
 use super::registrar::handler::EdgeSipHandler;
 use super::registrar::{Registrar, RegistrarConfig, RegistrarStats};
-use super::server::{Inbound, RequestHandler, SipServer, SipServerConfig, SipServerHandle, TransportKind};
+use super::server::{Inbound, RequestHandler, ServerTx, SipServer, SipServerConfig, SipServerHandle};
 use super::transaction::Timers;
+use crate::call::{CallConfig, CallRouter};
 use crate::{EdgeError, EventSink, SnapshotStore};
 use pbx_contract::Secret;
 use pbx_engines::live::LiveState;
@@ -53,22 +54,35 @@ pub fn parse_algorithms(list: &str) -> Result<Vec<DigestAlgorithm>, EdgeError> {
     Ok(algs)
 }
 
-struct Dispatch(EdgeSipHandler);
+struct Dispatch {
+    edge: EdgeSipHandler,
+    calls: Arc<CallRouter>,
+}
 
 #[async_trait::async_trait]
 impl RequestHandler for Dispatch {
-    async fn handle(&self, request: SipRequest, inbound: Inbound) -> SipResponse {
-        let transport = match inbound.transport {
-            TransportKind::Udp => "udp",
-            TransportKind::Tcp => "tcp",
-        };
-        self.0.handle(request, inbound.source, transport).await
+    async fn handle(&self, request: SipRequest, inbound: Inbound, tx: ServerTx) -> Option<SipResponse> {
+        let transport = inbound.transport.as_str();
+        match request.method {
+            Method::Register | Method::Options | Method::Extension(_) => {
+                Some(self.edge.handle(request, inbound.source, transport).await)
+            }
+            _ => match self.edge.precheck(&request, inbound.source) {
+                Some(refusal) => Some(refusal),
+                None => self.calls.handle(request, inbound, tx).await,
+            },
+        }
+    }
+
+    async fn on_ack(&self, request: SipRequest, _inbound: Inbound) {
+        self.calls.on_ack(request);
     }
 }
 
 pub struct SipService {
     pub server: SipServerHandle,
     pub registrar: Arc<Registrar>,
+    pub calls: Arc<CallRouter>,
 }
 
 impl SipService {
@@ -96,9 +110,18 @@ impl SipService {
                 LockoutPolicy::default(),
                 RegistrarConfig::default(),
             )
-            .with_event_sink(events),
+            .with_event_sink(events.clone()),
         );
-        let handler = Arc::new(Dispatch(EdgeSipHandler::new(registrar.clone(), store)));
+        let calls = Arc::new(CallRouter::new(
+            store.clone(),
+            registrar.clone(),
+            Some(events.clone()),
+            CallConfig::default(),
+        ));
+        let handler = Arc::new(Dispatch {
+            edge: EdgeSipHandler::new(registrar.clone(), store),
+            calls: calls.clone(),
+        });
         let server = SipServer::start(
             SipServerConfig {
                 udp: opts.udp,
@@ -110,7 +133,12 @@ impl SipService {
         )
         .await
         .map_err(|e| EdgeError::Config(format!("starting SIP: {e}")))?;
-        Ok(Self { server, registrar })
+        calls.attach(server.client());
+        Ok(Self {
+            server,
+            registrar,
+            calls,
+        })
     }
 
     pub fn stats(&self) -> RegistrarStats {

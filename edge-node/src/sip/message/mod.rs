@@ -25,6 +25,7 @@ mod tests;
 mod torture_tests;
 
 pub use build::http_date;
+pub(crate) use headers::split_list;
 pub use headers::{CSeq, Contact, HeaderError, NameAddr, Params, Via};
 pub use parse::{parse, salvage_request_headers, ParseError};
 pub use uri::Uri;

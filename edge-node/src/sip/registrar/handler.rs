@@ -14,13 +14,14 @@ use crate::sip::message::{Method, SipRequest, SipResponse};
 use crate::sync::snapshots::SnapshotStore;
 
 /// The methods the edge accepts (the Allow header).
-pub const ALLOWED: [Method; 6] = [
+pub const ALLOWED: [Method; 7] = [
     Method::Register,
     Method::Options,
     Method::Invite,
     Method::Ack,
     Method::Bye,
     Method::Cancel,
+    Method::Info,
 ];
 
 /// The option tags of every Require header (comma lists split, empty items skipped).
@@ -94,25 +95,55 @@ impl EdgeSipHandler {
         *method != Method::Ack
     }
 
-    pub async fn handle(&self, req: SipRequest, source: SocketAddr, transport: &str) -> SipResponse {
+    /// The checks every request passes before a registrar or call sees it (§8.2.1-§8.2.3):
+    /// `Some` is the refusal.
+    pub fn precheck(&self, req: &SipRequest, source: SocketAddr) -> Option<SipResponse> {
         let reply = |status: u16, reason: &str| {
-            SipResponse::for_request(&req, status, reason, source).with_to_tag(&tag())
+            SipResponse::for_request(req, status, reason, source).with_to_tag(&tag())
         };
         // §8.2.1 before §8.2.2: a method we do not know at all → 501 with Allow.
         if let Method::Extension(_) = req.method {
-            return reply(501, "Not Implemented").with_allow(&ALLOWED);
+            return Some(reply(501, "Not Implemented").with_allow(&ALLOWED));
         }
         // §8.2.2.1: a Request-URI scheme we do not serve → 416 (ACK is never answered).
         if !req.uri.is_sip() && req.method != Method::Ack {
-            return reply(416, "Unsupported URI Scheme");
+            return Some(reply(416, "Unsupported URI Scheme"));
         }
         // §8.2.2.3: option tags in Require that we do not support → 420 with Unsupported
         // (not for ACK and CANCEL). We support no extensions.
         if !matches!(req.method, Method::Ack | Method::Cancel) {
-            let unsupported = required_options(&req);
+            let unsupported = required_options(req);
             if !unsupported.is_empty() {
-                return reply(420, "Bad Extension").with_unsupported(&unsupported);
+                return Some(reply(420, "Bad Extension").with_unsupported(&unsupported));
             }
+        }
+        if req.method == Method::Invite {
+            if self.store.by_fqdn(&req.uri.host).is_none() {
+                return Some(reply(404, "Not Found"));
+            } else if let Some(status) = unacceptable_content(req) {
+                // §8.2.3: a body we cannot read → 415 with what we accept
+                return Some(
+                    reply(status, "Unsupported Media Type")
+                        .with_header("Accept", "application/sdp")
+                        .with_header("Accept-Encoding", "identity"),
+                );
+            } else if !accepts_sdp(req) {
+                // §21.4.7: our answer would carry SDP, which the caller does not accept
+                return Some(
+                    reply(406, "Not Acceptable")
+                        .with_header("Warning", "399 edge \"only application/sdp bodies are sent\""),
+                );
+            }
+        }
+        None
+    }
+
+    pub async fn handle(&self, req: SipRequest, source: SocketAddr, transport: &str) -> SipResponse {
+        let reply = |status: u16, reason: &str| {
+            SipResponse::for_request(&req, status, reason, source).with_to_tag(&tag())
+        };
+        if let Some(refusal) = self.precheck(&req, source) {
+            return refusal;
         }
         match &req.method {
             Method::Register => {
@@ -123,23 +154,9 @@ impl EdgeSipHandler {
             Method::Options => reply(200, "OK")
                 .with_allow(&ALLOWED)
                 .with_header("Accept", "application/sdp"),
-            Method::Invite => {
-                if self.store.by_fqdn(&req.uri.host).is_none() {
-                    reply(404, "Not Found")
-                } else if let Some(status) = unacceptable_content(&req) {
-                    // §8.2.3: a body we cannot read → 415 with what we accept
-                    reply(status, "Unsupported Media Type")
-                        .with_header("Accept", "application/sdp")
-                        .with_header("Accept-Encoding", "identity")
-                } else if !accepts_sdp(&req) {
-                    // §21.4.7: our answer would carry SDP, which the caller does not accept
-                    reply(406, "Not Acceptable")
-                        .with_header("Warning", "399 edge \"only application/sdp bodies are sent\"")
-                } else {
-                    reply(480, "Temporarily Unavailable")
-                        .with_header("Warning", "399 edge \"calls are not served yet\"")
-                }
-            }
+            // Without a call router (registrar-only tests), calls are refused.
+            Method::Invite => reply(480, "Temporarily Unavailable")
+                .with_header("Warning", "399 edge \"calls are not served here\""),
             // Not answered on the wire (see `answers`).
             Method::Ack => reply(200, "OK"),
             // No dialogs or INVITE transactions exist yet, so nothing matches (§15.1.2, §9.2).

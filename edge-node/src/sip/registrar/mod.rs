@@ -141,6 +141,13 @@ enum Op {
     Remove(String),
 }
 
+/// Which digest exchange: a registrar's 401/Authorization or a proxy's 407/Proxy-Authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    Www,
+    Proxy,
+}
+
 /// Registrar for every tenant this edge serves.
 pub struct Registrar {
     store: SnapshotStore,
@@ -243,14 +250,92 @@ impl Registrar {
         source: SocketAddr,
         now: SystemTime,
         stale: bool,
+        scheme: AuthScheme,
     ) -> SipResponse {
         self.counters.auth_challenges.fetch_add(1, Ordering::Relaxed);
         let challenges = lock(&self.digest).challenges(realm, now, stale);
+        let (status, reason) = match scheme {
+            AuthScheme::Www => (401, "Unauthorized"),
+            AuthScheme::Proxy => (407, "Proxy Authentication Required"),
+        };
         challenges
             .iter()
-            .fold(Self::respond(req, 401, "Unauthorized", source), |r, c| {
-                r.with_www_authenticate(&c.to_header_value())
+            .fold(Self::respond(req, status, reason, source), |r, c| match scheme {
+                AuthScheme::Www => r.with_www_authenticate(&c.to_header_value()),
+                AuthScheme::Proxy => r.with_proxy_authenticate(&c.to_header_value()),
             })
+    }
+
+    /// Lockout check and digest authentication of `extension` of `tenant` (§22): `Ok` when
+    /// the request carries valid credentials, else the response to send (a challenge, or
+    /// 403 once locked). REGISTER uses 401/Authorization, calls 407/Proxy-Authorization.
+    pub fn authenticate(
+        &self,
+        req: &SipRequest,
+        tenant: &TenantSnapshot,
+        extension: &str,
+        source: SocketAddr,
+        now: SystemTime,
+        scheme: AuthScheme,
+    ) -> Result<(), SipResponse> {
+        let realm = tenant.fqdn.as_str();
+        let account = AccountKey::new(tenant.tenant_id, extension.to_owned());
+        let access = lock(&self.lockout).check(source.ip(), &account, now);
+        if access != Access::Allowed {
+            self.counters.lockout_rejections.fetch_add(1, Ordering::Relaxed);
+            return Err(Self::respond(req, 403, "Forbidden", source));
+        }
+        let header = match scheme {
+            AuthScheme::Www => req.authorization(),
+            AuthScheme::Proxy => req.proxy_authorization(),
+        };
+        let Some(auth) = header else {
+            return Err(self.challenge(req, realm, source, now, false, scheme));
+        };
+        let Ok(creds) = Credentials::parse(auth) else {
+            return Err(Self::respond(req, 400, "Bad Authorization Header", source));
+        };
+        if creds.username != extension {
+            return Err(Self::respond(req, 403, "Forbidden", source));
+        }
+        let secret = self
+            .store
+            .extension(tenant.tenant_id, extension)
+            .map(|e| e.sip_secret.expose().to_owned());
+        let verdict = {
+            let mut digest = lock(&self.digest);
+            match &secret {
+                Some(secret) => digest.verify(&creds, req.method.as_str(), secret, realm, now),
+                None => {
+                    // Same work as for a real extension, and always a failure.
+                    let dummy = format!("{:032x}", rand::random::<u128>());
+                    let _ = digest.verify(&creds, req.method.as_str(), &dummy, realm, now);
+                    Verdict::BadResponse
+                }
+            }
+        };
+        match verdict {
+            Verdict::Ok => {
+                lock(&self.lockout).record_success(source.ip(), &account, now);
+                Ok(())
+            }
+            Verdict::Stale | Verdict::Replay => Err(self.challenge(req, realm, source, now, true, scheme)),
+            Verdict::BadResponse | Verdict::BadRealm | Verdict::BadNonce | Verdict::UnsupportedAlgorithm => {
+                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                let (events, locked) = {
+                    let mut lockout = lock(&self.lockout);
+                    let events = lockout.record_failure(source.ip(), &account, now);
+                    let locked = lockout.check(source.ip(), &account, now) != Access::Allowed;
+                    (events, locked)
+                };
+                self.record_lock_events(tenant, events);
+                if locked {
+                    self.counters.lockout_rejections.fetch_add(1, Ordering::Relaxed);
+                    return Err(Self::respond(req, 403, "Forbidden", source));
+                }
+                Err(self.challenge(req, realm, source, now, false, scheme))
+            }
+        }
     }
 
     fn record_lock_events(&self, tenant: &TenantSnapshot, events: Vec<LockEvent>) {
@@ -329,57 +414,9 @@ impl Registrar {
         let (Ok(contacts), Ok(expires_header)) = (req.contacts(), req.expires()) else {
             return Self::respond(req, 400, "Bad Contact or Expires", source);
         };
-        let account = AccountKey::new(tenant.tenant_id, extension.clone());
-
         // Steps 3-4: lockout, then digest authentication.
-        let access = lock(&self.lockout).check(source.ip(), &account, now);
-        if access != Access::Allowed {
-            self.counters.lockout_rejections.fetch_add(1, Ordering::Relaxed);
-            return Self::respond(req, 403, "Forbidden", source);
-        }
-        let Some(auth) = req.authorization() else {
-            return self.challenge(req, realm, source, now, false);
-        };
-        let Ok(creds) = Credentials::parse(auth) else {
-            return Self::respond(req, 400, "Bad Authorization Header", source);
-        };
-        if creds.username != extension {
-            return Self::respond(req, 403, "Forbidden", source);
-        }
-        let secret = self
-            .store
-            .extension(tenant.tenant_id, &extension)
-            .map(|e| e.sip_secret.expose().to_owned());
-        let verdict = {
-            let mut digest = lock(&self.digest);
-            match &secret {
-                Some(secret) => digest.verify(&creds, req.method.as_str(), secret, realm, now),
-                None => {
-                    // Same work as for a real extension, and always a failure.
-                    let dummy = format!("{:032x}", rand::random::<u128>());
-                    let _ = digest.verify(&creds, req.method.as_str(), &dummy, realm, now);
-                    Verdict::BadResponse
-                }
-            }
-        };
-        match verdict {
-            Verdict::Ok => lock(&self.lockout).record_success(source.ip(), &account, now),
-            Verdict::Stale | Verdict::Replay => return self.challenge(req, realm, source, now, true),
-            Verdict::BadResponse | Verdict::BadRealm | Verdict::BadNonce | Verdict::UnsupportedAlgorithm => {
-                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-                let (events, locked) = {
-                    let mut lockout = lock(&self.lockout);
-                    let events = lockout.record_failure(source.ip(), &account, now);
-                    let locked = lockout.check(source.ip(), &account, now) != Access::Allowed;
-                    (events, locked)
-                };
-                self.record_lock_events(&tenant, events);
-                if locked {
-                    self.counters.lockout_rejections.fetch_add(1, Ordering::Relaxed);
-                    return Self::respond(req, 403, "Forbidden", source);
-                }
-                return self.challenge(req, realm, source, now, false);
-            }
+        if let Err(resp) = self.authenticate(req, &tenant, &extension, source, now, AuthScheme::Www) {
+            return resp;
         }
 
         // Steps 6-7: binding updates, validated whole before anything is written.

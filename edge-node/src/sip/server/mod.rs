@@ -14,6 +14,8 @@
 //!   matches the transaction's (or whose transaction is gone) are skipped.
 //! - Responses go back where RFC 3261 §18.2.2 / RFC 3581 say: over UDP to the packet's source
 //!   address and port (symmetric response routing), over TCP on the request's connection.
+//! - Client transactions (the B2BUA calling out) live in a second table keyed by branch and
+//!   method; responses are matched to them (§17.1.3) and handed to the TU through a channel.
 
 mod tcp;
 #[cfg(test)]
@@ -21,7 +23,8 @@ mod tests;
 
 use super::message::{parse, salvage_request_headers, validate, Method, SipMessage, SipRequest, SipResponse};
 use super::transaction::{
-    Output, Reliability, ServerInviteTransaction, ServerNonInviteTransaction, Timers, TransactionKey,
+    ClientInviteTransaction, ClientNonInviteTransaction, ClientOutput, InviteServerState, Output,
+    Reliability, ServerInviteTransaction, ServerNonInviteTransaction, Timers, TransactionKey,
 };
 use bytes::Bytes;
 use std::cmp::Ordering as CmpOrdering;
@@ -43,6 +46,15 @@ pub enum TransportKind {
     Tcp,
 }
 
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
 /// Everything a handler needs to know about where a request came from.
 #[derive(Debug, Clone)]
 pub struct Inbound {
@@ -51,14 +63,143 @@ pub struct Inbound {
     pub transport: TransportKind,
     /// The local address the request was received on.
     pub local: SocketAddr,
+    /// How to send back to that peer (its UDP address or its TCP connection).
+    pub target: Target,
+}
+
+/// Where a message goes: a UDP address, or an open TCP connection.
+#[derive(Debug, Clone)]
+pub struct Target(Reply);
+
+impl Target {
+    pub fn udp(to: SocketAddr) -> Self {
+        Target(Reply::Udp(to))
+    }
+    pub fn transport(&self) -> TransportKind {
+        match self.0 {
+            Reply::Udp(_) => TransportKind::Udp,
+            Reply::Tcp(..) => TransportKind::Tcp,
+        }
+    }
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        match &self.0 {
+            Reply::Udp(a) => *a,
+            Reply::Tcp(a, _) => *a,
+        }
+    }
+    fn reliability(&self) -> Reliability {
+        match self.0 {
+            Reply::Udp(_) => Reliability::Unreliable,
+            Reply::Tcp(..) => Reliability::Reliable,
+        }
+    }
 }
 
 /// The transaction user: answers new requests.
 #[async_trait::async_trait]
 pub trait RequestHandler: Send + Sync + 'static {
     /// A new request (never a retransmission, never an ACK). Returns the final response
-    /// (status >= 200); a provisional status is turned into a 500.
-    async fn handle(&self, request: SipRequest, inbound: Inbound) -> SipResponse;
+    /// (status >= 200; a provisional status is turned into a 500), or `None` when the
+    /// handler keeps `tx` and answers through it later (an INVITE that rings first).
+    async fn handle(&self, request: SipRequest, inbound: Inbound, tx: ServerTx) -> Option<SipResponse>;
+
+    /// An ACK that matches no server transaction in need of one: the ACK of a 2xx, which
+    /// belongs to the dialog (RFC 3261 §13.2.2.4, §17.2.1).
+    async fn on_ack(&self, _request: SipRequest, _inbound: Inbound) {}
+}
+
+/// Answers one received request: provisional responses, then one final response.
+#[derive(Clone)]
+pub struct ServerTx {
+    shared: Arc<Shared>,
+    key: Option<TransactionKey>,
+    reply: Reply,
+}
+
+impl std::fmt::Debug for ServerTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTx")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTx {
+    /// Sends a response through the transaction (a 2xx to an INVITE may be sent again, as
+    /// the dialog's retransmission, RFC 6026).
+    pub async fn respond(&self, resp: SipResponse) {
+        self.shared.respond(self.key.as_ref(), &self.reply, resp).await;
+    }
+    /// The branch of the request (a CANCEL carries the branch of the INVITE it cancels).
+    pub fn branch(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.branch.as_str())
+    }
+}
+
+/// What a client transaction tells its TU.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// A 1xx.
+    Provisional(SipResponse),
+    /// A final response (for an INVITE, 2xx retransmissions come again: ACK them).
+    Final(SipResponse),
+    /// No final response in time (Timer B/F), or the transport failed.
+    Timeout,
+}
+
+/// Sends requests: client transactions and stateless messages (the ACK of a 2xx).
+#[derive(Clone)]
+pub struct SipClient {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SipClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipClient").finish_non_exhaustive()
+    }
+}
+
+impl SipClient {
+    /// Starts a client transaction for `req` (its top Via branch and CSeq method are the
+    /// key, RFC 3261 §17.1.3). Events arrive on the returned channel until the final
+    /// response or a timeout; for an INVITE, 2xx retransmissions keep coming until Timer M.
+    pub async fn request(&self, req: SipRequest, target: &Target) -> mpsc::UnboundedReceiver<ClientEvent> {
+        self.shared.start_client(req, target.0.clone()).await
+    }
+
+    /// Sends a message outside any transaction (the ACK of a 2xx, §13.2.2.4).
+    pub async fn send(&self, msg: Vec<u8>, target: &Target) -> bool {
+        self.shared.send(&target.0, Bytes::from(msg)).await
+    }
+
+    /// How to reach a peer that registered from `source` over `transport`: over UDP its
+    /// address, over TCP its connection while it is open.
+    pub fn target_for(&self, source: SocketAddr, transport: &str) -> Option<Target> {
+        match transport {
+            "udp" => self.shared.udp.as_ref().map(|_| Target::udp(source)),
+            "tcp" => self
+                .shared
+                .connection(source)
+                .map(|tx| Target(Reply::Tcp(source, tx))),
+            _ => None,
+        }
+    }
+
+    /// The local address messages to `target` leave from, for Via and Contact.
+    pub fn local_addr_for(&self, target: &Target) -> Option<SocketAddr> {
+        let bound = match target.0 {
+            Reply::Udp(_) => self.shared.local_udp,
+            Reply::Tcp(..) => self.shared.local_tcp,
+        }?;
+        if !bound.ip().is_unspecified() {
+            return Some(bound);
+        }
+        // bound to every interface: the one the kernel routes to the peer from
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(bound.ip(), 0)).ok()?;
+        probe.connect(target.peer()).ok()?;
+        Some(SocketAddr::new(probe.local_addr().ok()?.ip(), bound.port()))
+    }
 }
 
 /// Where to listen and how to behave.
@@ -112,9 +253,11 @@ pub struct SipServerStats {
     pub retransmissions_absorbed: u64,
     /// Responses handed to a socket (provisional, final and retransmitted ones).
     pub responses_sent: u64,
-    /// Responses received (ignored: no client transactions yet).
+    /// Responses received.
     pub responses_received: u64,
-    /// ACKs matching no transaction (ACKs for 2xx; ignored for now).
+    /// Responses matching no client transaction (dropped).
+    pub responses_unmatched: u64,
+    /// ACKs matching no transaction (ACKs for 2xx, handed to the dialog layer).
     pub acks_unmatched: u64,
     /// Requests without an RFC 3261 branch, answered without a transaction.
     pub stateless_requests: u64,
@@ -122,8 +265,10 @@ pub struct SipServerStats {
     pub keepalives: u64,
     /// Responses that could not be sent (connection closed, socket error).
     pub transmits_dropped: u64,
-    /// Transactions currently in the table.
+    /// Server transactions currently in the table.
     pub transactions_live: usize,
+    /// Client transactions currently in the table.
+    pub client_transactions_live: usize,
 }
 
 #[derive(Default)]
@@ -134,6 +279,7 @@ struct Counters {
     retransmissions_absorbed: AtomicU64,
     responses_sent: AtomicU64,
     responses_received: AtomicU64,
+    responses_unmatched: AtomicU64,
     acks_unmatched: AtomicU64,
     stateless_requests: AtomicU64,
     keepalives: AtomicU64,
@@ -144,11 +290,42 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Where a transaction's responses go.
+/// Where a transaction's messages go.
 #[derive(Debug, Clone)]
 enum Reply {
     Udp(SocketAddr),
-    Tcp(mpsc::Sender<Bytes>),
+    /// The peer's address and its connection's writer.
+    Tcp(SocketAddr, mpsc::Sender<Bytes>),
+}
+
+/// Identifies a client transaction (§17.1.3): the branch we put in the top Via and the
+/// CSeq method (a CANCEL shares its INVITE's branch).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    branch: String,
+    method: String,
+}
+
+#[derive(Debug)]
+enum ClientTxn {
+    Invite(ClientInviteTransaction),
+    NonInvite(ClientNonInviteTransaction),
+}
+
+struct ClientEntry {
+    txn: ClientTxn,
+    target: Reply,
+    /// The request, to build the ACK of a 3xx-6xx (§17.1.1.3).
+    request: SipRequest,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    deadline: Option<Instant>,
+}
+
+/// What a timer heap entry wakes.
+#[derive(Debug, Clone)]
+enum TimerKey {
+    Server(TransactionKey),
+    Client(ClientKey),
 }
 
 #[derive(Debug)]
@@ -224,7 +401,7 @@ impl Origin {
 /// One timer heap entry, ordered by deadline only.
 struct Due {
     at: Instant,
-    key: TransactionKey,
+    key: TimerKey,
 }
 
 impl PartialEq for Due {
@@ -252,8 +429,14 @@ struct Shared {
     max_message_bytes: usize,
     tcp_idle_timeout: Duration,
     udp: Option<Arc<UdpSocket>>,
+    local_udp: Option<SocketAddr>,
+    local_tcp: Option<SocketAddr>,
     table: Mutex<HashMap<TransactionKey, Entry>>,
-    timer_tx: mpsc::UnboundedSender<(Instant, TransactionKey)>,
+    clients: Mutex<HashMap<ClientKey, ClientEntry>>,
+    /// Open TCP connections by peer address, so requests reach phones over the connection
+    /// they registered on (they usually cannot accept connections behind NAT).
+    connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    timer_tx: mpsc::UnboundedSender<(Instant, TimerKey)>,
     counters: Counters,
     /// Handler tasks in flight, and a wake-up when the count drops.
     in_flight: AtomicUsize,
@@ -274,9 +457,236 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// The ACK of a 3xx-6xx (RFC 3261 §17.1.1.3): Request-URI, Call-ID, From, CSeq number and
+/// Route of the INVITE, its top Via only, the To of the response (with its tag).
+fn ack_for(invite: &SipRequest, resp: &SipResponse) -> Bytes {
+    let mut headers = super::message::Headers::new();
+    if let Some(via) = invite.headers.get("Via") {
+        let top = super::message::split_list(via)
+            .and_then(|parts| parts.first().map(|p| p.to_string()))
+            .unwrap_or_else(|| via.to_string());
+        headers.push("Via", top);
+    }
+    for route in invite.headers.get_all("Route") {
+        headers.push("Route", route);
+    }
+    headers.push("Max-Forwards", "70");
+    for name in ["From", "Call-ID"] {
+        if let Some(v) = invite.headers.get(name) {
+            headers.push(name, v);
+        }
+    }
+    if let Some(to) = resp.headers.get("To") {
+        headers.push("To", to);
+    }
+    if let Ok(cseq) = invite.cseq() {
+        headers.push("CSeq", format!("{} ACK", cseq.seq));
+    }
+    let ack = SipRequest {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        version: "SIP/2.0".to_string(),
+        headers,
+        body: Vec::new(),
+    };
+    Bytes::from(ack.to_bytes())
+}
+
 impl Shared {
     fn table(&self) -> MutexGuard<'_, HashMap<TransactionKey, Entry>> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn clients(&self) -> MutexGuard<'_, HashMap<ClientKey, ClientEntry>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn connection(&self, peer: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
+        let conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        conns.get(&peer).filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    pub(super) fn add_connection(&self, peer: SocketAddr, tx: mpsc::Sender<Bytes>) {
+        let mut conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        conns.insert(peer, tx);
+    }
+
+    pub(super) fn remove_connection(&self, peer: SocketAddr) {
+        let mut conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        conns.remove(&peer);
+    }
+
+    /// Starts a client transaction and sends the request.
+    async fn start_client(&self, req: SipRequest, target: Reply) -> mpsc::UnboundedReceiver<ClientEvent> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let key = req.top_via().ok().and_then(|via| {
+            via.branch().map(|b| ClientKey {
+                branch: b.to_owned(),
+                method: req.method.as_str().to_owned(),
+            })
+        });
+        let Some(key) = key else {
+            warn!(method = %req.method, "request without a branch not sent");
+            let _ = events.send(ClientEvent::Timeout);
+            return rx;
+        };
+        let reliability = Target(target.clone()).reliability();
+        let bytes = Bytes::from(req.to_bytes());
+        let now = Instant::now();
+        let txn = if req.method == Method::Invite {
+            ClientTxn::Invite(ClientInviteTransaction::start(
+                bytes,
+                reliability,
+                self.timers,
+                now,
+            ))
+        } else {
+            ClientTxn::NonInvite(ClientNonInviteTransaction::start(
+                bytes,
+                reliability,
+                self.timers,
+                now,
+            ))
+        };
+        let out = {
+            let mut clients = self.clients();
+            clients.insert(
+                key.clone(),
+                ClientEntry {
+                    txn,
+                    target,
+                    request: req,
+                    events,
+                    deadline: None,
+                },
+            );
+            self.drain_client(&mut clients, &key, None)
+        };
+        if let Some((target, out)) = out {
+            self.transmit_client(&key, &target, out).await;
+        }
+        rx
+    }
+
+    /// Drains a client transaction's outputs under the lock; events go to the TU at once.
+    fn drain_client(
+        &self,
+        clients: &mut HashMap<ClientKey, ClientEntry>,
+        key: &ClientKey,
+        resp: Option<&SipResponse>,
+    ) -> Option<(Reply, Vec<Bytes>)> {
+        let entry = clients.get_mut(key)?;
+        let mut out = Vec::new();
+        let mut terminated = false;
+        loop {
+            let o = match &mut entry.txn {
+                ClientTxn::Invite(t) => t.poll_output(),
+                ClientTxn::NonInvite(t) => t.poll_output(),
+            };
+            let Some(o) = o else { break };
+            // a TU that went away no longer cares; the transaction still runs its course
+            match o {
+                ClientOutput::Transmit(b) => out.push(b),
+                ClientOutput::Provisional(_) => {
+                    if let Some(r) = resp {
+                        let _ = entry.events.send(ClientEvent::Provisional(r.clone()));
+                    }
+                }
+                ClientOutput::Final(_) => {
+                    if let Some(r) = resp {
+                        let _ = entry.events.send(ClientEvent::Final(r.clone()));
+                    }
+                }
+                ClientOutput::Timeout => {
+                    let _ = entry.events.send(ClientEvent::Timeout);
+                }
+                ClientOutput::Terminated => terminated = true,
+            }
+        }
+        let target = entry.target.clone();
+        if terminated {
+            clients.remove(key);
+        } else {
+            let next = match &entry.txn {
+                ClientTxn::Invite(t) => t.poll_timeout(),
+                ClientTxn::NonInvite(t) => t.poll_timeout(),
+            };
+            if next != entry.deadline {
+                entry.deadline = next;
+                if let Some(at) = next {
+                    let _ = self.timer_tx.send((at, TimerKey::Client(key.clone())));
+                }
+            }
+        }
+        Some((target, out))
+    }
+
+    async fn transmit_client(&self, key: &ClientKey, target: &Reply, out: Vec<Bytes>) {
+        for bytes in out {
+            if !self.send(target, bytes).await {
+                let next = {
+                    let mut clients = self.clients();
+                    if let Some(entry) = clients.get_mut(key) {
+                        match &mut entry.txn {
+                            ClientTxn::Invite(t) => t.on_transport_error(),
+                            ClientTxn::NonInvite(t) => t.on_transport_error(),
+                        }
+                    }
+                    self.drain_client(&mut clients, key, None)
+                };
+                // a transport error's outputs carry nothing to transmit
+                drop(next);
+                return;
+            }
+        }
+    }
+
+    /// A response: to its client transaction (§17.1.3), or dropped.
+    async fn on_response(&self, resp: SipResponse) {
+        let key = match (resp.top_via(), resp.cseq()) {
+            (Ok(via), Ok(cseq)) => via.branch().map(|b| ClientKey {
+                branch: b.to_owned(),
+                method: cseq.method.to_string(),
+            }),
+            _ => None,
+        };
+        let out = key.as_ref().and_then(|key| {
+            let now = Instant::now();
+            let mut clients = self.clients();
+            let entry = clients.get_mut(key)?;
+            match &mut entry.txn {
+                ClientTxn::Invite(t) => {
+                    let ack = (resp.status >= 300).then(|| ack_for(&entry.request, &resp));
+                    t.on_response(resp.status, ack, now);
+                }
+                ClientTxn::NonInvite(t) => t.on_response(resp.status, now),
+            }
+            self.drain_client(&mut clients, key, Some(&resp))
+        });
+        match (key, out) {
+            (Some(key), Some((target, out))) => self.transmit_client(&key, &target, out).await,
+            _ => bump(&self.counters.responses_unmatched),
+        }
+    }
+
+    async fn client_timeout(&self, key: &ClientKey, due: Instant) {
+        let out = {
+            let mut clients = self.clients();
+            let Some(entry) = clients.get_mut(key) else { return };
+            if entry.deadline != Some(due) {
+                return;
+            }
+            entry.deadline = None;
+            let now = Instant::now();
+            match &mut entry.txn {
+                ClientTxn::Invite(t) => t.handle_timeout(now),
+                ClientTxn::NonInvite(t) => t.handle_timeout(now),
+            }
+            self.drain_client(&mut clients, key, None)
+        };
+        if let Some((target, out)) = out {
+            self.transmit_client(key, &target, out).await;
+        }
     }
 
     /// Drains a transaction's outputs under the lock: removes it when terminated, pushes a
@@ -306,7 +716,7 @@ impl Shared {
                 entry.deadline = next;
                 if let Some(at) = next {
                     // the timer task only goes away at shutdown
-                    let _ = self.timer_tx.send((at, key.clone()));
+                    let _ = self.timer_tx.send((at, TimerKey::Server(key.clone())));
                 }
             }
         }
@@ -347,7 +757,7 @@ impl Shared {
                 },
                 None => false,
             },
-            Reply::Tcp(tx) => tx.try_send(bytes).is_ok(),
+            Reply::Tcp(_, tx) => tx.try_send(bytes).is_ok(),
         };
         if ok {
             bump(&self.counters.responses_sent);
@@ -361,7 +771,7 @@ impl Shared {
     async fn transmit(&self, key: Option<&TransactionKey>, reply: &Reply, out: Vec<Bytes>) {
         for bytes in out {
             if !self.send(reply, bytes).await {
-                if let (Some(key), Reply::Tcp(_)) = (key, reply) {
+                if let (Some(key), Reply::Tcp(..)) = (key, reply) {
                     // outputs of a transport error are only `Terminated`
                     let _ = self.drive(key, None, |t, _| t.on_transport_error());
                 }
@@ -397,7 +807,7 @@ impl Shared {
             .and_then(|b| TransactionKey::server(b, &sent_by, req.method.as_str()));
         let Some(key) = key else {
             if req.method == Method::Ack {
-                bump(&self.counters.acks_unmatched);
+                self.spawn_ack(req, inbound);
             } else {
                 bump(&self.counters.stateless_requests);
                 self.spawn_handler(None, req, inbound, reply);
@@ -414,7 +824,7 @@ impl Shared {
             if table.get(&key).is_some_and(|e| e.origin != origin) {
                 drop(table);
                 if is_ack {
-                    bump(&self.counters.acks_unmatched);
+                    self.spawn_ack(req, inbound);
                 } else {
                     bump(&self.counters.stateless_requests);
                     self.spawn_handler(None, req, inbound, reply);
@@ -423,6 +833,12 @@ impl Shared {
             }
             if let Some(entry) = table.get_mut(&key) {
                 match (&mut entry.txn, is_ack) {
+                    // the ACK of a 2xx that reused the INVITE's branch: the dialog's
+                    (Txn::Invite(t), true) if t.state() == InviteServerState::Accepted => {
+                        drop(table);
+                        self.spawn_ack(req, inbound);
+                        return;
+                    }
                     (Txn::Invite(t), true) => t.on_ack(now),
                     (Txn::Invite(t), false) => t.on_invite_retransmission(),
                     (Txn::NonInvite(t), _) => t.on_request_retransmission(),
@@ -435,7 +851,8 @@ impl Shared {
                     None => return,
                 }
             } else if is_ack {
-                bump(&self.counters.acks_unmatched);
+                drop(table);
+                self.spawn_ack(req, inbound);
                 return;
             } else {
                 let reliability = match inbound.transport {
@@ -485,14 +902,19 @@ impl Shared {
         let fallback = SipResponse::for_request(&req, 500, "Server Internal Error", inbound.source);
         let shared = Arc::clone(self);
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let tx = ServerTx {
+            shared: Arc::clone(self),
+            key: key.clone(),
+            reply: reply.clone(),
+        };
         tokio::spawn(async move {
             let handler = Arc::clone(&shared.handler);
             // a task of its own so that a panicking handler still gets its transaction answered
-            let call = tokio::spawn(async move { handler.handle(req, inbound).await });
+            let call = tokio::spawn(async move { handler.handle(req, inbound, tx).await });
             let abort = call.abort_handle();
             let resp = tokio::select! {
                 r = call => match r {
-                    Ok(resp) => Some(resp),
+                    Ok(resp) => resp,
                     Err(e) => {
                         warn!(error = %e, "request handler failed; answering 500");
                         Some(fallback)
@@ -512,6 +934,13 @@ impl Shared {
         });
     }
 
+    /// An ACK for the dialog layer, in a task of its own like requests.
+    fn spawn_ack(self: &Arc<Self>, req: SipRequest, inbound: Inbound) {
+        bump(&self.counters.acks_unmatched);
+        let handler = Arc::clone(&self.handler);
+        tokio::spawn(async move { handler.on_ack(req, inbound).await });
+    }
+
     async fn finish(&self, key: Option<TransactionKey>, reply: Reply, mut resp: SipResponse) {
         if resp.status < 200 {
             warn!(
@@ -521,25 +950,30 @@ impl Shared {
             resp.status = 500;
             resp.reason = "Server Internal Error".to_string();
         }
+        self.respond(key.as_ref(), &reply, resp).await;
+    }
+
+    /// Sends a response through its transaction, or statelessly when there is none.
+    async fn respond(&self, key: Option<&TransactionKey>, reply: &Reply, resp: SipResponse) {
         let status = resp.status;
         let bytes = Bytes::from(resp.to_bytes());
         match key {
             Some(key) => {
                 if let Some((reply, out)) =
-                    self.drive(&key, None, |t, now| t.send_response(status, bytes, now))
+                    self.drive(key, None, |t, now| t.send_response(status, bytes, now))
                 {
                     // Challenges are answered as a stateless UAS (RFC 3261 §8.2.7: "the
                     // most common use ... is for unauthenticated requests"): a retransmitted
                     // request is simply challenged again, so the transaction need not sit in
                     // the table for Timer J's 32 s. That is half of every registration.
                     if matches!(status, 401 | 407) && key.method != "INVITE" {
-                        self.table().remove(&key);
+                        self.table().remove(key);
                     }
-                    self.transmit(Some(&key), &reply, out).await;
+                    self.transmit(Some(key), &reply, out).await;
                 }
             }
             None => {
-                self.send(&reply, bytes).await;
+                self.send(reply, bytes).await;
             }
         }
     }
@@ -560,7 +994,10 @@ impl Shared {
                     None => debug!(source = %inbound.source, error = %e, "unparseable message dropped"),
                 }
             }
-            Ok(SipMessage::Response(_)) => bump(&self.counters.responses_received),
+            Ok(SipMessage::Response(resp)) => {
+                bump(&self.counters.responses_received);
+                self.on_response(resp).await;
+            }
             Ok(SipMessage::Request(req)) => self.on_request(req, inbound, reply).await,
         }
     }
@@ -575,11 +1012,13 @@ impl Shared {
             retransmissions_absorbed: get(&c.retransmissions_absorbed),
             responses_sent: get(&c.responses_sent),
             responses_received: get(&c.responses_received),
+            responses_unmatched: get(&c.responses_unmatched),
             acks_unmatched: get(&c.acks_unmatched),
             stateless_requests: get(&c.stateless_requests),
             keepalives: get(&c.keepalives),
             transmits_dropped: get(&c.transmits_dropped),
             transactions_live: self.table().len(),
+            client_transactions_live: self.clients().len(),
         }
     }
 
@@ -624,12 +1063,13 @@ async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr
             source,
             transport: TransportKind::Udp,
             local,
+            target: Target::udp(source),
         };
         shared.on_message(data, inbound, Reply::Udp(source)).await;
     }
 }
 
-async fn timer_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Instant, TransactionKey)>) {
+async fn timer_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Instant, TimerKey)>) {
     let mut heap: BinaryHeap<Due> = BinaryHeap::new();
     loop {
         let next = heap.peek().map(|d| d.at);
@@ -643,10 +1083,15 @@ async fn timer_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Instan
                 let now = Instant::now();
                 while heap.peek().is_some_and(|d| d.at <= now) {
                     let Some(due) = heap.pop() else { break };
-                    if let Some((reply, out)) =
-                        shared.drive(&due.key, Some(due.at), |t, now| t.handle_timeout(now))
-                    {
-                        shared.transmit(Some(&due.key), &reply, out).await;
+                    match &due.key {
+                        TimerKey::Server(key) => {
+                            if let Some((reply, out)) =
+                                shared.drive(key, Some(due.at), |t, now| t.handle_timeout(now))
+                            {
+                                shared.transmit(Some(key), &reply, out).await;
+                            }
+                        }
+                        TimerKey::Client(key) => shared.client_timeout(key, due.at).await,
                     }
                 }
             }
@@ -696,7 +1141,11 @@ impl SipServer {
             max_message_bytes: config.max_message_bytes,
             tcp_idle_timeout: TCP_IDLE_TIMEOUT,
             udp: udp.clone(),
+            local_udp,
+            local_tcp,
             table: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
             timer_tx,
             counters: Counters::default(),
             in_flight: AtomicUsize::new(0),
@@ -745,6 +1194,12 @@ impl SipServerHandle {
     pub fn stats(&self) -> SipServerStats {
         self.shared.stats()
     }
+    /// A handle for sending requests.
+    pub fn client(&self) -> SipClient {
+        SipClient {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 
     /// Stops receiving and accepting, lets handlers in flight finish (up to the configured
     /// grace period, then abandons them), closes the sockets.
@@ -765,6 +1220,12 @@ impl SipServerHandle {
         let _ = (&mut self.timer).await;
         // drop the TCP senders held by transactions so that writers end
         self.shared.table().clear();
+        self.shared.clients().clear();
+        self.shared
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 

@@ -119,11 +119,13 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr) 
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let close = shared.closing.child_token();
     tokio::spawn(writer(write, rx, close.clone()));
-    let reply = Reply::Tcp(tx);
+    shared.add_connection(source, tx.clone());
+    let reply = Reply::Tcp(source, tx);
     let inbound = Inbound {
         source,
         transport: TransportKind::Tcp,
         local,
+        target: super::Target(reply.clone()),
     };
     let mut buf = BytesMut::with_capacity(4096);
     let reason = 'conn: loop {
@@ -136,7 +138,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr) 
                     buf.advance(n);
                     bump(&shared.counters.received);
                     bump(&shared.counters.keepalives);
-                    if let Reply::Tcp(tx) = &reply {
+                    if let Reply::Tcp(_, tx) = &reply {
                         let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                     }
                 }
@@ -177,6 +179,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr) 
             }
         }
     };
+    shared.remove_connection(source);
     debug!(%source, reason, "TCP connection reader done");
 }
 

@@ -31,7 +31,7 @@ impl TestHandler {
 
 #[async_trait::async_trait]
 impl RequestHandler for TestHandler {
-    async fn handle(&self, request: SipRequest, inbound: Inbound) -> SipResponse {
+    async fn handle(&self, request: SipRequest, inbound: Inbound, _tx: ServerTx) -> Option<SipResponse> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let id = request.call_id().unwrap_or("").to_string();
         *self.per_call.lock().unwrap().entry(id).or_default() += 1;
@@ -39,7 +39,7 @@ impl RequestHandler for TestHandler {
             tokio::time::sleep(self.delay).await;
         }
         let reason = if self.status == 200 { "OK" } else { "Busy Here" };
-        SipResponse::for_request(&request, self.status, reason, inbound.source).with_to_tag("srv1")
+        Some(SipResponse::for_request(&request, self.status, reason, inbound.source).with_to_tag("srv1"))
     }
 }
 

@@ -1,0 +1,332 @@
+//! Calls between extensions through a back-to-back user agent (SPEC T3).
+//!
+//! Every call is one tokio task ([`task`]) that owns both sides: the caller's dialog, whose
+//! INVITE the edge answers, and one outgoing INVITE per registered contact of the callee
+//! (forking). The [`CallRouter`] turns requests into inputs of the right task: new INVITEs
+//! start a call; CANCEL is matched by the INVITE's branch; requests inside a dialog (ACK,
+//! BYE, re-INVITE, INFO) by Call-ID and our tag. The SIP messages themselves are built by the
+//! pure functions of [`dialog`].
+
+pub mod dialog;
+mod task;
+
+use crate::sip::message::{Method, SipRequest, SipResponse};
+use crate::sip::registrar::{AuthScheme, Registrar};
+use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient};
+use crate::sync::snapshots::SnapshotStore;
+use crate::EventSink;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+pub use task::CallInput;
+
+/// How calls behave, beyond the per-extension settings of the snapshot.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Retransmission interval base of our 2xx to the caller (T1) and its cap (T2).
+    pub t1: Duration,
+    pub t2: Duration,
+    /// The `User-Agent`/`Server` product token.
+    pub product: String,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            product: format!("pbx-edge/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    pub calls_started: u64,
+    pub calls_answered: u64,
+    pub calls_ended: u64,
+    pub calls_active: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    started: AtomicU64,
+    answered: AtomicU64,
+    ended: AtomicU64,
+}
+
+/// A dialog's key as seen in requests from its peer: Call-ID and the To tag (ours).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DialogKey {
+    call_id: String,
+    local_tag: String,
+}
+
+pub(crate) type CallSender = mpsc::UnboundedSender<CallInput>;
+
+/// Routes call requests to call tasks.
+pub struct CallRouter {
+    store: SnapshotStore,
+    registrar: Arc<Registrar>,
+    client: OnceLock<SipClient>,
+    events: Option<EventSink>,
+    config: CallConfig,
+    /// Dialogs by (Call-ID, our tag).
+    dialogs: Mutex<HashMap<DialogKey, CallSender>>,
+    /// Calls not yet answered, by the caller's INVITE branch (what its CANCEL carries).
+    ringing: Mutex<HashMap<String, CallSender>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for CallRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallRouter")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn to_tag(req: &SipRequest) -> Option<String> {
+    req.to().ok().and_then(|t| t.tag().map(str::to_owned))
+}
+
+impl CallRouter {
+    pub fn new(
+        store: SnapshotStore,
+        registrar: Arc<Registrar>,
+        events: Option<EventSink>,
+        config: CallConfig,
+    ) -> Self {
+        Self {
+            store,
+            registrar,
+            client: OnceLock::new(),
+            events,
+            config,
+            dialogs: Mutex::new(HashMap::new()),
+            ringing: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Connects the router to the SIP server it sends through (set once, after start).
+    pub fn attach(&self, client: SipClient) {
+        let _ = self.client.set(client);
+    }
+
+    pub fn stats(&self) -> CallStats {
+        let started = self.counters.started.load(Ordering::Relaxed);
+        let ended = self.counters.ended.load(Ordering::Relaxed);
+        CallStats {
+            calls_started: started,
+            calls_answered: self.counters.answered.load(Ordering::Relaxed),
+            calls_ended: ended,
+            calls_active: started.saturating_sub(ended),
+        }
+    }
+
+    fn register_dialog(&self, call_id: &str, local_tag: &str, tx: CallSender) {
+        lock(&self.dialogs).insert(
+            DialogKey {
+                call_id: call_id.to_owned(),
+                local_tag: local_tag.to_owned(),
+            },
+            tx,
+        );
+    }
+
+    fn forget_dialog(&self, call_id: &str, local_tag: &str) {
+        lock(&self.dialogs).remove(&DialogKey {
+            call_id: call_id.to_owned(),
+            local_tag: local_tag.to_owned(),
+        });
+    }
+
+    fn dialog(&self, req: &SipRequest) -> Option<CallSender> {
+        let key = DialogKey {
+            call_id: req.call_id().ok()?.to_owned(),
+            local_tag: to_tag(req)?,
+        };
+        lock(&self.dialogs)
+            .get(&key)
+            .filter(|tx| !tx.is_closed())
+            .cloned()
+    }
+
+    /// INVITE, BYE, CANCEL and other requests a call may own. `None`: the call task answers
+    /// through `tx` later.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: SipRequest,
+        inbound: Inbound,
+        tx: ServerTx,
+    ) -> Option<SipResponse> {
+        let reply = |status: u16, reason: &str| {
+            SipResponse::for_request(&req, status, reason, inbound.source)
+                .with_to_tag(&dialog::random_token())
+        };
+        match req.method {
+            Method::Invite if to_tag(&req).is_none() => self.new_call(req, inbound, tx).await,
+            Method::Cancel => {
+                let call = tx.branch().and_then(|b| lock(&self.ringing).get(b).cloned());
+                match call {
+                    Some(call) => {
+                        // the CANCEL's 200 goes out before the task answers the INVITE with 487
+                        tx.respond(reply(200, "OK")).await;
+                        let _ = call.send(CallInput::Cancel);
+                        None
+                    }
+                    None => Some(reply(481, "Call/Transaction Does Not Exist")),
+                }
+            }
+            _ => match self.dialog(&req) {
+                Some(call) => {
+                    let input = CallInput::Request {
+                        req: Box::new(req),
+                        inbound,
+                        tx,
+                    };
+                    match call.send(input) {
+                        Ok(()) => None,
+                        Err(mpsc::error::SendError(CallInput::Request { req, inbound, .. })) => {
+                            Some(SipResponse::for_request(
+                                &req,
+                                481,
+                                "Call/Transaction Does Not Exist",
+                                inbound.source,
+                            ))
+                        }
+                        Err(_) => None,
+                    }
+                }
+                None => Some(reply(481, "Call/Transaction Does Not Exist")),
+            },
+        }
+    }
+
+    /// The ACK of a 2xx: to its dialog, or dropped.
+    pub fn on_ack(&self, req: SipRequest) {
+        if let Some(call) = self.dialog(&req) {
+            let _ = call.send(CallInput::Ack(Box::new(req)));
+        }
+    }
+
+    async fn new_call(
+        self: &Arc<Self>,
+        req: SipRequest,
+        inbound: Inbound,
+        tx: ServerTx,
+    ) -> Option<SipResponse> {
+        let source = inbound.source;
+        let reply = |status: u16, reason: &str| {
+            SipResponse::for_request(&req, status, reason, source).with_to_tag(&dialog::random_token())
+        };
+        // Tenant: the Request-URI host (point 2 of issue 3).
+        let Some(tenant) = self.store.by_fqdn(&req.uri.host) else {
+            return Some(reply(404, "Not Found"));
+        };
+        if !tenant.state.in_service() {
+            return Some(reply(403, "Forbidden"));
+        }
+        if matches!(req.max_forwards(), Ok(Some(0))) {
+            return Some(reply(483, "Too Many Hops"));
+        }
+        // The caller: an extension of the same tenant, authenticated by digest (407).
+        let Some(caller) = req
+            .from()
+            .ok()
+            .filter(|f| f.uri.is_sip() && f.uri.host.eq_ignore_ascii_case(&tenant.fqdn))
+            .and_then(|f| f.uri.user.clone())
+        else {
+            return Some(reply(403, "Forbidden"));
+        };
+        if let Err(resp) = self.registrar.authenticate(
+            &req,
+            &tenant,
+            &caller,
+            source,
+            SystemTime::now(),
+            AuthScheme::Proxy,
+        ) {
+            return Some(resp);
+        }
+        let Some(client) = self.client.get().cloned() else {
+            return Some(reply(503, "Service Unavailable"));
+        };
+        if req.body.is_empty() {
+            // late offer (INVITE without SDP) is not supported: the media anchor needs the offer
+            return Some(
+                reply(488, "Not Acceptable Here")
+                    .with_header("Warning", "399 edge \"an SDP offer is required\""),
+            );
+        }
+        let Ok(branch) = req.top_via().map(|v| v.branch().unwrap_or_default().to_owned()) else {
+            return Some(reply(400, "Bad Via"));
+        };
+        let (call_tx, call_rx) = mpsc::unbounded_channel();
+        let setup = task::CallSetup {
+            tenant,
+            caller,
+            invite: req,
+            inbound,
+            tx,
+            invite_branch: branch.clone(),
+        };
+        lock(&self.ringing).insert(branch, call_tx.clone());
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        let router = Arc::clone(self);
+        tokio::spawn(task::run(router, client, setup, call_tx, call_rx));
+        None
+    }
+
+    pub(crate) fn forget_ringing(&self, branch: &str) {
+        lock(&self.ringing).remove(branch);
+    }
+
+    pub(crate) fn note_answered(&self) {
+        self.counters.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_ended(&self) {
+        self.counters.ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub(crate) fn events(&self) -> Option<&EventSink> {
+        self.events.as_ref()
+    }
+
+    pub(crate) fn config(&self) -> &CallConfig {
+        &self.config
+    }
+
+    pub(crate) fn store(&self) -> &SnapshotStore {
+        &self.store
+    }
+}
+
+/// Forwards a client transaction's events into a call task's input.
+pub(crate) fn forward_events(
+    mut rx: mpsc::UnboundedReceiver<ClientEvent>,
+    call: CallSender,
+    wrap: impl Fn(ClientEvent) -> CallInput + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            if call.send(wrap(ev)).is_err() {
+                break;
+            }
+        }
+    });
+}

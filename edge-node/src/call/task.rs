@@ -1,0 +1,859 @@
+//! One call: the caller's dialog, the forks to the callee's contacts, and what joins them.
+//!
+//! Flow (RFC 3261 §13, §15, §9; RFC 6026 for the 2xx): the caller's INVITE forks to every
+//! registered contact of the callee; provisional responses become one 180 (or 183 with early
+//! media) to the caller; the first 2xx wins: it is acknowledged, the other forks are
+//! cancelled (a late 2xx from one of them gets ACK and BYE), and the caller gets a 200 that
+//! the task retransmits until the caller's ACK. Every fork failing gives the caller the best
+//! final response (486 when any phone was busy); the ring timeout gives 480. BYE from either
+//! side ends both; re-INVITEs (hold, resume) and other requests inside the call pass to the
+//! other side. The call ends as one `CallEnded` event.
+
+use super::dialog::{self, Dialog};
+use super::{forward_events, CallRouter, CallSender};
+use crate::sip::message::{Method, SipRequest, SipResponse};
+use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient, Target};
+use pbx_contract::bus::Event;
+use pbx_contract::{CallDisposition, CallId, CallRecord, HangupSide, TenantSnapshot};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+/// How long a finished call waits for forks that have not answered their CANCEL yet.
+const LINGER: Duration = Duration::from_secs(32);
+
+/// What a call task reacts to.
+#[derive(Debug)]
+pub enum CallInput {
+    /// The caller cancelled its INVITE (the CANCEL itself is answered already).
+    Cancel,
+    /// An ACK of a 2xx, from either side.
+    Ack(Box<SipRequest>),
+    /// A request inside one of the call's dialogs.
+    Request {
+        req: Box<SipRequest>,
+        inbound: Inbound,
+        tx: ServerTx,
+    },
+    /// A response (or timeout) to our INVITE to fork `idx`.
+    Fork { idx: usize, ev: ClientEvent },
+    /// A response to a re-INVITE the call forwarded.
+    Reinvite { ev: ClientEvent },
+}
+
+/// What the router hands a new call.
+pub(crate) struct CallSetup {
+    pub tenant: Arc<TenantSnapshot>,
+    pub caller: String,
+    pub invite: SipRequest,
+    pub inbound: Inbound,
+    pub tx: ServerTx,
+    pub invite_branch: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Caller,
+    Callee,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForkState {
+    Calling,
+    Ringing,
+    Answered,
+    /// A final non-2xx, a timeout, or our BYE after a late 2xx.
+    Done,
+}
+
+struct Fork {
+    invite: SipRequest,
+    target: Target,
+    dialog: Dialog,
+    state: ForkState,
+    /// Cancel as soon as a provisional arrives (§9.1: not before).
+    cancel_pending: bool,
+    final_status: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ringing,
+    Answered,
+    Ended,
+}
+
+/// A 2xx we retransmit until its ACK (§13.3.1.4).
+struct Unacked {
+    tx: ServerTx,
+    resp: SipResponse,
+    cseq: u32,
+    call_id: String,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+/// A re-INVITE passed to the other side, waiting for its answer.
+struct PendingReinvite {
+    from: Side,
+    req: SipRequest,
+    source: SocketAddr,
+    tx: ServerTx,
+    cseq: u32,
+}
+
+struct Call {
+    router: Arc<CallRouter>,
+    client: SipClient,
+    me: CallSender,
+    id: CallId,
+    tenant: Arc<TenantSnapshot>,
+    caller: String,
+    caller_name: Option<String>,
+    callee: String,
+    invite: SipRequest,
+    invite_branch: String,
+    source: SocketAddr,
+    caller_target: Target,
+    tx: ServerTx,
+    caller_dialog: Dialog,
+    /// The Call-ID and our From tag shared by every fork.
+    callee_call_id: String,
+    callee_tag: String,
+    forks: Vec<Fork>,
+    winner: Option<usize>,
+    phase: Phase,
+    sent_ringing: bool,
+    ring_deadline: Option<Instant>,
+    unacked: Option<Unacked>,
+    reinvite: Option<PendingReinvite>,
+    started: SystemTime,
+    answered: Option<SystemTime>,
+    ended: Option<SystemTime>,
+    disposition: CallDisposition,
+    hangup: HangupSide,
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn reason_for(status: u16) -> &'static str {
+    match status {
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Error",
+    }
+}
+
+/// The response the caller gets when every fork failed, and what it means (§16.7 in spirit:
+/// a busy phone wins, then a refusal, then "not reachable").
+fn best_failure(statuses: &[u16]) -> (u16, CallDisposition) {
+    if statuses.iter().any(|s| matches!(s, 486 | 600)) {
+        (486, CallDisposition::Busy)
+    } else if statuses.contains(&603) {
+        (603, CallDisposition::Busy)
+    } else if statuses.iter().all(|s| *s == 408) {
+        (480, CallDisposition::Unavailable)
+    } else if statuses.contains(&480) {
+        (480, CallDisposition::NoAnswer)
+    } else {
+        let status = statuses
+            .iter()
+            .copied()
+            .filter(|s| (400..700).contains(s))
+            .min()
+            .unwrap_or(500);
+        (status, CallDisposition::Failed)
+    }
+}
+
+/// Runs a call to its end.
+pub(crate) async fn run(
+    router: Arc<CallRouter>,
+    client: SipClient,
+    setup: CallSetup,
+    me: CallSender,
+    mut rx: mpsc::UnboundedReceiver<CallInput>,
+) {
+    let CallSetup {
+        tenant,
+        caller,
+        invite,
+        inbound,
+        tx,
+        invite_branch,
+    } = setup;
+    let started = SystemTime::now();
+    let local = client.local_addr_for(&inbound.target).unwrap_or(inbound.local);
+    let callee = invite.uri.user.clone().unwrap_or_default();
+    let caller_name = invite.from().ok().and_then(|f| f.display_name);
+    let local_tag = dialog::random_token();
+    let Some(caller_dialog) = Dialog::caller_side(&invite, &local_tag, local, inbound.transport) else {
+        router.forget_ringing(&invite_branch);
+        router.note_ended();
+        let resp =
+            SipResponse::for_request(&invite, 400, "Missing Contact", inbound.source).with_to_tag(&local_tag);
+        tx.respond(resp).await;
+        return;
+    };
+    router.register_dialog(&caller_dialog.call_id, &local_tag, me.clone());
+    let mut call = Call {
+        router: Arc::clone(&router),
+        client,
+        me,
+        id: CallId::new(),
+        tenant,
+        caller,
+        caller_name,
+        callee,
+        invite,
+        invite_branch,
+        source: inbound.source,
+        caller_target: inbound.target.clone(),
+        tx,
+        caller_dialog,
+        callee_call_id: format!("{}@edge", dialog::random_token()),
+        callee_tag: dialog::random_token(),
+        forks: Vec::new(),
+        winner: None,
+        phase: Phase::Ringing,
+        sent_ringing: false,
+        ring_deadline: None,
+        unacked: None,
+        reinvite: None,
+        started,
+        answered: None,
+        ended: None,
+        disposition: CallDisposition::Failed,
+        hangup: HangupSide::System,
+    };
+    router.register_dialog(&call.callee_call_id, &call.callee_tag, call.me.clone());
+    call.start_forks().await;
+
+    let mut linger_until: Option<Instant> = None;
+    loop {
+        if call.phase == Phase::Ended {
+            let open = call
+                .forks
+                .iter()
+                .any(|f| matches!(f.state, ForkState::Calling | ForkState::Ringing));
+            if !open {
+                break;
+            }
+            linger_until.get_or_insert_with(|| Instant::now() + LINGER);
+        }
+        let ring_at = call.ring_deadline.filter(|_| call.phase == Phase::Ringing);
+        let resend_at = call.unacked.as_ref().map(|u| u.next);
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(input) => call.on_input(input).await,
+                None => break,
+            },
+            _ = sleep_until(ring_at) => call.on_ring_timeout().await,
+            _ = sleep_until(resend_at) => call.on_resend().await,
+            _ = sleep_until(linger_until) => break,
+        }
+    }
+    call.finish();
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Call {
+    fn respond_caller(&self, status: u16, reason: &str) -> SipResponse {
+        SipResponse::for_request(&self.invite, status, reason, self.source)
+            .with_to_tag(&self.caller_dialog.local_tag)
+            .with_server(&self.router.config().product)
+    }
+
+    async fn fail(&mut self, status: u16, disposition: CallDisposition) {
+        let resp = self.respond_caller(status, reason_for(status));
+        self.tx.respond(resp).await;
+        self.disposition = disposition;
+        self.hangup = HangupSide::System;
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if self.phase != Phase::Ended {
+            self.phase = Phase::Ended;
+            self.ended = Some(SystemTime::now());
+            self.router.forget_ringing(&self.invite_branch);
+        }
+    }
+
+    /// Looks up the callee and sends one INVITE per registered contact.
+    async fn start_forks(&mut self) {
+        let tenant_id = self.tenant.tenant_id;
+        let Some(ext) = self.router.store().extension(tenant_id, &self.callee) else {
+            self.fail(404, CallDisposition::Unavailable).await;
+            return;
+        };
+        let bindings = match self.router.registrar().bindings(tenant_id, &self.callee).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("call: reading bindings: {e}");
+                self.fail(500, CallDisposition::Failed).await;
+                return;
+            }
+        };
+        let fqdn = self.tenant.fqdn.clone();
+        let caller_uri = match &self.caller_name {
+            Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
+            None => format!("<sip:{}@{fqdn}>", self.caller),
+        };
+        let callee_uri = format!("<sip:{}@{fqdn}>", self.callee);
+        let offer = self.invite.body.clone();
+        let content_type = self.invite.content_type().unwrap_or("application/sdp").to_owned();
+        for binding in bindings {
+            let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
+                debug!(contact = %binding.contact, "binding not reachable (connection closed)");
+                continue;
+            };
+            let Some(local) = self.client.local_addr_for(&target) else {
+                continue;
+            };
+            let mut d = Dialog::callee_side(
+                &self.callee_call_id,
+                &self.callee_tag,
+                &caller_uri,
+                &callee_uri,
+                &binding.contact,
+                local,
+                target.transport(),
+            );
+            let mut invite = d.request(Method::Invite, Some((&content_type, offer.clone())));
+            invite
+                .headers
+                .push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO");
+            invite
+                .headers
+                .push("User-Agent", self.router.config().product.clone());
+            let idx = self.forks.len();
+            let events = self.client.request(invite.clone(), &target).await;
+            forward_events(events, self.me.clone(), move |ev| CallInput::Fork { idx, ev });
+            self.forks.push(Fork {
+                invite,
+                target,
+                dialog: d,
+                state: ForkState::Calling,
+                cancel_pending: false,
+                final_status: None,
+            });
+        }
+        if self.forks.is_empty() {
+            self.fail(480, CallDisposition::Unavailable).await;
+            return;
+        }
+        let ring = Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
+        self.ring_deadline = Some(Instant::now() + ring);
+        info!(call = %self.id, tenant = %tenant_id, from = %self.caller, to = %self.callee, forks = self.forks.len(), "call ringing");
+    }
+
+    async fn on_input(&mut self, input: CallInput) {
+        match input {
+            CallInput::Fork { idx, ev } => self.on_fork(idx, ev).await,
+            CallInput::Cancel => {
+                if self.phase == Phase::Ringing {
+                    let resp = self.respond_caller(487, "Request Terminated");
+                    self.tx.respond(resp).await;
+                    self.disposition = CallDisposition::Cancelled;
+                    self.hangup = HangupSide::Caller;
+                    self.cancel_forks(None).await;
+                    self.end();
+                }
+            }
+            CallInput::Ack(req) => {
+                let matches = self.unacked.as_ref().is_some_and(|u| {
+                    req.call_id().ok() == Some(u.call_id.as_str())
+                        && req.cseq().map(|c| c.seq).ok() == Some(u.cseq)
+                });
+                if matches {
+                    self.unacked = None;
+                }
+            }
+            CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
+            CallInput::Reinvite { ev } => self.on_reinvite_answer(ev).await,
+        }
+    }
+
+    async fn cancel_forks(&mut self, except: Option<usize>) {
+        for i in 0..self.forks.len() {
+            if Some(i) == except {
+                continue;
+            }
+            let fork = &mut self.forks[i];
+            match fork.state {
+                ForkState::Ringing => {
+                    let cancel = dialog::cancel_for(&fork.invite);
+                    let target = fork.target.clone();
+                    // the INVITE's 487 ends the fork; the CANCEL's own answer does not matter
+                    drop(self.client.request(cancel, &target).await);
+                }
+                ForkState::Calling => fork.cancel_pending = true,
+                ForkState::Answered | ForkState::Done => {}
+            }
+        }
+    }
+
+    async fn on_fork(&mut self, idx: usize, ev: ClientEvent) {
+        let Some(fork) = self.forks.get_mut(idx) else {
+            return;
+        };
+        match ev {
+            ClientEvent::Provisional(resp) => {
+                if resp.status == 100 || fork.state != ForkState::Calling && fork.state != ForkState::Ringing
+                {
+                    return;
+                }
+                fork.state = ForkState::Ringing;
+                if fork.cancel_pending {
+                    fork.cancel_pending = false;
+                    let cancel = dialog::cancel_for(&fork.invite);
+                    let target = fork.target.clone();
+                    drop(self.client.request(cancel, &target).await);
+                    return;
+                }
+                if self.phase != Phase::Ringing {
+                    return;
+                }
+                let early_media = resp.status == 183 && !resp.body.is_empty();
+                if early_media {
+                    let mut out = self.respond_caller(183, "Session Progress").with_header(
+                        "Contact",
+                        dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
+                    );
+                    out = out.with_body("application/sdp", resp.body.clone());
+                    self.tx.respond(out).await;
+                } else if !self.sent_ringing {
+                    self.sent_ringing = true;
+                    let out = self.respond_caller(180, "Ringing").with_header(
+                        "Contact",
+                        dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
+                    );
+                    self.tx.respond(out).await;
+                }
+            }
+            ClientEvent::Final(resp) if (200..300).contains(&resp.status) => {
+                self.on_fork_answer(idx, resp).await
+            }
+            ClientEvent::Final(resp) => {
+                fork.state = ForkState::Done;
+                fork.final_status = Some(resp.status);
+                self.after_fork_failure().await;
+            }
+            ClientEvent::Timeout => {
+                if matches!(fork.state, ForkState::Calling | ForkState::Ringing) {
+                    fork.state = ForkState::Done;
+                    fork.final_status = Some(408);
+                    self.after_fork_failure().await;
+                }
+            }
+        }
+    }
+
+    async fn after_fork_failure(&mut self) {
+        if self.phase != Phase::Ringing {
+            return;
+        }
+        if self.forks.iter().all(|f| f.state == ForkState::Done) {
+            let statuses: Vec<u16> = self.forks.iter().filter_map(|f| f.final_status).collect();
+            let (status, disposition) = best_failure(&statuses);
+            self.fail(status, disposition).await;
+        }
+    }
+
+    async fn on_fork_answer(&mut self, idx: usize, resp: SipResponse) {
+        let Some(fork) = self.forks.get_mut(idx) else {
+            return;
+        };
+        let cseq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+        if self.winner == Some(idx) {
+            // a retransmitted 2xx: our ACK was lost
+            let ack = fork.dialog.ack(cseq);
+            self.client.send(ack.to_bytes(), &fork.target).await;
+            return;
+        }
+        fork.dialog.confirm_from(&resp);
+        let ack = fork.dialog.ack(cseq);
+        let target = fork.target.clone();
+        self.client.send(ack.to_bytes(), &target).await;
+        if self.phase != Phase::Ringing || self.winner.is_some() {
+            // too late (another phone answered, or the call is over): hang this one up
+            fork.state = ForkState::Done;
+            let bye = fork.dialog.request(Method::Bye, None);
+            drop(self.client.request(bye, &target).await);
+            return;
+        }
+        fork.state = ForkState::Answered;
+        self.winner = Some(idx);
+        self.phase = Phase::Answered;
+        self.answered = Some(SystemTime::now());
+        self.disposition = CallDisposition::Answered;
+        self.router.forget_ringing(&self.invite_branch);
+        self.router.note_answered();
+        self.cancel_forks(Some(idx)).await;
+        let ok = self
+            .respond_caller(200, "OK")
+            .with_header(
+                "Contact",
+                dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
+            )
+            .with_header("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")
+            .with_body("application/sdp", resp.body.clone());
+        self.send_2xx(
+            ok,
+            self.caller_dialog.remote_cseq,
+            self.caller_dialog.call_id.clone(),
+            self.tx.clone(),
+        )
+        .await;
+        info!(call = %self.id, "call answered");
+    }
+
+    /// Sends a 2xx to the caller's side and retransmits it until the ACK (§13.3.1.4); a
+    /// reliable transport needs no retransmission.
+    async fn send_2xx(&mut self, resp: SipResponse, cseq: u32, call_id: String, tx: ServerTx) {
+        tx.respond(resp.clone()).await;
+        let t1 = self.router.config().t1;
+        let now = Instant::now();
+        self.unacked = Some(Unacked {
+            tx,
+            resp,
+            cseq,
+            call_id,
+            next: now + t1,
+            interval: t1,
+            give_up: now + t1 * 64,
+        });
+    }
+
+    async fn on_resend(&mut self) {
+        let Some(u) = self.unacked.as_mut() else { return };
+        let now = Instant::now();
+        if now >= u.give_up {
+            // §13.3.1.4: no ACK in 64*T1 — the session is over
+            self.unacked = None;
+            if self.phase == Phase::Answered {
+                info!(call = %self.id, "no ACK for our 2xx; ending the call");
+                self.hangup = HangupSide::System;
+                self.bye(Side::Caller).await;
+                self.bye(Side::Callee).await;
+                self.end();
+            }
+            return;
+        }
+        let resp = u.resp.clone();
+        let tx = u.tx.clone();
+        u.interval = (u.interval * 2).min(self.router.config().t2);
+        u.next = now + u.interval;
+        tx.respond(resp).await;
+    }
+
+    async fn on_ring_timeout(&mut self) {
+        if self.phase != Phase::Ringing {
+            return;
+        }
+        info!(call = %self.id, "ring timeout");
+        self.cancel_forks(None).await;
+        self.fail(480, CallDisposition::NoAnswer).await;
+    }
+
+    fn side_of(&self, req: &SipRequest) -> Side {
+        if req.call_id().ok() == Some(self.caller_dialog.call_id.as_str()) {
+            Side::Caller
+        } else {
+            Side::Callee
+        }
+    }
+
+    /// The dialog and target facing `side`, once the call is answered.
+    fn leg(&mut self, side: Side) -> Option<(&mut Dialog, Target)> {
+        match side {
+            Side::Caller => Some((&mut self.caller_dialog, self.caller_target.clone())),
+            Side::Callee => {
+                let fork = self.forks.get_mut(self.winner?)?;
+                let target = fork.target.clone();
+                Some((&mut fork.dialog, target))
+            }
+        }
+    }
+
+    /// Sends a BYE to `side` (its answer does not matter to the call).
+    async fn bye(&mut self, side: Side) {
+        let client = self.client.clone();
+        if let Some((d, target)) = self.leg(side) {
+            let bye = d.request(Method::Bye, None);
+            drop(client.request(bye, &target).await);
+        }
+    }
+
+    async fn on_request(&mut self, req: SipRequest, inbound: Inbound, tx: ServerTx) {
+        let side = self.side_of(&req);
+        let reply =
+            |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, inbound.source);
+        if let Ok(cseq) = req.cseq() {
+            let d = match side {
+                Side::Caller => Some(&mut self.caller_dialog),
+                Side::Callee => self
+                    .winner
+                    .and_then(|w| self.forks.get_mut(w))
+                    .map(|f| &mut f.dialog),
+            };
+            if let Some(d) = d {
+                d.remote_cseq = d.remote_cseq.max(cseq.seq);
+            }
+        }
+        match req.method {
+            Method::Bye => {
+                tx.respond(reply(200, "OK")).await;
+                match self.phase {
+                    Phase::Answered => {
+                        self.hangup = match side {
+                            Side::Caller => HangupSide::Caller,
+                            Side::Callee => HangupSide::Callee,
+                        };
+                        let other = match side {
+                            Side::Caller => Side::Callee,
+                            Side::Callee => Side::Caller,
+                        };
+                        self.unacked = None;
+                        self.bye(other).await;
+                        self.end();
+                    }
+                    Phase::Ringing if side == Side::Caller => {
+                        // a BYE before the answer ends the attempt like a CANCEL
+                        let resp = self.respond_caller(487, "Request Terminated");
+                        self.tx.respond(resp).await;
+                        self.disposition = CallDisposition::Cancelled;
+                        self.hangup = HangupSide::Caller;
+                        self.cancel_forks(None).await;
+                        self.end();
+                    }
+                    _ => {}
+                }
+            }
+            Method::Invite => {
+                if self.phase != Phase::Answered {
+                    tx.respond(reply(491, "Request Pending")).await;
+                    return;
+                }
+                if self.reinvite.is_some() || self.unacked.is_some() {
+                    // §14.1: one offer/answer at a time; the peer retries after a random wait
+                    tx.respond(reply(491, "Request Pending").with_header("Retry-After", "1"))
+                        .await;
+                    return;
+                }
+                let other = match side {
+                    Side::Caller => Side::Callee,
+                    Side::Callee => Side::Caller,
+                };
+                let body = req.body.clone();
+                let ct = req.content_type().unwrap_or("application/sdp").to_owned();
+                let client = self.client.clone();
+                let me = self.me.clone();
+                let Some((d, target)) = self.leg(other) else {
+                    tx.respond(reply(500, "Server Internal Error")).await;
+                    return;
+                };
+                let out = if body.is_empty() {
+                    d.request(Method::Invite, None)
+                } else {
+                    d.request(Method::Invite, Some((&ct, body)))
+                };
+                let cseq = out.cseq().map(|c| c.seq).unwrap_or(1);
+                let events = client.request(out, &target).await;
+                forward_events(events, me, |ev| CallInput::Reinvite { ev });
+                self.reinvite = Some(PendingReinvite {
+                    from: side,
+                    source: inbound.source,
+                    req,
+                    tx,
+                    cseq,
+                });
+            }
+            Method::Refer => {
+                tx.respond(reply(501, "Not Implemented")).await;
+            }
+            _ if self.phase == Phase::Answered => {
+                // INFO, UPDATE, MESSAGE, NOTIFY, OPTIONS: pass through, answer with the peer's answer
+                let other = match side {
+                    Side::Caller => Side::Callee,
+                    Side::Callee => Side::Caller,
+                };
+                let client = self.client.clone();
+                let method = req.method.clone();
+                let body = (!req.body.is_empty()).then(|| {
+                    (
+                        req.content_type()
+                            .unwrap_or("application/octet-stream")
+                            .to_owned(),
+                        req.body.clone(),
+                    )
+                });
+                let Some((d, target)) = self.leg(other) else {
+                    tx.respond(reply(500, "Server Internal Error")).await;
+                    return;
+                };
+                let out = d.request(method, body.as_ref().map(|(ct, b)| (ct.as_str(), b.clone())));
+                let mut events = client.request(out, &target).await;
+                let source = inbound.source;
+                tokio::spawn(async move {
+                    while let Some(ev) = events.recv().await {
+                        let resp = match ev {
+                            ClientEvent::Provisional(_) => continue,
+                            ClientEvent::Final(r) => {
+                                let mut out = SipResponse::for_request(&req, r.status, &r.reason, source);
+                                if let Some(to) = r.to().ok().and_then(|t| t.tag().map(str::to_owned)) {
+                                    out = out.with_to_tag(&to);
+                                }
+                                if !r.body.is_empty() {
+                                    let ct =
+                                        r.content_type().unwrap_or("application/octet-stream").to_owned();
+                                    out = out.with_body(&ct, r.body.clone());
+                                }
+                                out
+                            }
+                            ClientEvent::Timeout => {
+                                SipResponse::for_request(&req, 408, "Request Timeout", source)
+                            }
+                        };
+                        tx.respond(resp).await;
+                        break;
+                    }
+                });
+            }
+            _ => tx.respond(reply(481, "Call/Transaction Does Not Exist")).await,
+        }
+    }
+
+    async fn on_reinvite_answer(&mut self, ev: ClientEvent) {
+        let Some(pending) = self.reinvite.as_ref() else {
+            return;
+        };
+        let other = match pending.from {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        };
+        match ev {
+            ClientEvent::Provisional(_) => {}
+            ClientEvent::Final(resp) if (200..300).contains(&resp.status) => {
+                let cseq = pending.cseq;
+                let client = self.client.clone();
+                if let Some((d, target)) = self.leg(other) {
+                    let ack = d.ack(cseq);
+                    client.send(ack.to_bytes(), &target).await;
+                }
+                let Some(p) = self.reinvite.take() else { return };
+                let (local_tag, local, transport) = match p.from {
+                    Side::Caller => (
+                        self.caller_dialog.local_tag.clone(),
+                        self.caller_dialog.local_addr,
+                        self.caller_dialog.transport,
+                    ),
+                    Side::Callee => match self.winner.and_then(|w| self.forks.get(w)) {
+                        Some(f) => (
+                            f.dialog.local_tag.clone(),
+                            f.dialog.local_addr,
+                            f.dialog.transport,
+                        ),
+                        None => return,
+                    },
+                };
+                let mut ok = SipResponse::for_request(&p.req, 200, "OK", p.source)
+                    .with_to_tag(&local_tag)
+                    .with_header("Contact", dialog::contact(local, transport));
+                if !resp.body.is_empty() {
+                    ok = ok.with_body("application/sdp", resp.body.clone());
+                }
+                let call_id = p.req.call_id().unwrap_or_default().to_owned();
+                let cseq = p.req.cseq().map(|c| c.seq).unwrap_or(1);
+                self.send_2xx(ok, cseq, call_id, p.tx).await;
+            }
+            ClientEvent::Final(resp) => {
+                let Some(p) = self.reinvite.take() else { return };
+                let out = SipResponse::for_request(&p.req, resp.status, &resp.reason, p.source);
+                p.tx.respond(out).await;
+            }
+            ClientEvent::Timeout => {
+                let Some(p) = self.reinvite.take() else { return };
+                let out = SipResponse::for_request(&p.req, 408, "Request Timeout", p.source);
+                p.tx.respond(out).await;
+            }
+        }
+    }
+
+    /// Emits the call log and forgets the call's dialogs.
+    fn finish(&mut self) {
+        self.end();
+        let router = &self.router;
+        router.forget_dialog(&self.caller_dialog.call_id, &self.caller_dialog.local_tag);
+        router.forget_dialog(&self.callee_call_id, &self.callee_tag);
+        router.forget_ringing(&self.invite_branch);
+        router.note_ended();
+        let record = CallRecord {
+            call_id: self.id,
+            from: self.caller.clone(),
+            from_name: self.caller_name.clone(),
+            to: self.callee.clone(),
+            started_ms: ms(self.started),
+            answered_ms: self.answered.map(ms),
+            ended_ms: ms(self.ended.unwrap_or_else(SystemTime::now)),
+            disposition: self.disposition,
+            hangup_side: self.hangup,
+            recording_key: None,
+        };
+        info!(
+            call = %self.id,
+            disposition = record.disposition.as_str(),
+            hangup = record.hangup_side.as_str(),
+            talk_ms = record.talk_ms(),
+            "call ended"
+        );
+        if let Some(events) = router.events() {
+            if let Err(e) = events.emit(Some(self.tenant.tenant_id), Event::CallEnded(record)) {
+                tracing::warn!("call log event not queued: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_phone_makes_the_call_busy() {
+        assert_eq!(best_failure(&[408, 486]), (486, CallDisposition::Busy));
+        assert_eq!(best_failure(&[600]), (486, CallDisposition::Busy));
+        assert_eq!(best_failure(&[603, 480]), (603, CallDisposition::Busy));
+    }
+
+    #[test]
+    fn unreachable_phones_make_the_callee_unavailable() {
+        assert_eq!(best_failure(&[408, 408]), (480, CallDisposition::Unavailable));
+        assert_eq!(best_failure(&[408, 480]), (480, CallDisposition::NoAnswer));
+        assert_eq!(best_failure(&[415, 488]), (415, CallDisposition::Failed));
+    }
+}

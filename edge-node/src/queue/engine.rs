@@ -277,7 +277,7 @@ impl QueueEngine {
     pub fn handle_input(&mut self, now: Millis, input: Input) -> Result<(), QueueError> {
         let result = match input {
             Input::SetOptions { options } => self.set_options(options),
-            Input::ConfigureQueue { queue, config } => self.configure_queue(queue, config, now),
+            Input::ConfigureQueue { queue, config } => self.configure_queue(queue, *config, now),
             Input::RemoveQueue { queue } => self.remove_queue(queue, now),
             Input::CallerJoined {
                 caller,
@@ -1876,14 +1876,14 @@ impl QueueEngine {
         q.ready.remove(&key);
         let timeout_ms = secs_ms(cfg.agent_options.ring_timeout_secs);
         let (alert_info, ringtone) = (cfg.alert_info.clone(), cfg.client_ringtone.clone());
-        let one_at_a_time = cfg.strategy != RingStrategy::RingAll;
+        let rounds = strategy::uses_rounds(cfg.strategy, cfg.skill_routing);
         let Some(c) = self.callers.get_mut(&id) else {
             return;
         };
         if choice.new_round {
             c.tried.clear();
         }
-        if one_at_a_time {
+        if rounds {
             c.tried.extend(choice.agents.iter().copied());
         }
         let deadline = now + timeout_ms;

@@ -72,10 +72,10 @@ pub enum Input {
     SetOptions {
         options: EngineOptions,
     },
-    /// Create the queue or change its settings.
+    /// Create the queue or change its settings (boxed: settings are large, other inputs small).
     ConfigureQueue {
         queue: QueueId,
-        config: QueueConfig,
+        config: Box<QueueConfig>,
     },
     RemoveQueue {
         queue: QueueId,

@@ -55,6 +55,11 @@ fn base_key(c: &Candidate) -> (u8, u64) {
     }
 }
 
+/// Whether a caller remembers the agents it rang (everything but plain ring-all).
+pub(crate) fn uses_rounds(strategy: RingStrategy, skill_routing: bool) -> bool {
+    strategy != RingStrategy::RingAll || skill_routing
+}
+
 pub(crate) fn choose(
     strategy: RingStrategy,
     skill_routing: bool,
@@ -69,10 +74,12 @@ pub(crate) fn choose(
             new_round: false,
         };
     }
-    // One ring at a time goes round the available agents before it rings one again.
+    // A caller goes round the available agents before ringing one again; with skills, a
+    // level that did not answer hands over to the next level (seed 001 line 403), ring-all too.
+    let rounds = uses_rounds(strategy, skill_routing);
     let untried: Vec<&Candidate> = candidates.iter().filter(|c| !c.tried).collect();
-    let new_round = strategy != RingStrategy::RingAll && untried.is_empty();
-    let mut pool: Vec<&Candidate> = if strategy == RingStrategy::RingAll || new_round {
+    let new_round = rounds && untried.is_empty();
+    let mut pool: Vec<&Candidate> = if !rounds || new_round {
         candidates.iter().collect()
     } else {
         untried

@@ -362,7 +362,8 @@ impl QueueEngine {
         options.validate()?;
         self.options = options;
         // Shared wrap-up may have been switched off: agents may be free in more queues.
-        let ids: Vec<QueueId> = self.queues.keys().copied().collect();
+        let mut ids: Vec<QueueId> = self.queues.keys().copied().collect();
+        ids.sort_unstable();
         ids.into_iter().for_each(|q| self.mark_dirty(q));
         Ok(())
     }
@@ -443,7 +444,9 @@ impl QueueEngine {
             members.push(state);
         }
         // Members who left: out of the agent's queues, and no longer rung for this queue.
-        for old in old_members.into_values() {
+        let mut gone: Vec<MemberState> = old_members.into_values().collect();
+        gone.sort_by_key(|m| m.agent);
+        for old in gone {
             self.agents[old.agent].queues.retain(|q| *q != id);
             self.cancel_agent_ring_in_queue(old.agent, id, None, now);
         }
@@ -1087,8 +1090,10 @@ impl QueueEngine {
                 });
             }
         }
-        // The queue may now count as empty (all agents in use).
+        // The queue may now count as empty (all agents in use), and queues that ring agents
+        // in use may ring this one again now that the ring is over.
         self.mark_dirty(queue);
+        self.mark_agent_dirty(idx);
         Ok(())
     }
 
@@ -1402,8 +1407,12 @@ impl QueueEngine {
             if m.paused.as_ref().is_some_and(|p| p.code == code) {
                 continue;
             }
+            // Only a switch to paused clears the missed-call count (seed 001 line 330); a
+            // new reason while paused does not.
+            if m.paused.is_none() {
+                m.missed_streak = 0;
+            }
             m.paused = Some(PauseState { code: code.clone() });
-            m.missed_streak = 0;
             let change = AgentStateChange::Paused {
                 reason_code: code.clone(),
                 reason: reason.clone(),
@@ -1542,11 +1551,7 @@ impl QueueEngine {
                     return;
                 }
                 let (queue, agents) = (c.queue, agents.clone());
-                self.out.push_back(Output::StopRinging {
-                    caller: id,
-                    agents: agents.clone(),
-                });
-                for agent in agents {
+                for &agent in &agents {
                     self.event(
                         now,
                         EventKind::AgentRingMissed {
@@ -1562,6 +1567,7 @@ impl QueueEngine {
                         self.count_missed(queue, idx, now);
                     }
                 }
+                self.out.push_back(Output::StopRinging { caller: id, agents });
                 if let Some(c) = self.callers.get_mut(&id) {
                     c.phase = Phase::Ready; // momentarily, ring_over decides
                 }
@@ -2055,6 +2061,33 @@ impl QueueEngine {
 
     fn event(&mut self, at: Millis, kind: EventKind) {
         self.out.push_back(Output::Event(Event { at, kind }));
+    }
+
+    /// What the engine holds about a caller, for the simulation's error messages.
+    #[cfg(test)]
+    pub(crate) fn debug_caller(&self, id: CallerId) -> String {
+        format!(
+            "{:?}",
+            self.callers.get(&id).map(|c| (&c.phase, c.place, c.queue))
+        )
+    }
+
+    #[cfg(test)]
+    pub(crate) fn debug_member(&self, agent: AgentId, queue: QueueId) -> String {
+        let q = &self.queues[&queue];
+        let m = &q.members[q.member_pos[&agent]];
+        let a = &self.agents[m.agent];
+        format!(
+            "member(kind {:?} in {} paused {} wrap {}) agent(reg {} busy {} calls {:?} wrap {})",
+            m.kind,
+            m.logged_in,
+            m.paused.is_some(),
+            m.wrap_until,
+            a.registered,
+            a.busy_other,
+            a.calls,
+            a.wrap_until
+        )
     }
 
     /// White-box consistency checks for tests and the simulation.

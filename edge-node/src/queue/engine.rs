@@ -338,6 +338,15 @@ impl QueueEngine {
         })
     }
 
+    /// The agent's pause in this queue: `None` when not paused, `Some(code)` when paused
+    /// (`Some(None)`: without a reason or auto-paused). BLF keys such as `*071001*6400*01`
+    /// light on `Some(Some("*01"))` (SPEC Q9).
+    pub fn pause_state(&self, agent: AgentId, queue: QueueId) -> Option<Option<&str>> {
+        let q = self.queues.get(&queue)?;
+        let m = &q.members[*q.member_pos.get(&agent)?];
+        m.paused.as_ref().map(|p| p.code.as_deref())
+    }
+
     /// Whether the agent could be rung for this queue right now.
     pub fn is_agent_available(&self, agent: AgentId, queue: QueueId, now: Millis) -> bool {
         let Some(q) = self.queues.get(&queue) else {

@@ -4,8 +4,32 @@
 //! [`QueueEngine::poll_output`], and [`QueueEngine::poll_timeout`] says when to call
 //! [`QueueEngine::handle_timeout`]. No tokio, no clock, no I/O inside: the SIP/media side
 //! turns [`Output`]s into INVITEs, CANCELs, bridges and prompts, and feeds what happens back as
-//! [`Input`]s; tests and the simulation ([`sim`], in tests) run hours of queue traffic in
+//! [`Input`]s; tests and the simulation (`sim.rs`, in tests) run hours of queue traffic in
 //! milliseconds, reproducibly (random ringing uses a seeded `StdRng`).
+//!
+//! Decisions where seed 001 is silent (line numbers of `../shared/seeds/001_*.txt`):
+//! - Ring strategies without a stated static/dynamic order (least recent, fewest calls,
+//!   random's draw order, ties) use static agents in list order, then dynamic agents in
+//!   sign-in order; static agents "sign in" when added to the queue, in list order, which is
+//!   what linear ringing in a mixed queue follows (line 294). Least recent = the end of the
+//!   agent's last call from this queue; fewest calls = calls answered in this queue.
+//! - One-at-a-time strategies go round the free agents before ringing one twice (per caller);
+//!   with skill routing a level that does not answer hands over to the next level, ring-all
+//!   included (line 403: "如果这些坐席皆不可用").
+//! - Effective weight = weight + round(wait / acceleration), halves up (lines 661-663); a queue
+//!   without priority has weight 0. The wait counts from the caller's place in line, which
+//!   callbacks (B2) and rejoining callers (B4) keep; ties go to the earlier place.
+//! - "No agent" (line 1877): every signed-in agent is absent for one of the chosen reasons
+//!   (unregistered, paused, in use); none signed in always counts. Both join- and
+//!   leave-when-empty route to the failover destination. Registered callbacks stay.
+//! - Callback: an offer (key or timer) asks the driver for a number (>= 5 digits, line 620);
+//!   an invalid one is reported as `invalid_number` and the caller keeps waiting. The callback
+//!   timeout counts from the entry into the queue (the callback report, lines 1534-1546). A
+//!   failed callback leg frees the agent without wrap-up.
+//! - Auto-pause counts no-answers and rejections per queue (not unreachable phones); it pauses
+//!   the agent in that queue. A caller back within N minutes of abandoning (B4) gets the old
+//!   place but a fresh max wait.
+//! - Estimated wait = moving average (3/4 old + 1/4 new) of answered callers' waits.
 //!
 //! One engine serves all queues and agents of a tenant, because an agent can sit in several
 //! queues and their weights compete for the agent (seed 001 lines 636-698). Business hours

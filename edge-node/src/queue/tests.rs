@@ -1145,6 +1145,8 @@ fn pause_reasons_are_checked_and_reported_by_name() {
             }
         }]
     );
+    assert_eq!(h.engine.pause_state(a(1), Q1), Some(Some("*03")));
+    assert_eq!(h.engine.pause_state(a(1), Q2), None);
     // Paused in one queue only: the other still rings the agent.
     h.join(1, Q1);
     h.join(2, Q2);

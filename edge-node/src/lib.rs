@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod node;
+pub mod queue;
 pub mod sip;
 pub mod sync;
 

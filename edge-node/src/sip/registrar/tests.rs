@@ -555,7 +555,7 @@ async fn handler_answers_options_invite_and_unknown_methods() {
     assert_eq!(resp.status, 200);
     assert_eq!(
         resp.header("Allow"),
-        Some("REGISTER, OPTIONS, INVITE, ACK, BYE, CANCEL")
+        Some("REGISTER, OPTIONS, INVITE, ACK, BYE, CANCEL, INFO")
     );
     assert_eq!(resp.header("Accept"), Some("application/sdp"));
 
@@ -569,7 +569,7 @@ async fn handler_answers_options_invite_and_unknown_methods() {
     assert_eq!(resp.status, 480);
     assert!(resp
         .header("Warning")
-        .is_some_and(|w| w.contains("calls are not served yet")));
+        .is_some_and(|w| w.contains("calls are not served here")));
 
     let resp = h.handle(simple("NEWMETHOD", A), src(), "udp").await;
     assert_eq!(resp.status, 501);

@@ -11,6 +11,7 @@ mod backoff;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod media;
 pub mod node;
 pub mod sip;
 pub mod sync;

@@ -26,7 +26,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the uploader needs to know about a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,9 +202,11 @@ pub(crate) struct RecPacket {
     pub(crate) timestamp: u32,
     pub(crate) start: u32,
     pub(crate) len: u32,
+    /// Arrival, in microseconds after the batch's `arrival`.
+    pub(crate) arrival_us: u32,
 }
 
-/// The packets one relay thread recorded in one turn of its loop.
+/// Packets one relay thread recorded in a few turns of its loop.
 #[derive(Debug)]
 pub(crate) struct PacketBatch {
     pub(crate) arrival: Instant,
@@ -354,7 +356,11 @@ pub(crate) fn run_writer(rx: Receiver<RecMsg>) {
                     else {
                         continue;
                     };
-                    rec.add(p, payload, batch.arrival);
+                    rec.add(
+                        p,
+                        payload,
+                        batch.arrival + Duration::from_micros(u64::from(p.arrival_us)),
+                    );
                 }
             }
             RecMsg::Finish {
@@ -385,7 +391,6 @@ pub(crate) fn run_writer(rx: Receiver<RecMsg>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use uuid::Uuid;
 
     #[test]

@@ -447,6 +447,10 @@ const RTP: usize = 0;
 const RTCP: usize = 1;
 const WAKE_TOKEN: u64 = u64::MAX;
 const MAX_EVENTS: usize = 1024;
+/// A batch of recorded packets goes to the recorder when it holds this many packets...
+const REC_BATCH_PACKETS: usize = 512;
+/// ...or its first packet is this old.
+const REC_BATCH_AGE: Duration = Duration::from_millis(20);
 /// Largest datagram relayed whole.
 const BUF_LEN: usize = 65_536;
 
@@ -557,7 +561,11 @@ impl Worker {
                 self.shutdown();
                 return;
             }
-            self.batch.arrival = Instant::now();
+            let now = Instant::now();
+            if self.batch.packets.is_empty() {
+                self.batch.arrival = now;
+            }
+            let arrival_us = now.saturating_duration_since(self.batch.arrival).as_micros() as u32;
             for ev in &events {
                 let t = ev.data.u64();
                 if t == WAKE_TOKEN {
@@ -565,14 +573,20 @@ impl Worker {
                     let _ = rustix::io::read(&self.wake, &mut b);
                     continue;
                 }
-                self.on_readable(t, &mut buf);
+                self.on_readable(t, arrival_us, &mut buf);
             }
-            self.flush_recording();
+            // Batches go to the recorder every few turns, not every turn: fewer wake-ups.
+            if self.batch.packets.len() >= REC_BATCH_PACKETS
+                || now.saturating_duration_since(self.batch.arrival) >= REC_BATCH_AGE
+                || !self.rec_outbox.is_empty()
+            {
+                self.flush_recording();
+            }
             self.flush_counters();
         }
     }
 
-    fn on_readable(&mut self, t: u64, buf: &mut [u8]) {
+    fn on_readable(&mut self, t: u64, arrival_us: u32, buf: &mut [u8]) {
         let slot = (t >> 2) as usize;
         let leg = ((t >> 1) & 1) as usize;
         let kind = (t & 1) as usize;
@@ -605,6 +619,7 @@ impl Worker {
                         timestamp: h.timestamp,
                         start: start as u32,
                         len: payload.len() as u32,
+                        arrival_us,
                     });
                 }
             }

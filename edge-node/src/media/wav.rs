@@ -6,8 +6,6 @@
 //! cannot reopen one), and hound's per-sample API would cost more than the rest of the
 //! recorder at 2,000 recorded calls.
 
-use std::collections::VecDeque;
-
 pub const SAMPLE_RATE: u32 = 8000;
 pub const CHANNELS: u16 = 2;
 pub const BITS_PER_SAMPLE: u16 = 16;
@@ -85,8 +83,10 @@ const MAX_BUFFERED_FRAMES: usize = 30 * SAMPLE_RATE as usize;
 /// frame written; a sample for a frame already handed out is dropped and counted as late.
 #[derive(Debug, Default)]
 pub struct StereoMixer {
+    /// Position of the frame at `samples[0..2]`.
     base: u64,
-    frames: VecDeque<[i16; 2]>,
+    /// Interleaved left/right samples from `base` on.
+    samples: Vec<i16>,
     late: u64,
 }
 
@@ -107,7 +107,7 @@ impl StereoMixer {
         let n = samples.len() as u64;
         let end = pos + n;
         let mut silence = 0;
-        if end > self.base + self.frames.len() as u64 {
+        if end > self.base + self.buffered() as u64 {
             if end - self.base > MAX_BUFFERED_FRAMES as u64 {
                 // A long jump: hand out what is there, then restart the buffer where it lands.
                 self.drain(0, out);
@@ -117,18 +117,17 @@ impl StereoMixer {
                 }
             }
             let len = end.saturating_sub(self.base) as usize;
-            if len > self.frames.len() {
-                self.frames.resize(len, [0, 0]);
+            if len > self.buffered() {
+                self.samples.resize(2 * len, 0);
             }
         }
-        for (i, s) in samples.enumerate() {
-            let p = pos + i as u64;
-            if p < self.base {
-                self.late += 1;
-                continue;
-            }
-            if let Some(frame) = self.frames.get_mut((p - self.base) as usize) {
-                frame[channel] = s;
+        let skip = self.base.saturating_sub(pos);
+        self.late += skip.min(n);
+        if skip < n {
+            let first = (pos + skip - self.base) as usize;
+            let dst = self.samples[2 * first + channel..].iter_mut().step_by(2);
+            for (d, s) in dst.zip(samples.skip(skip as usize)) {
+                *d = s;
             }
         }
         silence
@@ -137,19 +136,20 @@ impl StereoMixer {
     /// Appends the frames that are ready (all but the last `keep`) to `out` as little-endian
     /// interleaved samples; returns how many frames.
     pub fn drain(&mut self, keep: usize, out: &mut Vec<u8>) -> usize {
-        let n = self.frames.len().saturating_sub(keep);
-        out.reserve(n * BYTES_PER_FRAME as usize);
-        for [l, r] in self.frames.drain(..n) {
-            out.extend_from_slice(&l.to_le_bytes());
-            out.extend_from_slice(&r.to_le_bytes());
+        let n = self.buffered().saturating_sub(keep);
+        let old = out.len();
+        out.resize(old + n * BYTES_PER_FRAME as usize, 0);
+        for (d, s) in out[old..].chunks_exact_mut(2).zip(&self.samples[..2 * n]) {
+            d.copy_from_slice(&s.to_le_bytes());
         }
+        self.samples.drain(..2 * n);
         self.base += n as u64;
         n
     }
 
     /// Frames buffered, not yet handed out.
     pub fn buffered(&self) -> usize {
-        self.frames.len()
+        self.samples.len() / 2
     }
 
     /// Position of the first frame not yet handed out.

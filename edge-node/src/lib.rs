@@ -12,6 +12,7 @@ pub mod call;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod media;
 pub mod node;
 pub mod queue;
 pub mod sip;

@@ -51,7 +51,7 @@ enum Cmd {
         /// API and console address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: String,
-        /// SIP address, UDP and TCP (registrations; calls come with the telephony core).
+        /// SIP address, UDP and TCP (registrations and calls).
         #[arg(long, default_value = "0.0.0.0:5060")]
         sip: String,
         /// Digest algorithms offered to phones, preferred first. Old phones and sipp need md5 first.
@@ -66,6 +66,12 @@ enum Cmd {
         /// Serve the embedded edge node's /healthz, /readyz, /metrics and /tenants here.
         #[arg(long)]
         edge_http: Option<String>,
+        /// UDP ports of the RTP relay, MIN-MAX (each call takes two pairs).
+        #[arg(long, default_value = "20000-29999")]
+        rtp_ports: String,
+        /// The address phones send RTP to (default: the SIP address, or this host's outbound one).
+        #[arg(long)]
+        media_ip: Option<std::net::IpAddr>,
     },
     /// The control plane on production engines (PostgreSQL, Redis, S3, SMTP).
     ControlPlane {
@@ -176,6 +182,8 @@ async fn main() -> Result<()> {
             edge_http,
             sip_digest,
             sip_nonce_lifetime,
+            rtp_ports,
+            media_ip,
         } => {
             init_tracing();
             up::validate_base_domain(&base_domain)?;
@@ -187,6 +195,8 @@ async fn main() -> Result<()> {
                 edge_http,
                 sip_digest,
                 sip_nonce_lifetime,
+                rtp_ports,
+                media_ip,
             })
             .await
         }
@@ -366,6 +376,13 @@ async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
                 digest_algorithms: parse_algorithms(&s.digest_algorithms.join(","))
                     .map_err(|e| anyhow::anyhow!("sip.digest_algorithms: {e}"))?,
                 nonce_lifetime: Duration::from_secs(s.nonce_lifetime_secs),
+                media: cfg.media.as_ref().map(|m| pbx_edge_node::media::MediaConfig {
+                    bind_ip: m.bind_ip,
+                    advertise_ip: m.advertise_ip,
+                    port_min: m.port_min,
+                    port_max: m.port_max,
+                    spool_dir: m.spool_dir.clone(),
+                }),
             })
         }
     };
@@ -383,6 +400,10 @@ async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
         live,
         sip,
         Some(listener),
+        cfg.objects.as_ref().map(|o| {
+            let store: Arc<dyn pbx_engines::objects::ObjectStore> = Arc::new(S3ObjectStore::new(o));
+            store
+        }),
     )
     .await?;
     tracing::info!(listen = %cfg.http.listen, "edge node serving");

@@ -5,16 +5,19 @@ use anyhow::{Context, Result};
 use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
 use pbx_control_plane::workers::{events_consumer, outbox_relay};
 use pbx_control_plane::AppState;
+use pbx_edge_node::media::RecordingUploader;
 use pbx_edge_node::sip::service::{SipOptions, SipService};
 use pbx_edge_node::{EdgeConfig, EdgeNode, EdgeNodeHandle};
 use pbx_engines::bus::Bus;
 use pbx_engines::live::LiveState;
+use pbx_engines::objects::ObjectStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
@@ -124,6 +127,8 @@ pub struct EdgeTasks {
     pub node: EdgeNodeHandle,
     pub sip: Option<Arc<SipService>>,
     http: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Moves finished recordings from the spool to the object store.
+    uploader: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 pub async fn start_edge(
@@ -132,8 +137,25 @@ pub async fn start_edge(
     live: Arc<dyn LiveState>,
     sip: Option<SipOptions>,
     health: Option<TcpListener>,
+    objects: Option<Arc<dyn ObjectStore>>,
 ) -> Result<EdgeTasks> {
     let edge_token = config.edge_token.clone();
+    let spool = sip
+        .as_ref()
+        .and_then(|s| s.media.as_ref())
+        .map(|m| m.spool_dir.clone());
+    let uploader = match (spool, objects) {
+        (Some(dir), Some(store)) => {
+            let cancel = CancellationToken::new();
+            let task = RecordingUploader::spawn(dir, store, cancel.clone());
+            Some((cancel, task))
+        }
+        (Some(dir), None) => {
+            tracing::warn!(spool = %dir.display(), "no object store configured: recordings stay in the spool");
+            None
+        }
+        _ => None,
+    };
     let node = EdgeNode::start(config, bus.clone())
         .await
         .context("starting the edge node")?;
@@ -167,7 +189,12 @@ pub async fn start_edge(
             Some((tx, task))
         }
     };
-    Ok(EdgeTasks { node, sip, http })
+    Ok(EdgeTasks {
+        node,
+        sip,
+        http,
+        uploader,
+    })
 }
 
 impl EdgeTasks {
@@ -183,6 +210,11 @@ impl EdgeTasks {
                     tracing::warn!("SIP service still shared at shutdown; sockets close with the process")
                 }
             }
+        }
+        if let Some((cancel, task)) = self.uploader {
+            // an upload in progress finishes first; what is left is picked up at the next start
+            cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
         if let Err(e) = self.node.shutdown().await {
             tracing::warn!(error = %e, "edge node shutdown");

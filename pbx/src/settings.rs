@@ -175,11 +175,33 @@ pub struct EdgeNodeConfig {
     pub http: EdgeHttpSection,
     /// Without it the node syncs configuration but serves no SIP.
     pub sip: Option<EdgeSipSection>,
+    /// The RTP relay calls are anchored on; without it SDP passes through unchanged (and
+    /// nothing can be recorded).
+    pub media: Option<EdgeMediaSection>,
+    /// Where recordings are uploaded (the control plane's object store).
+    pub objects: Option<S3Config>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeMediaSection {
+    /// The local address RTP sockets bind to, e.g. `0.0.0.0`.
+    pub bind_ip: std::net::IpAddr,
+    /// The address written into SDP: the public one when behind 1:1 NAT.
+    pub advertise_ip: std::net::IpAddr,
+    /// RTP port range, inclusive; every call takes two even ports (RTCP on the odd ones).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Recordings wait here until uploaded; keep it on a persistent disk.
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl EdgeNodeConfig {
     pub fn load(file: &Path) -> Result<Self> {
-        load(file, &["node", "control_plane", "bus", "http", "sip"])
+        load(
+            file,
+            &["node", "control_plane", "bus", "http", "sip", "media", "objects"],
+        )
     }
 }
 

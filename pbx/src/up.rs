@@ -9,6 +9,7 @@ use pbx_control_plane::crypto::{random_token, MasterKey};
 use pbx_control_plane::db::Db;
 use pbx_control_plane::service::auth::bootstrap_operator;
 use pbx_control_plane::{AppState, Engines, Settings};
+use pbx_edge_node::media::MediaConfig;
 use pbx_edge_node::sip::service::{parse_algorithms, SipOptions};
 use pbx_edge_node::EdgeConfig;
 use pbx_engines::bus::{Bus, MemoryBus};
@@ -30,6 +31,10 @@ pub struct UpOptions {
     /// Digest algorithms offered to phones, preferred first (`sha-256,md5`).
     pub sip_digest: String,
     pub sip_nonce_lifetime: u64,
+    /// RTP relay port range, `min-max`.
+    pub rtp_ports: String,
+    /// The address put into SDP (default: the SIP address, or the outbound interface's).
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 pub const TOKEN_FILE: &str = "operator.token";
@@ -111,12 +116,13 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         max_body_bytes: 1024 * 1024,
         request_timeout_secs: 30,
     };
+    let dir_objects_for_edge: Arc<dyn pbx_engines::objects::ObjectStore> = dir_objects.clone();
     let state = AppState::new(
         Engines {
             db,
             bus: bus.clone(),
             objects: dir_objects.clone(),
-            dir_objects: Some(dir_objects),
+            dir_objects: Some(dir_objects.clone()),
             mailer,
         },
         &master,
@@ -155,12 +161,20 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         .sip
         .parse()
         .with_context(|| format!("--sip {:?} is not an address", opts.sip))?;
+    let (port_min, port_max) = parse_port_range(&opts.rtp_ports)?;
     let sip_opts = SipOptions {
         udp: Some(sip_addr),
         tcp: Some(sip_addr),
         digest_algorithms: parse_algorithms(&opts.sip_digest)
             .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
         nonce_lifetime: Duration::from_secs(opts.sip_nonce_lifetime),
+        media: Some(MediaConfig {
+            bind_ip: sip_addr.ip(),
+            advertise_ip: opts.media_ip.unwrap_or_else(|| advertise_ip_for(sip_addr.ip())),
+            port_min,
+            port_max,
+            spool_dir: data.join("spool").join("recordings"),
+        }),
     };
     let edge = serve::start_edge(
         EdgeConfig {
@@ -173,6 +187,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         Arc::new(MemoryLiveState::new()),
         Some(sip_opts),
         edge_listener,
+        Some(dir_objects_for_edge),
     )
     .await?;
 
@@ -208,6 +223,42 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     cp.stop().await;
     println!("Cloud PBX stopped.");
     Ok(())
+}
+
+/// `min-max`, both even-able and in order, e.g. `20000-29999`.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| anyhow::anyhow!("--rtp-ports {s:?}: expected MIN-MAX, e.g. 20000-29999"))?;
+    let min: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--rtp-ports {s:?}: {a:?} is not a port"))?;
+    let max: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--rtp-ports {s:?}: {b:?} is not a port"))?;
+    if min < 1024 || max <= min + 3 {
+        anyhow::bail!("--rtp-ports {s:?}: the range must lie above 1023 and hold at least two port pairs");
+    }
+    Ok((min, max))
+}
+
+/// The address to advertise in SDP when media binds to `bind`: itself, or for a wildcard
+/// bind the address of the interface that routes outwards (loopback when there is none).
+pub fn advertise_ip_for(bind: std::net::IpAddr) -> std::net::IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    // connect() on UDP sends nothing; it only picks the route and so the source address
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+        s.connect("192.0.2.1:9")?;
+        s.local_addr()
+    });
+    match probe {
+        Ok(a) if !a.ip().is_unspecified() => a.ip(),
+        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    }
 }
 
 pub fn validate_base_domain(d: &str) -> Result<()> {

@@ -10,6 +10,7 @@
 pub mod dialog;
 mod task;
 
+use crate::media::{MediaRelay, SessionDescription};
 use crate::sip::message::{Method, SipRequest, SipResponse};
 use crate::sip::registrar::{AuthScheme, Registrar};
 use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient};
@@ -75,6 +76,8 @@ pub struct CallRouter {
     client: OnceLock<SipClient>,
     events: Option<EventSink>,
     config: CallConfig,
+    /// The RTP relay every call's media goes through; without it SDP passes unchanged.
+    media: Option<MediaRelay>,
     /// Dialogs by (Call-ID, our tag).
     dialogs: Mutex<HashMap<DialogKey, CallSender>>,
     /// Calls not yet answered, by the caller's INVITE branch (what its CANCEL carries).
@@ -104,6 +107,7 @@ impl CallRouter {
         registrar: Arc<Registrar>,
         events: Option<EventSink>,
         config: CallConfig,
+        media: Option<MediaRelay>,
     ) -> Self {
         Self {
             store,
@@ -111,6 +115,7 @@ impl CallRouter {
             client: OnceLock::new(),
             events,
             config,
+            media,
             dialogs: Mutex::new(HashMap::new()),
             ringing: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -268,6 +273,15 @@ impl CallRouter {
                     .with_header("Warning", "399 edge \"an SDP offer is required\""),
             );
         }
+        let offer = match std::str::from_utf8(&req.body).ok().map(SessionDescription::parse) {
+            Some(Ok(sdp)) => sdp,
+            _ => {
+                return Some(
+                    reply(400, "Bad SDP")
+                        .with_header("Warning", "399 edge \"the SDP offer cannot be parsed\""),
+                )
+            }
+        };
         let Ok(branch) = req.top_via().map(|v| v.branch().unwrap_or_default().to_owned()) else {
             return Some(reply(400, "Bad Via"));
         };
@@ -276,6 +290,7 @@ impl CallRouter {
             tenant,
             caller,
             invite: req,
+            offer,
             inbound,
             tx,
             invite_branch: branch.clone(),
@@ -313,6 +328,10 @@ impl CallRouter {
 
     pub(crate) fn store(&self) -> &SnapshotStore {
         &self.store
+    }
+
+    pub(crate) fn media(&self) -> Option<&MediaRelay> {
+        self.media.as_ref()
     }
 }
 

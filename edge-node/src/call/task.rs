@@ -11,11 +11,12 @@
 
 use super::dialog::{self, Dialog};
 use super::{forward_events, CallRouter, CallSender};
+use crate::media::{recording_key, Leg, RecordingMeta, RelaySession, SdpOrigin, SessionDescription};
 use crate::sip::message::{Method, SipRequest, SipResponse};
 use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient, Target};
 use pbx_contract::bus::Event;
-use pbx_contract::{CallDisposition, CallId, CallRecord, HangupSide, TenantSnapshot};
-use std::net::SocketAddr;
+use pbx_contract::{CallDisposition, CallId, CallRecord, HangupSide, RecordingPolicy, TenantSnapshot};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -49,6 +50,8 @@ pub(crate) struct CallSetup {
     pub tenant: Arc<TenantSnapshot>,
     pub caller: String,
     pub invite: SipRequest,
+    /// The caller's SDP offer, parsed.
+    pub offer: SessionDescription,
     pub inbound: Inbound,
     pub tx: ServerTx,
     pub invite_branch: String,
@@ -58,6 +61,44 @@ pub(crate) struct CallSetup {
 enum Side {
     Caller,
     Callee,
+}
+
+impl Side {
+    /// The relay leg facing this side.
+    fn leg(self) -> Leg {
+        match self {
+            Side::Caller => Leg::A,
+            Side::Callee => Leg::B,
+        }
+    }
+}
+
+/// Media anchoring of one call: the relay session and our SDP origins towards each side.
+struct Anchor {
+    session: RelaySession,
+    advertise: IpAddr,
+    /// The `o=` of the SDPs we send to the caller (A) and to the callee (B).
+    origin_a: SdpOrigin,
+    origin_b: SdpOrigin,
+}
+
+impl Anchor {
+    fn origin(&mut self, side: Side) -> &mut SdpOrigin {
+        match side {
+            Side::Caller => &mut self.origin_a,
+            Side::Callee => &mut self.origin_b,
+        }
+    }
+}
+
+/// Parses an SDP body; `None` when it is empty or not SDP.
+fn parse_sdp(body: &[u8]) -> Option<SessionDescription> {
+    if body.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|s| SessionDescription::parse(s).ok())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +157,10 @@ struct Call {
     caller_name: Option<String>,
     callee: String,
     invite: SipRequest,
+    offer: SessionDescription,
+    anchor: Option<Anchor>,
+    /// Whether either party's extension records its calls (SPEC T8).
+    record: bool,
     invite_branch: String,
     source: SocketAddr,
     caller_target: Target,
@@ -195,6 +240,7 @@ pub(crate) async fn run(
         tenant,
         caller,
         invite,
+        offer,
         inbound,
         tx,
         invite_branch,
@@ -223,6 +269,9 @@ pub(crate) async fn run(
         caller_name,
         callee,
         invite,
+        offer,
+        anchor: None,
+        record: false,
         invite_branch,
         source: inbound.source,
         caller_target: inbound.target.clone(),
@@ -270,7 +319,7 @@ pub(crate) async fn run(
             _ = sleep_until(linger_until) => break,
         }
     }
-    call.finish();
+    call.finish().await;
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -281,6 +330,59 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Call {
+    /// The SDP offer to send to `to`: through the relay (our address, the port of `to`'s
+    /// leg, only G.711 and telephone-event), or unchanged without a relay. `Err`: no codec
+    /// in common with what the relay carries (488).
+    fn offer_to(&mut self, to: Side, offer: &SessionDescription) -> Result<Vec<u8>, ()> {
+        match self.anchor.as_mut() {
+            None => Ok(offer.to_string().into_bytes()),
+            Some(a) => {
+                let port = a.session.port(to.leg());
+                let advertise = a.advertise;
+                offer
+                    .relay_offer(advertise, port, a.origin(to))
+                    .map(|sdp| sdp.to_string().into_bytes())
+                    .map_err(|_| ())
+            }
+        }
+    }
+
+    /// The SDP answer to send to `to`, from the other side's answer.
+    fn answer_to(&mut self, to: Side, answer: &SessionDescription) -> Vec<u8> {
+        match self.anchor.as_mut() {
+            None => answer.to_string().into_bytes(),
+            Some(a) => {
+                let port = a.session.port(to.leg());
+                let advertise = a.advertise;
+                answer
+                    .relay_answer(advertise, port, a.origin(to))
+                    .to_string()
+                    .into_bytes()
+            }
+        }
+    }
+
+    /// Where `from` wants its media, from an SDP it sent (kept when it says 0.0.0.0: hold).
+    fn learn_peer(&self, from: Side, sdp: &SessionDescription) {
+        if let (Some(a), Some(addr)) = (&self.anchor, sdp.audio_endpoint()) {
+            a.session.set_peer(from.leg(), addr);
+        }
+    }
+
+    /// The body for `to` made of `from`'s SDP answer (passed unchanged when unreadable).
+    fn relay_answer_body(&mut self, from: Side, to: Side, body: &[u8]) -> Vec<u8> {
+        match parse_sdp(body) {
+            Some(sdp) => {
+                self.learn_peer(from, &sdp);
+                self.answer_to(to, &sdp)
+            }
+            None => {
+                tracing::warn!(call = %self.id, "unreadable SDP answer passed on unchanged");
+                body.to_vec()
+            }
+        }
+    }
+
     fn respond_caller(&self, status: u16, reason: &str) -> SipResponse {
         SipResponse::for_request(&self.invite, status, reason, self.source)
             .with_to_tag(&self.caller_dialog.local_tag)
@@ -324,8 +426,39 @@ impl Call {
             None => format!("<sip:{}@{fqdn}>", self.caller),
         };
         let callee_uri = format!("<sip:{}@{fqdn}>", self.callee);
-        let offer = self.invite.body.clone();
-        let content_type = self.invite.content_type().unwrap_or("application/sdp").to_owned();
+        let records = |number: &str| {
+            self.router
+                .store()
+                .extension(tenant_id, number)
+                .is_some_and(|e| e.recording == RecordingPolicy::Always)
+        };
+        self.record = ext.recording == RecordingPolicy::Always || records(&self.caller);
+        if let Some(relay) = self.router.media() {
+            match relay.open_session().await {
+                Ok(session) => {
+                    if let Some(addr) = self.offer.audio_endpoint() {
+                        session.set_peer(Leg::A, addr);
+                    }
+                    self.anchor = Some(Anchor {
+                        session,
+                        advertise: relay.advertise_ip(),
+                        origin_a: SdpOrigin::new(),
+                        origin_b: SdpOrigin::new(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(call = %self.id, "no media relay ports: {e}");
+                    self.fail(503, CallDisposition::Failed).await;
+                    return;
+                }
+            }
+        }
+        let caller_offer = self.offer.clone();
+        let Ok(offer) = self.offer_to(Side::Callee, &caller_offer) else {
+            self.fail(488, CallDisposition::Failed).await;
+            return;
+        };
+        let content_type = "application/sdp".to_owned();
         for binding in bindings {
             let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
                 debug!(contact = %binding.contact, "binding not reachable (connection closed)");
@@ -444,7 +577,8 @@ impl Call {
                         "Contact",
                         dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
                     );
-                    out = out.with_body("application/sdp", resp.body.clone());
+                    let body = self.relay_answer_body(Side::Callee, Side::Caller, &resp.body);
+                    out = out.with_body("application/sdp", body);
                     self.tx.respond(out).await;
                 } else if !self.sent_ringing {
                     self.sent_ringing = true;
@@ -489,6 +623,7 @@ impl Call {
             return;
         };
         let cseq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+        let answer_body = resp.body.clone();
         if self.winner == Some(idx) {
             // a retransmitted 2xx: our ACK was lost
             let ack = fork.dialog.ack(cseq);
@@ -514,6 +649,10 @@ impl Call {
         self.router.forget_ringing(&self.invite_branch);
         self.router.note_answered();
         self.cancel_forks(Some(idx)).await;
+        let body = self.relay_answer_body(Side::Callee, Side::Caller, &answer_body);
+        if self.record {
+            self.start_recording();
+        }
         let ok = self
             .respond_caller(200, "OK")
             .with_header(
@@ -521,7 +660,7 @@ impl Call {
                 dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
             )
             .with_header("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")
-            .with_body("application/sdp", resp.body.clone());
+            .with_body("application/sdp", body);
         self.send_2xx(
             ok,
             self.caller_dialog.remote_cseq,
@@ -669,8 +808,20 @@ impl Call {
                     Side::Caller => Side::Callee,
                     Side::Callee => Side::Caller,
                 };
-                let body = req.body.clone();
-                let ct = req.content_type().unwrap_or("application/sdp").to_owned();
+                let body = match parse_sdp(&req.body) {
+                    Some(sdp) => {
+                        self.learn_peer(side, &sdp);
+                        match self.offer_to(other, &sdp) {
+                            Ok(b) => b,
+                            Err(()) => {
+                                tx.respond(reply(488, "Not Acceptable Here")).await;
+                                return;
+                            }
+                        }
+                    }
+                    None => req.body.clone(),
+                };
+                let ct = "application/sdp".to_owned();
                 let client = self.client.clone();
                 let me = self.me.clone();
                 let Some((d, target)) = self.leg(other) else {
@@ -785,7 +936,8 @@ impl Call {
                     .with_to_tag(&local_tag)
                     .with_header("Contact", dialog::contact(local, transport));
                 if !resp.body.is_empty() {
-                    ok = ok.with_body("application/sdp", resp.body.clone());
+                    let body = self.relay_answer_body(other, p.from, &resp.body);
+                    ok = ok.with_body("application/sdp", body);
                 }
                 let call_id = p.req.call_id().unwrap_or_default().to_owned();
                 let cseq = p.req.cseq().map(|c| c.seq).unwrap_or(1);
@@ -804,9 +956,31 @@ impl Call {
         }
     }
 
+    fn start_recording(&mut self) {
+        let Some(anchor) = &self.anchor else {
+            tracing::warn!(call = %self.id, "recording asked for, but media is not anchored");
+            return;
+        };
+        let meta = RecordingMeta {
+            tenant: self.tenant.tenant_id,
+            call_id: self.id,
+            object_key: recording_key(self.tenant.tenant_id, self.id, self.started),
+        };
+        if let Err(e) = anchor.session.start_recording(meta) {
+            tracing::warn!(call = %self.id, "recording not started: {e}");
+        }
+    }
+
     /// Emits the call log and forgets the call's dialogs.
-    fn finish(&mut self) {
+    async fn finish(&mut self) {
         self.end();
+        let media = match &self.anchor {
+            Some(a) => Some(a.session.close().await),
+            None => None,
+        };
+        if let Some(m) = &media {
+            debug!(call = %self.id, a_to_b = m.packets_a_to_b, b_to_a = m.packets_b_to_a, lost = m.lost(), "media closed");
+        }
         let router = &self.router;
         router.forget_dialog(&self.caller_dialog.call_id, &self.caller_dialog.local_tag);
         router.forget_dialog(&self.callee_call_id, &self.callee_tag);
@@ -822,7 +996,7 @@ impl Call {
             ended_ms: ms(self.ended.unwrap_or_else(SystemTime::now)),
             disposition: self.disposition,
             hangup_side: self.hangup,
-            recording_key: None,
+            recording_key: media.and_then(|m| m.recording_key),
         };
         info!(
             call = %self.id,

@@ -8,6 +8,7 @@ use super::registrar::{Registrar, RegistrarConfig, RegistrarStats};
 use super::server::{Inbound, RequestHandler, ServerTx, SipServer, SipServerConfig, SipServerHandle};
 use super::transaction::Timers;
 use crate::call::{CallConfig, CallRouter};
+use crate::media::{MediaConfig, MediaRelay};
 use crate::{EdgeError, EventSink, SnapshotStore};
 use pbx_contract::Secret;
 use pbx_engines::live::LiveState;
@@ -22,6 +23,8 @@ pub struct SipOptions {
     /// Offered in this order (RFC 8760: preferred first).
     pub digest_algorithms: Vec<DigestAlgorithm>,
     pub nonce_lifetime: Duration,
+    /// The RTP relay calls are anchored on; without it SDP passes through unchanged.
+    pub media: Option<MediaConfig>,
 }
 
 impl Default for SipOptions {
@@ -31,6 +34,7 @@ impl Default for SipOptions {
             tcp: None,
             digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             nonce_lifetime: Duration::from_secs(300),
+            media: None,
         }
     }
 }
@@ -83,6 +87,7 @@ pub struct SipService {
     pub server: SipServerHandle,
     pub registrar: Arc<Registrar>,
     pub calls: Arc<CallRouter>,
+    pub media: Option<MediaRelay>,
 }
 
 impl SipService {
@@ -112,11 +117,20 @@ impl SipService {
             )
             .with_event_sink(events.clone()),
         );
+        let media = match &opts.media {
+            Some(config) => Some(
+                MediaRelay::start(config.clone())
+                    .await
+                    .map_err(|e| EdgeError::Config(format!("starting the RTP relay: {e}")))?,
+            ),
+            None => None,
+        };
         let calls = Arc::new(CallRouter::new(
             store.clone(),
             registrar.clone(),
             Some(events.clone()),
             CallConfig::default(),
+            media.clone(),
         ));
         let handler = Arc::new(Dispatch {
             edge: EdgeSipHandler::new(registrar.clone(), store),
@@ -138,6 +152,7 @@ impl SipService {
             server,
             registrar,
             calls,
+            media,
         })
     }
 

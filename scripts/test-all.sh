@@ -19,6 +19,7 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 command -v sipp >/dev/null || missing+=(sip-tester)   # SIP end-to-end tests
+command -v baresip >/dev/null || missing+=(baresip-core)   # the two-phone tone test
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq

@@ -8,6 +8,7 @@
 //! - `bad_config`: configuration mistakes.
 
 mod bad_config;
+mod baresip;
 mod calls;
 mod production;
 mod rfc4475;

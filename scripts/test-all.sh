@@ -47,8 +47,9 @@ fi
 pg_isready -h 127.0.0.1 -p 5432
 # A password login works whatever the server's auth rules (trust here, scram on stock Debian).
 pg_admin() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- psql -q "$@"; else psql -q -h 127.0.0.1 -U postgres "$@"; fi; }
-if ! PGPASSWORD=pbx_test psql -q -h 127.0.0.1 -U pbx_test -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
-  pg_admin -d postgres -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pbx_test') THEN CREATE ROLE pbx_test LOGIN SUPERUSER PASSWORD 'pbx_test'; END IF; END\$\$;"
+# The role must be a superuser (tests create and drop databases, whoever left them).
+if [ "$(PGPASSWORD=pbx_test psql -At -h 127.0.0.1 -U pbx_test -d postgres -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user' 2>/dev/null)" != t ]; then
+  pg_admin -d postgres -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pbx_test') THEN CREATE ROLE pbx_test LOGIN SUPERUSER PASSWORD 'pbx_test'; ELSE ALTER ROLE pbx_test LOGIN SUPERUSER PASSWORD 'pbx_test'; END IF; END\$\$;"
 fi
 export PBX_TEST_DATABASE_URL="postgres://pbx_test:pbx_test@127.0.0.1:5432/postgres"
 # Every run gets fresh databases: drop what an interrupted earlier run left behind.

@@ -72,6 +72,15 @@ enum Cmd {
         /// The address phones send RTP to (default: the SIP address, or this host's outbound one).
         #[arg(long)]
         media_ip: Option<std::net::IpAddr>,
+        /// SIP over TLS address, or `off` (default: port 5061 on the --sip IP; port 0 if --sip has 0).
+        #[arg(long)]
+        sip_tls: Option<String>,
+        /// SIP over WebSocket address, or `off` (default: port 5066 on the --sip IP).
+        #[arg(long)]
+        sip_ws: Option<String>,
+        /// SIP over secure WebSocket address, or `off` (default: port 7443 on the --sip IP).
+        #[arg(long)]
+        sip_wss: Option<String>,
     },
     /// The control plane on production engines (PostgreSQL, Redis, S3, SMTP).
     ControlPlane {
@@ -184,6 +193,9 @@ async fn main() -> Result<()> {
             sip_nonce_lifetime,
             rtp_ports,
             media_ip,
+            sip_tls,
+            sip_ws,
+            sip_wss,
         } => {
             init_tracing();
             up::validate_base_domain(&base_domain)?;
@@ -197,6 +209,9 @@ async fn main() -> Result<()> {
                 sip_nonce_lifetime,
                 rtp_ports,
                 media_ip,
+                sip_tls,
+                sip_ws,
+                sip_wss,
             })
             .await
         }
@@ -370,9 +385,28 @@ async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
                     .map(|a| a.parse().with_context(|| format!("sip: {a:?} is not an address")))
                     .transpose()
             };
+            let (tls, wss) = (addr(&s.tls)?, addr(&s.wss)?);
+            let certificates = match (&s.cert_file, &s.key_file) {
+                (Some(c), Some(k)) => {
+                    let read = |p: &std::path::Path| {
+                        std::fs::read(p).with_context(|| format!("sip: reading {}", p.display()))
+                    };
+                    let key = pbx_edge_node::sip::tls::certified_key(&read(c)?, &read(k)?)
+                        .map_err(|e| anyhow::anyhow!("sip.cert_file/key_file: {e}"))?;
+                    let resolver = pbx_edge_node::sip::tls::SniResolver::new();
+                    resolver.set_default(key);
+                    Some(Arc::new(resolver))
+                }
+                (None, None) if tls.is_none() && wss.is_none() => None,
+                _ => anyhow::bail!("sip: tls and wss need both cert_file and key_file"),
+            };
             Some(SipOptions {
                 udp: addr(&s.udp)?,
                 tcp: addr(&s.tcp)?,
+                tls,
+                ws: addr(&s.ws)?,
+                wss,
+                certificates,
                 digest_algorithms: parse_algorithms(&s.digest_algorithms.join(","))
                     .map_err(|e| anyhow::anyhow!("sip.digest_algorithms: {e}"))?,
                 nonce_lifetime: Duration::from_secs(s.nonce_lifetime_secs),

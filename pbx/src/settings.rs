@@ -151,6 +151,16 @@ pub struct EdgeSipSection {
     pub udp: Option<String>,
     /// TCP listen address, e.g. `0.0.0.0:5060`.
     pub tcp: Option<String>,
+    /// TLS listen address, e.g. `0.0.0.0:5061` (needs cert_file and key_file).
+    pub tls: Option<String>,
+    /// WebSocket (RFC 7118) listen address, e.g. `0.0.0.0:5066`.
+    pub ws: Option<String>,
+    /// Secure WebSocket listen address, e.g. `0.0.0.0:7443`.
+    pub wss: Option<String>,
+    /// PEM certificate chain served on TLS and WSS when no tenant certificate matches the SNI.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its PEM private key.
+    pub key_file: Option<std::path::PathBuf>,
     /// Digest algorithms offered, preferred first.
     #[serde(default = "default_digest")]
     pub digest_algorithms: Vec<String>,

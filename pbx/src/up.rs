@@ -11,6 +11,7 @@ use pbx_control_plane::service::auth::bootstrap_operator;
 use pbx_control_plane::{AppState, Engines, Settings};
 use pbx_edge_node::media::MediaConfig;
 use pbx_edge_node::sip::service::{parse_algorithms, SipOptions};
+use pbx_edge_node::sip::tls::{self, SniResolver};
 use pbx_edge_node::EdgeConfig;
 use pbx_engines::bus::{Bus, MemoryBus};
 use pbx_engines::live::MemoryLiveState;
@@ -35,10 +36,56 @@ pub struct UpOptions {
     pub rtp_ports: String,
     /// The address put into SDP (default: the SIP address, or the outbound interface's).
     pub media_ip: Option<std::net::IpAddr>,
+    /// SIP over TLS / WebSocket / secure WebSocket: an address, `off`, or None for the
+    /// default (5061 / 5066 / 7443 on the SIP address's IP; port 0 when --sip has port 0).
+    pub sip_tls: Option<String>,
+    pub sip_ws: Option<String>,
+    pub sip_wss: Option<String>,
+}
+
+/// A stream listener address: given, `off`, or the default port on the SIP IP.
+fn listener_addr(
+    flag: &str,
+    given: &Option<String>,
+    sip: std::net::SocketAddr,
+    default_port: u16,
+) -> Result<Option<std::net::SocketAddr>> {
+    match given.as_deref() {
+        Some("off") => Ok(None),
+        Some(a) => a
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{flag} {a:?} is not an address (or \"off\")")),
+        None => Ok(Some(std::net::SocketAddr::new(
+            sip.ip(),
+            if sip.port() == 0 { 0 } else { default_port },
+        ))),
+    }
 }
 
 pub const TOKEN_FILE: &str = "operator.token";
 pub const API_URL_FILE: &str = "api-url";
+
+/// The edge's certificates under `pbx up`: a local certificate authority, made once and kept
+/// in the data directory (`tls/ca-cert.pem` is what phones and browsers import), issues a
+/// certificate for each tenant name on its first TLS handshake.
+fn edge_certificates(data: &Path, base_domain: &str) -> Result<Arc<SniResolver>> {
+    let dir = data.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert_path, key_path) = (dir.join("ca-cert.pem"), dir.join("ca-key.pem"));
+    let ca = if cert_path.exists() && key_path.exists() {
+        tls::LocalCa::load(
+            &std::fs::read_to_string(&cert_path)?,
+            &std::fs::read_to_string(&key_path)?,
+        )?
+    } else {
+        let (ca, cert, key) = tls::LocalCa::create()?;
+        write_private(&key_path, &key)?;
+        std::fs::write(&cert_path, cert)?;
+        ca
+    };
+    Ok(Arc::new(SniResolver::with_local_ca(ca, base_domain)?))
+}
 
 /// Writes a file only its owner can read (keys and tokens).
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -162,9 +209,21 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         .parse()
         .with_context(|| format!("--sip {:?} is not an address", opts.sip))?;
     let (port_min, port_max) = parse_port_range(&opts.rtp_ports)?;
+    let tls_addr = listener_addr("--sip-tls", &opts.sip_tls, sip_addr, 5061)?;
+    let ws_addr = listener_addr("--sip-ws", &opts.sip_ws, sip_addr, 5066)?;
+    let wss_addr = listener_addr("--sip-wss", &opts.sip_wss, sip_addr, 7443)?;
+    let certificates = if tls_addr.is_some() || wss_addr.is_some() {
+        Some(edge_certificates(&data, &opts.base_domain)?)
+    } else {
+        None
+    };
     let sip_opts = SipOptions {
         udp: Some(sip_addr),
         tcp: Some(sip_addr),
+        tls: tls_addr,
+        ws: ws_addr,
+        wss: wss_addr,
+        certificates,
         digest_algorithms: parse_algorithms(&opts.sip_digest)
             .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
         nonce_lifetime: Duration::from_secs(opts.sip_nonce_lifetime),
@@ -209,6 +268,18 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         }
         if let Some(a) = sip.server.local_tcp() {
             println!("  SIP over TCP:     {a}");
+        }
+        if let Some(a) = sip.server.local_tls() {
+            println!(
+                "  SIP over TLS:     {a}   (self-signed for *.{})",
+                opts.base_domain
+            );
+        }
+        if let Some(a) = sip.server.local_ws() {
+            println!("  SIP over WebSocket: ws://{a}");
+        }
+        if let Some(a) = sip.server.local_wss() {
+            println!("  SIP over secure WebSocket: wss://{a}");
         }
     }
     if let Some(u) = &edge_url {

@@ -14,4 +14,5 @@ mod production;
 mod rfc4475;
 mod sip;
 mod support;
+mod transports;
 mod up;

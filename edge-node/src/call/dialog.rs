@@ -32,7 +32,7 @@ pub fn via(local: SocketAddr, transport: TransportKind, branch: &str) -> String 
 pub fn contact(local: SocketAddr, transport: TransportKind) -> String {
     match transport {
         TransportKind::Udp => format!("<sip:{local}>"),
-        TransportKind::Tcp => format!("<sip:{local};transport=tcp>"),
+        other => format!("<sip:{local};transport={}>", other.as_str()),
     }
 }
 

@@ -5,4 +5,5 @@ pub mod message;
 pub mod registrar;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod transaction;

@@ -9,6 +9,7 @@ use super::server::{Inbound, RequestHandler, ServerTx, SipServer, SipServerConfi
 use super::transaction::Timers;
 use crate::call::{CallConfig, CallRouter};
 use crate::media::{MediaConfig, MediaRelay};
+use crate::sip::tls::SniResolver;
 use crate::{EdgeError, EventSink, SnapshotStore};
 use pbx_contract::Secret;
 use pbx_engines::live::LiveState;
@@ -20,6 +21,14 @@ use std::time::Duration;
 pub struct SipOptions {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    /// SIP over TLS (certificates from `certificates`, chosen by SNI).
+    pub tls: Option<SocketAddr>,
+    /// SIP over WebSocket (RFC 7118), for browsers.
+    pub ws: Option<SocketAddr>,
+    /// SIP over secure WebSocket.
+    pub wss: Option<SocketAddr>,
+    /// The certificates TLS and WSS serve, by SNI = tenant FQDN.
+    pub certificates: Option<Arc<SniResolver>>,
     /// Offered in this order (RFC 8760: preferred first).
     pub digest_algorithms: Vec<DigestAlgorithm>,
     pub nonce_lifetime: Duration,
@@ -32,6 +41,10 @@ impl Default for SipOptions {
         Self {
             udp: None,
             tcp: None,
+            tls: None,
+            ws: None,
+            wss: None,
+            certificates: None,
             digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             nonce_lifetime: Duration::from_secs(300),
             media: None,
@@ -140,6 +153,13 @@ impl SipService {
             SipServerConfig {
                 udp: opts.udp,
                 tcp: opts.tcp,
+                tls: opts.tls,
+                ws: opts.ws,
+                wss: opts.wss,
+                tls_config: match &opts.certificates {
+                    Some(c) => Some(c.server_config().map_err(|e| EdgeError::Config(e.to_string()))?),
+                    None => None,
+                },
                 timers: Timers::default(),
                 max_message_bytes: 64 * 1024,
             },

@@ -20,6 +20,8 @@
 mod tcp;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transport_tests;
 
 use super::message::{parse, salvage_request_headers, validate, Method, SipMessage, SipRequest, SipResponse};
 use super::transaction::{
@@ -44,13 +46,32 @@ use tracing::{debug, warn};
 pub enum TransportKind {
     Udp,
     Tcp,
+    Tls,
+    /// WebSocket (RFC 7118), over TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
 }
 
 impl TransportKind {
+    /// The lower-case name: binding records, `transport=` URI parameters.
     pub fn as_str(self) -> &'static str {
         match self {
             TransportKind::Udp => "udp",
             TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::Ws => "ws",
+            TransportKind::Wss => "wss",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(TransportKind::Udp),
+            "tcp" => Some(TransportKind::Tcp),
+            "tls" => Some(TransportKind::Tls),
+            "ws" => Some(TransportKind::Ws),
+            "wss" => Some(TransportKind::Wss),
+            _ => None,
         }
     }
 }
@@ -78,20 +99,20 @@ impl Target {
     pub fn transport(&self) -> TransportKind {
         match self.0 {
             Reply::Udp(_) => TransportKind::Udp,
-            Reply::Tcp(..) => TransportKind::Tcp,
+            Reply::Stream(_, _, kind) => kind,
         }
     }
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         match &self.0 {
             Reply::Udp(a) => *a,
-            Reply::Tcp(a, _) => *a,
+            Reply::Stream(a, ..) => *a,
         }
     }
     fn reliability(&self) -> Reliability {
         match self.0 {
             Reply::Udp(_) => Reliability::Unreliable,
-            Reply::Tcp(..) => Reliability::Reliable,
+            Reply::Stream(..) => Reliability::Reliable,
         }
     }
 }
@@ -176,21 +197,23 @@ impl SipClient {
     /// How to reach a peer that registered from `source` over `transport`: over UDP its
     /// address, over TCP its connection while it is open.
     pub fn target_for(&self, source: SocketAddr, transport: &str) -> Option<Target> {
-        match transport {
-            "udp" => self.shared.udp.as_ref().map(|_| Target::udp(source)),
-            "tcp" => self
+        match TransportKind::parse(transport)? {
+            TransportKind::Udp => self.shared.udp.as_ref().map(|_| Target::udp(source)),
+            _ => self
                 .shared
                 .connection(source)
-                .map(|tx| Target(Reply::Tcp(source, tx))),
-            _ => None,
+                .map(|(tx, kind)| Target(Reply::Stream(source, tx, kind))),
         }
     }
 
     /// The local address messages to `target` leave from, for Via and Contact.
     pub fn local_addr_for(&self, target: &Target) -> Option<SocketAddr> {
-        let bound = match target.0 {
-            Reply::Udp(_) => self.shared.local_udp,
-            Reply::Tcp(..) => self.shared.local_tcp,
+        let bound = match target.transport() {
+            TransportKind::Udp => self.shared.local_udp,
+            TransportKind::Tcp => self.shared.local_tcp,
+            TransportKind::Tls => self.shared.local_tls,
+            TransportKind::Ws => self.shared.local_ws,
+            TransportKind::Wss => self.shared.local_wss,
         }?;
         if !bound.ip().is_unspecified() {
             return Some(bound);
@@ -207,6 +230,14 @@ impl SipClient {
 pub struct SipServerConfig {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    /// SIP over TLS; needs `tls_config`.
+    pub tls: Option<SocketAddr>,
+    /// SIP over WebSocket (RFC 7118).
+    pub ws: Option<SocketAddr>,
+    /// SIP over secure WebSocket; needs `tls_config`.
+    pub wss: Option<SocketAddr>,
+    /// Certificates (by SNI, see [`super::tls::SniResolver`]) for TLS and WSS.
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
     pub timers: Timers,
     /// Largest message accepted (64 KiB by default); bigger TCP messages close the connection.
     pub max_message_bytes: usize,
@@ -222,6 +253,10 @@ impl Default for SipServerConfig {
         Self {
             udp: None,
             tcp: None,
+            tls: None,
+            ws: None,
+            wss: None,
+            tls_config: None,
             timers: Timers::default(),
             max_message_bytes: 64 * 1024,
         }
@@ -230,8 +265,10 @@ impl Default for SipServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SipServerError {
-    #[error("no UDP or TCP address to listen on")]
+    #[error("no address to listen on")]
     NoListener,
+    #[error("TLS or WSS listeners need certificates")]
+    NoCertificates,
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -294,8 +331,8 @@ fn bump(c: &AtomicU64) {
 #[derive(Debug, Clone)]
 enum Reply {
     Udp(SocketAddr),
-    /// The peer's address and its connection's writer.
-    Tcp(SocketAddr, mpsc::Sender<Bytes>),
+    /// A connection (TCP, TLS, WebSocket): the peer's address and the connection's writer.
+    Stream(SocketAddr, mpsc::Sender<Bytes>, TransportKind),
 }
 
 /// Identifies a client transaction (§17.1.3): the branch we put in the top Via and the
@@ -431,11 +468,14 @@ struct Shared {
     udp: Option<Arc<UdpSocket>>,
     local_udp: Option<SocketAddr>,
     local_tcp: Option<SocketAddr>,
+    local_tls: Option<SocketAddr>,
+    local_ws: Option<SocketAddr>,
+    local_wss: Option<SocketAddr>,
     table: Mutex<HashMap<TransactionKey, Entry>>,
     clients: Mutex<HashMap<ClientKey, ClientEntry>>,
     /// Open TCP connections by peer address, so requests reach phones over the connection
     /// they registered on (they usually cannot accept connections behind NAT).
-    connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    connections: Mutex<HashMap<SocketAddr, (mpsc::Sender<Bytes>, TransportKind)>>,
     timer_tx: mpsc::UnboundedSender<(Instant, TimerKey)>,
     counters: Counters,
     /// Handler tasks in flight, and a wake-up when the count drops.
@@ -501,14 +541,14 @@ impl Shared {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connection(&self, peer: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
+    fn connection(&self, peer: SocketAddr) -> Option<(mpsc::Sender<Bytes>, TransportKind)> {
         let conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        conns.get(&peer).filter(|tx| !tx.is_closed()).cloned()
+        conns.get(&peer).filter(|(tx, _)| !tx.is_closed()).cloned()
     }
 
-    pub(super) fn add_connection(&self, peer: SocketAddr, tx: mpsc::Sender<Bytes>) {
+    pub(super) fn add_connection(&self, peer: SocketAddr, tx: mpsc::Sender<Bytes>, kind: TransportKind) {
         let mut conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        conns.insert(peer, tx);
+        conns.insert(peer, (tx, kind));
     }
 
     pub(super) fn remove_connection(&self, peer: SocketAddr) {
@@ -757,7 +797,7 @@ impl Shared {
                 },
                 None => false,
             },
-            Reply::Tcp(_, tx) => tx.try_send(bytes).is_ok(),
+            Reply::Stream(_, tx, _) => tx.try_send(bytes).is_ok(),
         };
         if ok {
             bump(&self.counters.responses_sent);
@@ -771,7 +811,7 @@ impl Shared {
     async fn transmit(&self, key: Option<&TransactionKey>, reply: &Reply, out: Vec<Bytes>) {
         for bytes in out {
             if !self.send(reply, bytes).await {
-                if let (Some(key), Reply::Tcp(..)) = (key, reply) {
+                if let (Some(key), Reply::Stream(..)) = (key, reply) {
                     // outputs of a transport error are only `Terminated`
                     let _ = self.drive(key, None, |t, _| t.on_transport_error());
                 }
@@ -857,7 +897,7 @@ impl Shared {
             } else {
                 let reliability = match inbound.transport {
                     TransportKind::Udp => Reliability::Unreliable,
-                    TransportKind::Tcp => Reliability::Reliable,
+                    _ => Reliability::Reliable,
                 };
                 let txn = if is_invite {
                     let mut t = ServerInviteTransaction::new(reliability, self.timers);
@@ -1114,9 +1154,19 @@ impl SipServer {
         config: SipServerConfig,
         handler: Arc<dyn RequestHandler>,
     ) -> Result<SipServerHandle, SipServerError> {
-        if config.udp.is_none() && config.tcp.is_none() {
+        if config.udp.is_none()
+            && config.tcp.is_none()
+            && config.tls.is_none()
+            && config.ws.is_none()
+            && config.wss.is_none()
+        {
             return Err(SipServerError::NoListener);
         }
+        let acceptor = match (&config.tls_config, config.tls.is_some() || config.wss.is_some()) {
+            (Some(c), _) => Some(tokio_rustls::TlsAcceptor::from(Arc::clone(c))),
+            (None, true) => return Err(SipServerError::NoCertificates),
+            (None, false) => None,
+        };
         let bind_err = |addr| move |source| SipServerError::Bind { addr, source };
         let udp = match config.udp {
             Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await.map_err(bind_err(addr))?)),
@@ -1134,6 +1184,19 @@ impl SipServer {
             (Some(l), Some(addr)) => Some(l.local_addr().map_err(bind_err(addr))?),
             _ => None,
         };
+        let bind_stream = |addr: Option<SocketAddr>| async move {
+            match addr {
+                Some(addr) => {
+                    let l = TcpListener::bind(addr).await.map_err(bind_err(addr))?;
+                    let local = l.local_addr().map_err(bind_err(addr))?;
+                    Ok::<_, SipServerError>(Some((l, local)))
+                }
+                None => Ok(None),
+            }
+        };
+        let tls = bind_stream(config.tls).await?;
+        let ws = bind_stream(config.ws).await?;
+        let wss = bind_stream(config.wss).await?;
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             handler,
@@ -1143,6 +1206,9 @@ impl SipServer {
             udp: udp.clone(),
             local_udp,
             local_tcp,
+            local_tls: tls.as_ref().map(|(_, a)| *a),
+            local_ws: ws.as_ref().map(|(_, a)| *a),
+            local_wss: wss.as_ref().map(|(_, a)| *a),
             table: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
@@ -1159,7 +1225,36 @@ impl SipServer {
             listeners.push(tokio::spawn(udp_loop(Arc::clone(&shared), socket, local)));
         }
         if let Some(listener) = tcp {
-            listeners.push(tokio::spawn(tcp::accept_loop(Arc::clone(&shared), listener)));
+            listeners.push(tokio::spawn(tcp::accept_loop(
+                Arc::clone(&shared),
+                listener,
+                tcp::Wrap::Tcp,
+            )));
+        }
+        if let Some((listener, _)) = ws {
+            listeners.push(tokio::spawn(tcp::accept_loop(
+                Arc::clone(&shared),
+                listener,
+                tcp::Wrap::Ws,
+            )));
+        }
+        if let Some(acceptor) = acceptor {
+            if let Some((listener, _)) = tls {
+                let wrap = tcp::Wrap::Tls(acceptor.clone());
+                listeners.push(tokio::spawn(tcp::accept_loop(
+                    Arc::clone(&shared),
+                    listener,
+                    wrap,
+                )));
+            }
+            if let Some((listener, _)) = wss {
+                let wrap = tcp::Wrap::Wss(acceptor);
+                listeners.push(tokio::spawn(tcp::accept_loop(
+                    Arc::clone(&shared),
+                    listener,
+                    wrap,
+                )));
+            }
         }
         let timer = tokio::spawn(timer_loop(Arc::clone(&shared), timer_rx));
         Ok(SipServerHandle {
@@ -1190,6 +1285,15 @@ impl SipServerHandle {
     }
     pub fn local_tcp(&self) -> Option<SocketAddr> {
         self.local_tcp
+    }
+    pub fn local_tls(&self) -> Option<SocketAddr> {
+        self.shared.local_tls
+    }
+    pub fn local_ws(&self) -> Option<SocketAddr> {
+        self.shared.local_ws
+    }
+    pub fn local_wss(&self) -> Option<SocketAddr> {
+        self.shared.local_wss
     }
     pub fn stats(&self) -> SipServerStats {
         self.shared.stats()

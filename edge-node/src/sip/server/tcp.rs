@@ -1,22 +1,41 @@
-//! TCP: accept loop, per-connection stream framing (RFC 3261 §18.3) and writer.
+//! Stream transports: TCP and TLS (RFC 3261 §18.3 framing by Content-Length) and WebSocket
+//! over TCP or TLS (RFC 7118: one SIP message per WebSocket message). Per connection a
+//! reader task and a writer task fed by an mpsc channel; the connection is registered by
+//! peer address so that requests reach a phone over the connection it registered on.
 
 use super::{bump, Inbound, Reply, Shared, TransportKind};
 use bytes::{Buf, Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// Responses queued per connection before further ones are dropped.
 const WRITE_QUEUE: usize = 256;
 /// How long a connection whose stream cannot be framed stays open for answers in flight.
-const FATAL_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+const FATAL_CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long a TLS or WebSocket handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+/// What runs on top of an accepted TCP connection.
+#[derive(Clone)]
+pub(super) enum Wrap {
+    Tcp,
+    Tls(TlsAcceptor),
+    Ws,
+    Wss(TlsAcceptor),
+}
+
+pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, wrap: Wrap) {
     loop {
         let accepted = tokio::select! {
             _ = shared.stop.cancelled() => break,
@@ -24,12 +43,49 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, source)) => {
-                tokio::spawn(connection(Arc::clone(&shared), stream, source));
+                tokio::spawn(serve(Arc::clone(&shared), stream, source, wrap.clone()));
             }
             Err(e) => {
                 debug!(error = %e, "TCP accept failed");
                 // e.g. EMFILE: back off instead of spinning
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr, wrap: Wrap) {
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(%source, error = %e, "TCP connection without local address");
+            return;
+        }
+    };
+    let tls = |acceptor: TlsAcceptor, stream: TcpStream| async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                debug!(%source, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                debug!(%source, "TLS handshake timed out");
+                None
+            }
+        }
+    };
+    match wrap {
+        Wrap::Tcp => framed(shared, stream, source, local, TransportKind::Tcp).await,
+        Wrap::Tls(acceptor) => {
+            if let Some(s) = tls(acceptor, stream).await {
+                framed(shared, s, source, local, TransportKind::Tls).await;
+            }
+        }
+        Wrap::Ws => websocket(shared, stream, source, local, TransportKind::Ws).await,
+        Wrap::Wss(acceptor) => {
+            if let Some(s) = tls(acceptor, stream).await {
+                websocket(shared, s, source, local, TransportKind::Wss).await;
             }
         }
     }
@@ -107,23 +163,20 @@ pub(super) fn frame(buf: &[u8], max: usize) -> Frame {
     }
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr) {
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            debug!(%source, error = %e, "TCP connection without local address");
-            return;
-        }
-    };
-    let (mut read, write) = stream.into_split();
+/// A byte-stream connection (TCP or TLS) framed by Content-Length.
+async fn framed<S>(shared: Arc<Shared>, stream: S, source: SocketAddr, local: SocketAddr, kind: TransportKind)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut read, write) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let close = shared.closing.child_token();
     tokio::spawn(writer(write, rx, close.clone()));
-    shared.add_connection(source, tx.clone());
-    let reply = Reply::Tcp(source, tx);
+    shared.add_connection(source, tx.clone(), kind);
+    let reply = Reply::Stream(source, tx, kind);
     let inbound = Inbound {
         source,
-        transport: TransportKind::Tcp,
+        transport: kind,
         local,
         target: super::Target(reply.clone()),
     };
@@ -138,7 +191,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr) 
                     buf.advance(n);
                     bump(&shared.counters.received);
                     bump(&shared.counters.keepalives);
-                    if let Reply::Tcp(_, tx) = &reply {
+                    if let Reply::Stream(_, tx, _) = &reply {
                         let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                     }
                 }
@@ -180,11 +233,14 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, source: SocketAddr) 
         }
     };
     shared.remove_connection(source);
-    debug!(%source, reason, "TCP connection reader done");
+    debug!(%source, reason, transport = kind.as_str(), "connection reader done");
 }
 
-/// Writes queued responses; ends when every sender is gone or the connection is closed.
-async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, close: CancellationToken) {
+/// Writes queued messages; ends when every sender is gone or the connection is closed.
+async fn writer<S>(mut write: WriteHalf<S>, mut rx: mpsc::Receiver<Bytes>, close: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     loop {
         tokio::select! {
             biased;
@@ -200,4 +256,118 @@ async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, close:
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// RFC 7118 §4: the client offers the `sip` subprotocol and the server selects it.
+#[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
+fn select_sip_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let offers_sip = req
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !offers_sip {
+        let mut refusal = ErrorResponse::new(Some("the \"sip\" WebSocket subprotocol is required".into()));
+        *refusal.status_mut() = StatusCode::BAD_REQUEST;
+        return Err(refusal);
+    }
+    resp.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    Ok(resp)
+}
+
+/// A WebSocket connection: every text or binary message is one SIP message.
+async fn websocket<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    source: SocketAddr,
+    local: SocketAddr,
+    kind: TransportKind,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let handshake = tokio_tungstenite::accept_hdr_async(stream, select_sip_subprotocol);
+    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            debug!(%source, error = %e, "WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%source, "WebSocket handshake timed out");
+            return;
+        }
+    };
+    let (mut sink, mut messages) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let close = shared.closing.child_token();
+    let writer_close = close.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(bytes) => {
+                        // SIP is text; anything that is not UTF-8 goes as a binary message
+                        let frame = match String::from_utf8(bytes.to_vec()) {
+                            Ok(text) => Message::text(text),
+                            Err(e) => Message::binary(e.into_bytes()),
+                        };
+                        if sink.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = writer_close.cancelled() => break,
+            }
+        }
+        let _ = sink.close().await;
+    });
+    shared.add_connection(source, tx.clone(), kind);
+    let reply = Reply::Stream(source, tx, kind);
+    let inbound = Inbound {
+        source,
+        transport: kind,
+        local,
+        target: super::Target(reply.clone()),
+    };
+    let reason = loop {
+        let next = tokio::time::timeout(shared.tcp_idle_timeout, messages.next());
+        let msg = tokio::select! {
+            _ = shared.stop.cancelled() => break "server stopping",
+            m = next => m,
+        };
+        let data: Vec<u8> = match msg {
+            Err(_) => {
+                close.cancel();
+                break "idle";
+            }
+            Ok(None) => break "closed by peer",
+            Ok(Some(Err(_))) => {
+                close.cancel();
+                break "read error";
+            }
+            Ok(Some(Ok(Message::Text(t)))) => t.as_bytes().to_vec(),
+            Ok(Some(Ok(Message::Binary(b)))) => b.to_vec(),
+            Ok(Some(Ok(Message::Close(_)))) => break "closed by peer",
+            // pings are answered by tungstenite; pongs and raw frames carry nothing for us
+            Ok(Some(Ok(_))) => continue,
+        };
+        bump(&shared.counters.received);
+        if data.len() > shared.max_message_bytes {
+            bump(&shared.counters.parse_errors);
+            continue;
+        }
+        // a CRLF keep-alive (RFC 5626 over WebSocket) needs no answer
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            bump(&shared.counters.keepalives);
+            continue;
+        }
+        shared.on_message(&data, inbound.clone(), reply.clone()).await;
+    };
+    shared.remove_connection(source);
+    debug!(%source, reason, transport = kind.as_str(), "connection reader done");
 }

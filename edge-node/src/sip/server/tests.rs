@@ -48,6 +48,10 @@ async fn start(handler: Arc<TestHandler>, timers: Timers) -> SipServerHandle {
     let config = SipServerConfig {
         udp: Some(local),
         tcp: Some(local),
+        tls: None,
+        ws: None,
+        wss: None,
+        tls_config: None,
         timers,
         max_message_bytes: 64 * 1024,
     };

@@ -17,9 +17,23 @@
 # Env: RUNS ("rtpengine pbx pbx-rec"), SKIP_BUILD=1, ANCHORS (anchor dir), NG (127.0.0.1:2223),
 #   RELAY_THREADS (ours; default = the relay's), and the anchor's knobs, passed through:
 #   FIXED_RATE=<calls> (skip the search), START_RATE (250), PRECISION_PCT, SEARCH_MEAS,
-#   FINAL_MEAS, LOSS_MAX_PCT, SERVER_CPUS (1), LOAD_CPUS (0), NICE (-10).
+#   FINAL_MEAS, LOSS_MAX_PCT, SERVER_CPUS (1), LOAD_CPUS (0), NICE (-10; also the nice of the
+#   bench's own autogroup unless AUTOGROUP= is empty, see below).
 # Only loopback; every load is bounded (rtpload's duration, wrapped in timeout).
 set -u
+NICE=${NICE--10}
+# The kernel's autogroup scheduling makes nice values count only inside one session: a build
+# in another terminal gets its share of a core whatever our nice. So the bench runs in a
+# session of its own (setsid) whose autogroup gets NICE, which is what the anchor's nice -10
+# means; every server and load generator inherits it. AUTOGROUP= (empty) turns this off.
+AUTOGROUP=${AUTOGROUP-1}
+if [ -n "$AUTOGROUP" ] && [ -n "$NICE" ] && [ -z "${RTP_BENCH_SESSION:-}" ] && [ -w /proc/self/autogroup ]; then
+  export RTP_BENCH_SESSION=1
+  exec setsid -w "$0" "$@"
+fi
+if [ -n "${RTP_BENCH_SESSION:-}" ]; then
+  echo "$NICE" 2>/dev/null > /proc/self/autogroup || echo "could not set the autogroup's nice" >&2
+fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 WS=$(cd "$HERE/../.." && pwd)
 ANCHORS=${ANCHORS:-$(cd "$WS/../shared/bench/anchors" 2>/dev/null && pwd)}
@@ -29,10 +43,9 @@ RUNS=${RUNS:-rtpengine pbx pbx-rec}
 NG=${NG:-127.0.0.1:2223}
 case "${NG%:*}" in 127.*) ;; *) echo "NG must be on loopback" >&2; exit 2 ;; esac
 SERVER_CPUS=${SERVER_CPUS-1}
-NICE=${NICE--10}
 BIN=$CARGO_TARGET_DIR/release/examples/ng_relay
 OUT=$HERE/out/$(date +%Y%m%d-%H%M%S); mkdir -p "$OUT"
-log() { echo "[rtp $(date +%H:%M:%S)] $*" >&2; }
+log() { echo "[rtp $(date +%H:%M:%S)] $* ($(uptime | sed 's/.*load/load/'))" >&2; }
 
 # The anchor's run.sh writes out/ and its compiled rtpload beside itself: run a private copy
 # (unchanged) so the shared directory stays untouched.

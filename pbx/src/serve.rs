@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
-use pbx_control_plane::workers::{events_consumer, outbox_relay};
+use pbx_control_plane::workers::{events_consumer, lifecycle, outbox_relay};
 use pbx_control_plane::AppState;
 use pbx_edge_node::sip::service::{SipOptions, SipService};
 use pbx_edge_node::{EdgeConfig, EdgeNode, EdgeNodeHandle};
@@ -43,6 +43,7 @@ pub struct ControlPlaneTasks {
     server: JoinHandle<()>,
     relay: JoinHandle<()>,
     consumer: JoinHandle<()>,
+    lifecycle: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
 }
@@ -71,6 +72,7 @@ pub fn start_control_plane(
         }
     });
     let relay = tokio::spawn(outbox_relay::run(state.clone(), rx.clone()));
+    let lifecycle = tokio::spawn(lifecycle::run(state.clone(), rx.clone()));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
         claim_after: events.claim_after,
@@ -82,6 +84,7 @@ pub fn start_control_plane(
         server,
         relay,
         consumer,
+        lifecycle,
         state,
         consumer_name: events.consumer,
     }
@@ -96,6 +99,7 @@ impl ControlPlaneTasks {
         let _ = self.server.await;
         let _ = self.relay.await;
         let _ = self.consumer.await;
+        let _ = self.lifecycle.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),
             claim_after: Duration::from_secs(3600),

@@ -1,6 +1,7 @@
 //! Plans and the features they unlock (SPEC P4). Data, so the API and the edge check the
 //! same list.
 
+use crate::TenantState;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -58,6 +59,39 @@ impl Feature {
             _ => Plan::Enterprise,
         }
     }
+
+    /// The feature's name as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::QueueConsole => "queue_console",
+            Feature::SkillRouting => "skill_routing",
+            Feature::QueueCallback => "queue_callback",
+            Feature::PauseReasons => "pause_reasons",
+            Feature::QueueSla => "queue_sla",
+            Feature::QueueReports => "queue_reports",
+            Feature::OmnichannelMessaging => "omnichannel_messaging",
+            Feature::MessageQueues => "message_queues",
+            Feature::Campaigns => "campaigns",
+            Feature::LiveChat => "live_chat",
+            Feature::HelpdeskIntegration => "helpdesk_integration",
+            Feature::CallMonitoring => "call_monitoring",
+        }
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The plan whose features a tenant has: its own, except during the free trial, which has
+/// every feature (SPEC P4: a 30-day trial of Ultimate).
+pub fn effective_plan(plan: Plan, state: TenantState) -> Plan {
+    match state {
+        TenantState::Trial => Plan::Ultimate,
+        _ => plan,
+    }
 }
 
 impl Plan {
@@ -112,5 +146,22 @@ mod tests {
         assert_eq!(Plan::Ultimate.features().len(), Feature::ALL.len());
         assert_eq!("enterprise".parse::<Plan>().ok(), Some(Plan::Enterprise));
         assert!("gold".parse::<Plan>().is_err());
+    }
+
+    #[test]
+    fn feature_names_match_their_json() {
+        for f in Feature::ALL {
+            assert_eq!(serde_json::to_value(f).ok(), Some(serde_json::json!(f.as_str())));
+        }
+    }
+
+    #[test]
+    fn a_trial_has_every_feature() {
+        for plan in Plan::ALL {
+            assert_eq!(effective_plan(plan, TenantState::Trial), Plan::Ultimate);
+            for state in [TenantState::Active, TenantState::PastDue, TenantState::Suspended] {
+                assert_eq!(effective_plan(plan, state), plan);
+            }
+        }
     }
 }

@@ -24,6 +24,10 @@ pub struct Settings {
     pub edge_token: Secret,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    /// The API sits behind one trusted reverse proxy: the client address is the last entry
+    /// of `X-Forwarded-For` (the one that proxy appended). Otherwise that header is ignored
+    /// and the client address is the connection's peer.
+    pub trust_forwarded_for: bool,
 }
 
 impl Settings {

@@ -25,6 +25,15 @@ pub enum Error {
     BadCredentials,
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The tenant's plan lacks a feature (SPEC P4); `plan` is the cheapest plan that has it.
+    #[error("feature {feature} requires plan {plan}")]
+    PlanRequired {
+        feature: pbx_contract::Feature,
+        plan: pbx_contract::Plan,
+    },
+    /// A rate limit was hit; the client may try again after this many seconds.
+    #[error("too many requests; try again in {retry_after_secs} seconds")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -64,7 +73,8 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthenticated | Error::BadCredentials => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::PlanRequired { .. } => StatusCode::FORBIDDEN,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Bus(_) | Error::Objects(_) | Error::Mail(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Db(_) | Error::Migrate(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,7 +127,14 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        problem_response(status, detail, self.field().map(str::to_owned))
+        let mut resp = problem_response(status, detail, self.field().map(str::to_owned));
+        if let Error::TooManyRequests { retry_after_secs } = self {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(retry_after_secs),
+            );
+        }
+        resp
     }
 }
 

@@ -42,6 +42,15 @@ impl TestApp {
     }
 
     pub async fn start_with_bus(db: Db, bus: Arc<dyn Bus>) -> Self {
+        Self::start_full(db, bus, false).await
+    }
+
+    /// As [`TestApp::start`], as if behind a trusted proxy that sets `X-Forwarded-For`.
+    pub async fn start_behind_proxy(db: Db) -> Self {
+        Self::start_full(db, Arc::new(MemoryBus::new()), true).await
+    }
+
+    async fn start_full(db: Db, bus: Arc<dyn Bus>, trust_forwarded_for: bool) -> Self {
         crate::crypto::install_crypto_provider();
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -69,6 +78,7 @@ impl TestApp {
                 edge_token: Secret::new(EDGE_TOKEN),
                 max_body_bytes: MAX_BODY,
                 request_timeout_secs: 10,
+                trust_forwarded_for,
             },
         );
         let boot = bootstrap_operator(&state, "ops@example.test", true)
@@ -78,12 +88,15 @@ impl TestApp {
         let app = crate::api::router(state.clone());
         let mut srx = rx.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = srx.wait_for(|s| *s).await;
-                })
-                .await
-                .unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = srx.wait_for(|s| *s).await;
+            })
+            .await
+            .unwrap();
         });
         tokio::spawn(outbox_relay::run(state.clone(), rx.clone()));
         Self {

@@ -327,6 +327,7 @@ async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
         edge_token: cfg.secrets.edge_token.clone(),
         max_body_bytes: cfg.http.max_body_bytes,
         request_timeout_secs: cfg.http.request_timeout_secs,
+        trust_forwarded_for: cfg.http.trust_forwarded_for,
     };
     let state = AppState::new(
         Engines {

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
-use pbx_control_plane::workers::{events_consumer, outbox_relay};
+use pbx_control_plane::workers::{events_consumer, lifecycle, outbox_relay};
 use pbx_control_plane::AppState;
 use pbx_edge_node::media::RecordingUploader;
 use pbx_edge_node::sip::service::{SipOptions, SipService};
@@ -46,6 +46,7 @@ pub struct ControlPlaneTasks {
     server: JoinHandle<()>,
     relay: JoinHandle<()>,
     consumer: JoinHandle<()>,
+    lifecycle: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
 }
@@ -74,6 +75,7 @@ pub fn start_control_plane(
         }
     });
     let relay = tokio::spawn(outbox_relay::run(state.clone(), rx.clone()));
+    let lifecycle = tokio::spawn(lifecycle::run(state.clone(), rx.clone()));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
         claim_after: events.claim_after,
@@ -85,6 +87,7 @@ pub fn start_control_plane(
         server,
         relay,
         consumer,
+        lifecycle,
         state,
         consumer_name: events.consumer,
     }
@@ -99,6 +102,7 @@ impl ControlPlaneTasks {
         let _ = self.server.await;
         let _ = self.relay.await;
         let _ = self.consumer.await;
+        let _ = self.lifecycle.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),
             claim_after: Duration::from_secs(3600),

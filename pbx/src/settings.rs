@@ -36,6 +36,10 @@ pub struct HttpSection {
     pub max_body_bytes: usize,
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
+    /// Behind one trusted reverse proxy: take the client address (sign-up rate limit) from
+    /// the last `X-Forwarded-For` entry instead of the connection.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
 }
 
 fn default_max_body() -> usize {

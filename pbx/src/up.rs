@@ -162,6 +162,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         edge_token: edge_token.clone(),
         max_body_bytes: 1024 * 1024,
         request_timeout_secs: 30,
+        trust_forwarded_for: false,
     };
     let dir_objects_for_edge: Arc<dyn pbx_engines::objects::ObjectStore> = dir_objects.clone();
     let state = AppState::new(

@@ -81,7 +81,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
         slug: t.slug,
         plan: t.plan,
         state: t.state,
-        features: t.plan.features(),
+        features: pbx_contract::effective_plan(t.plan, t.state).features(),
         version: t.config_version,
         extensions: extensions
             .iter()

@@ -66,7 +66,8 @@ async fn problemize(req: Request, next: Next) -> Response {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if ct.starts_with(PROBLEM_CONTENT_TYPE) {
+    // Ours already, or a page for people (the sign-up verification page).
+    if ct.starts_with(PROBLEM_CONTENT_TYPE) || ct.starts_with("text/html") {
         return resp;
     }
     let text = match axum::body::to_bytes(resp.into_body(), 4096).await {

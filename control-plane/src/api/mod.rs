@@ -2,12 +2,15 @@
 
 mod auth;
 mod call_logs;
+pub mod client_ip;
 mod edge;
 mod extensions;
 mod health;
 pub mod json;
 mod middleware;
 mod objects;
+mod pause_reasons;
+mod signup;
 mod tenants;
 mod users;
 
@@ -49,6 +52,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(signup::signup))
+        .routes(routes!(signup::verify_page, signup::verify))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
@@ -74,6 +79,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(call_logs::list_call_logs))
         .routes(routes!(call_logs::get_call_log))
         .routes(routes!(call_logs::call_recording))
+        .routes(routes!(
+            pause_reasons::get_pause_reasons,
+            pause_reasons::put_pause_reasons
+        ))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::update_user, users::delete_user))
         .routes(routes!(edge::edge_nodes))
@@ -113,3 +122,5 @@ pub fn metrics_text() -> String {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_saas;

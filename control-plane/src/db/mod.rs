@@ -12,8 +12,10 @@ pub mod call_logs;
 pub mod edge_log;
 pub mod extensions;
 pub mod outbox;
+pub mod pause_reasons;
 pub mod refresh_tokens;
 pub mod resellers;
+pub mod signups;
 pub mod tenants;
 pub mod users;
 

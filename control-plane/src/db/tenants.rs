@@ -12,11 +12,14 @@ pub struct Tenant {
     pub state: TenantState,
     pub reseller_id: Option<ResellerId>,
     pub config_version: u64,
+    /// When the free trial of a signed-up tenant ends (only read in state `trial`).
+    pub trial_ends_at_ms: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, slug, name, plan, state, reseller_id, config_version, created_at, updated_at";
+const COLUMNS: &str =
+    "id, slug, name, plan, state, reseller_id, config_version, trial_ends_at_ms, created_at, updated_at";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Tenant> {
     let reseller: Option<String> = row.try_get("reseller_id")?;
@@ -28,6 +31,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Tenant> {
         state: parse_enum(&row.try_get::<String, _>("state")?)?,
         reseller_id: reseller.as_deref().map(parse_id).transpose()?,
         config_version: u64::try_from(row.try_get::<i64, _>("config_version")?).unwrap_or(0),
+        trial_ends_at_ms: row.try_get("trial_ends_at_ms")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -124,6 +128,47 @@ pub async fn update(conn: &mut Conn, id: TenantId, patch: &TenantPatch<'_>) -> R
         return Ok(None);
     }
     get(conn, id).await
+}
+
+/// Sets (or clears) the end of the tenant's free trial.
+pub async fn set_trial_end(conn: &mut Conn, id: TenantId, ends_at_ms: Option<i64>) -> Result<()> {
+    sqlx::query("UPDATE tenants SET trial_ends_at_ms = $2, updated_at = $3 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(ends_at_ms)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Tenants still in `trial` whose trial ended at or before `now_ms`.
+pub async fn list_trials_ended(conn: &mut Conn, now_ms: i64) -> Result<Vec<Tenant>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tenants WHERE state = $1 AND trial_ends_at_ms IS NOT NULL \
+         AND trial_ends_at_ms <= $2 ORDER BY trial_ends_at_ms"
+    ))
+    .bind(TenantState::Trial.as_str())
+    .bind(now_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Moves a tenant from `trial` to `to` if its trial ended by `now_ms` and nobody changed
+/// its state meanwhile; false when another worker (or a payment) got there first.
+pub async fn end_trial(conn: &mut Conn, id: TenantId, to: TenantState, now_ms: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tenants SET state = $2, updated_at = $3 WHERE id = $1 AND state = $4 \
+         AND trial_ends_at_ms IS NOT NULL AND trial_ends_at_ms <= $5",
+    )
+    .bind(id.to_string())
+    .bind(to.as_str())
+    .bind(super::now_ms())
+    .bind(TenantState::Trial.as_str())
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Raises the tenant's configuration version by one and returns the new version. The row

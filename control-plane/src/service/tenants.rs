@@ -10,7 +10,7 @@ use crate::db::{
 };
 use crate::error::{Error, Result};
 use pbx_contract::bus::ConfigSubject;
-use pbx_contract::{validate_slug, Plan, Role, TenantId, TenantState};
+use pbx_contract::{effective_plan, validate_slug, Feature, Plan, Role, TenantId, TenantState};
 use pbx_engines::mail::Email;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -47,6 +47,10 @@ pub struct TenantView {
     pub state: TenantState,
     pub reseller_id: Option<String>,
     pub config_version: u64,
+    /// When the free trial ends (ms since the epoch); set for signed-up tenants.
+    pub trial_ends_at_ms: Option<i64>,
+    /// The features the tenant has now: its plan's, or every feature during the trial.
+    pub features: Vec<Feature>,
     pub created_at: i64,
 }
 
@@ -61,6 +65,8 @@ impl TenantView {
             state: t.state,
             reseller_id: t.reseller_id.map(|r| r.to_string()),
             config_version: t.config_version,
+            trial_ends_at_ms: t.trial_ends_at_ms,
+            features: effective_plan(t.plan, t.state).features(),
             created_at: t.created_at,
         }
     }
@@ -73,8 +79,8 @@ pub struct CreatedTenant {
     pub admin: Option<users::CreatedUser>,
 }
 
-fn audit_json(t: &Tenant) -> serde_json::Value {
-    serde_json::json!({"id": t.id, "slug": t.slug, "name": t.name, "plan": t.plan, "state": t.state, "reseller_id": t.reseller_id})
+pub(crate) fn audit_json(t: &Tenant) -> serde_json::Value {
+    serde_json::json!({"id": t.id, "slug": t.slug, "name": t.name, "plan": t.plan, "state": t.state, "reseller_id": t.reseller_id, "trial_ends_at_ms": t.trial_ends_at_ms})
 }
 
 pub async fn create(state: &AppState, ctx: &Ctx, input: CreateTenant) -> Result<CreatedTenant> {
@@ -95,6 +101,10 @@ pub async fn create(state: &AppState, ctx: &Ctx, input: CreateTenant) -> Result<
     };
     let actor = ctx.actor();
     let mut tx = state.db.begin().await?;
+    // A sign-up waiting for verification holds its slug (SPEC P1).
+    if db::signups::slug_is_pending(&mut tx, &input.slug, db::now_ms()).await? {
+        return Err(db::signups::pending_conflict(&input.slug));
+    }
     let tenant = db::tenants::insert(
         &mut tx,
         &NewTenant {

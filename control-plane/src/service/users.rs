@@ -66,7 +66,7 @@ pub struct CreatedUser {
     pub one_time_password: String,
 }
 
-fn audit_json(u: &User) -> serde_json::Value {
+pub(crate) fn audit_json(u: &User) -> serde_json::Value {
     serde_json::json!({"id": u.id, "email": u.email, "display_name": u.display_name, "role": u.role, "tenant_id": u.tenant_id})
 }
 

@@ -1,4 +1,5 @@
 //! Background loops of the control plane.
 
 pub mod events_consumer;
+pub mod lifecycle;
 pub mod outbox_relay;

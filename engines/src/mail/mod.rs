@@ -29,6 +29,12 @@ pub enum MailError {
     Transport(String),
 }
 
+/// Whether both mailers can send to `address` (`addr@host` or `Name <addr@host>`): for
+/// input checks before anything is written.
+pub fn check_address(address: &str) -> Result<(), MailError> {
+    message::parse_mailbox(address).map(|_| ())
+}
+
 #[async_trait]
 pub trait Mailer: Send + Sync + 'static {
     /// Sends (or, embedded, files) one message. Returns once the message is accepted by the

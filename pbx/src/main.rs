@@ -72,6 +72,9 @@ enum Cmd {
         /// The address phones send RTP to (default: the SIP address, or this host's outbound one).
         #[arg(long)]
         media_ip: Option<std::net::IpAddr>,
+        /// Seconds between NAT keep-alive OPTIONS to phones registered over UDP (0: none).
+        #[arg(long, default_value_t = 25)]
+        sip_keepalive: u64,
         /// SIP over TLS address, or `off` (default: port 5061 on the --sip IP; port 0 if --sip has 0).
         #[arg(long)]
         sip_tls: Option<String>,
@@ -193,6 +196,7 @@ async fn main() -> Result<()> {
             sip_nonce_lifetime,
             rtp_ports,
             media_ip,
+            sip_keepalive,
             sip_tls,
             sip_ws,
             sip_wss,
@@ -209,6 +213,7 @@ async fn main() -> Result<()> {
                 sip_nonce_lifetime,
                 rtp_ports,
                 media_ip,
+                sip_keepalive,
                 sip_tls,
                 sip_ws,
                 sip_wss,
@@ -408,6 +413,10 @@ async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
                 ws: addr(&s.ws)?,
                 wss,
                 certificates,
+                keepalive_interval: match s.keepalive_secs {
+                    0 => None,
+                    n => Some(Duration::from_secs(n)),
+                },
                 digest_algorithms: parse_algorithms(&s.digest_algorithms.join(","))
                     .map_err(|e| anyhow::anyhow!("sip.digest_algorithms: {e}"))?,
                 nonce_lifetime: Duration::from_secs(s.nonce_lifetime_secs),

@@ -209,7 +209,7 @@ impl EdgeTasks {
         }
         if let Some(sip) = self.sip {
             match Arc::try_unwrap(sip) {
-                Ok(sip) => sip.server.shutdown().await,
+                Ok(sip) => sip.shutdown().await,
                 Err(_) => {
                     tracing::warn!("SIP service still shared at shutdown; sockets close with the process")
                 }

@@ -165,6 +165,9 @@ pub struct EdgeSipSection {
     pub cert_file: Option<std::path::PathBuf>,
     /// Its PEM private key.
     pub key_file: Option<std::path::PathBuf>,
+    /// Seconds between NAT keep-alive OPTIONS to phones registered over UDP (0: none).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
     /// Digest algorithms offered, preferred first.
     #[serde(default = "default_digest")]
     pub digest_algorithms: Vec<String>,
@@ -178,6 +181,9 @@ fn default_digest() -> Vec<String> {
 }
 fn default_nonce_lifetime() -> u64 {
     300
+}
+fn default_keepalive() -> u64 {
+    25
 }
 
 #[derive(Debug, Deserialize)]

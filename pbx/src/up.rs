@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub media_ip: Option<std::net::IpAddr>,
     /// SIP over TLS / WebSocket / secure WebSocket: an address, `off`, or None for the
     /// default (5061 / 5066 / 7443 on the SIP address's IP; port 0 when --sip has port 0).
+    /// Seconds between NAT keep-alive OPTIONS to UDP phones; 0: none.
+    pub sip_keepalive: u64,
     pub sip_tls: Option<String>,
     pub sip_ws: Option<String>,
     pub sip_wss: Option<String>,
@@ -225,6 +227,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         ws: ws_addr,
         wss: wss_addr,
         certificates,
+        keepalive_interval: (opts.sip_keepalive > 0).then(|| Duration::from_secs(opts.sip_keepalive)),
         digest_algorithms: parse_algorithms(&opts.sip_digest)
             .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
         nonce_lifetime: Duration::from_secs(opts.sip_nonce_lifetime),

@@ -105,6 +105,9 @@ async fn start(dir: &Path) -> (Proc, String, Sip) {
         "127.0.0.1:0",
         "--sip-digest",
         "md5",
+        // sipp cannot answer the edge's keep-alive OPTIONS (an unexpected message to it)
+        "--sip-keepalive",
+        "0",
         "--sip-nonce-lifetime",
         "2",
     ]);

@@ -460,6 +460,10 @@ impl Call {
         };
         let content_type = "application/sdp".to_owned();
         for binding in bindings {
+            if !self.router.registrar().is_reachable(binding.source) {
+                debug!(contact = %binding.contact, "binding skipped: it does not answer keep-alives");
+                continue;
+            }
             let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
                 debug!(contact = %binding.contact, "binding not reachable (connection closed)");
                 continue;

@@ -9,6 +9,7 @@ use super::server::{Inbound, RequestHandler, ServerTx, SipServer, SipServerConfi
 use super::transaction::Timers;
 use crate::call::{CallConfig, CallRouter};
 use crate::media::{MediaConfig, MediaRelay};
+use crate::sip::keepalive;
 use crate::sip::tls::SniResolver;
 use crate::{EdgeError, EventSink, SnapshotStore};
 use pbx_contract::Secret;
@@ -16,6 +17,7 @@ use pbx_engines::live::LiveState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct SipOptions {
@@ -34,6 +36,8 @@ pub struct SipOptions {
     pub nonce_lifetime: Duration,
     /// The RTP relay calls are anchored on; without it SDP passes through unchanged.
     pub media: Option<MediaConfig>,
+    /// NAT keep-alive OPTIONS to UDP phones this often; None: no keep-alives.
+    pub keepalive_interval: Option<Duration>,
 }
 
 impl Default for SipOptions {
@@ -48,6 +52,7 @@ impl Default for SipOptions {
             digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             nonce_lifetime: Duration::from_secs(300),
             media: None,
+            keepalive_interval: Some(keepalive::DEFAULT_KEEPALIVE_INTERVAL),
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct SipService {
     pub registrar: Arc<Registrar>,
     pub calls: Arc<CallRouter>,
     pub media: Option<MediaRelay>,
+    pub keepalives: Arc<keepalive::KeepAliveStats>,
+    stop_keepalives: CancellationToken,
 }
 
 impl SipService {
@@ -168,12 +175,31 @@ impl SipService {
         .await
         .map_err(|e| EdgeError::Config(format!("starting SIP: {e}")))?;
         calls.attach(server.client());
+        let keepalives = Arc::new(keepalive::KeepAliveStats::default());
+        let stop_keepalives = CancellationToken::new();
+        if let Some(every) = opts.keepalive_interval {
+            keepalive::spawn(
+                registrar.clone(),
+                server.client(),
+                every,
+                keepalives.clone(),
+                stop_keepalives.clone(),
+            );
+        }
         Ok(Self {
             server,
             registrar,
             calls,
             media,
+            keepalives,
+            stop_keepalives,
         })
+    }
+
+    /// Stops the keep-alives and the server (handlers in flight get their grace period).
+    pub async fn shutdown(self) {
+        self.stop_keepalives.cancel();
+        self.server.shutdown().await;
     }
 
     pub fn stats(&self) -> RegistrarStats {

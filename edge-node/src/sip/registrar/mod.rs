@@ -158,6 +158,19 @@ pub struct Registrar {
     lock_events: Mutex<Vec<LockEvent>>,
     config: RegistrarConfig,
     counters: Counters,
+    /// Contacts registered through this edge, for NAT keep-alives (see [`super::keepalive`]).
+    nat: Mutex<std::collections::HashMap<(TenantId, String), NatBinding>>,
+    /// Sources that stopped answering keep-alives; calls skip them until they register again.
+    unreachable: Mutex<std::collections::HashSet<SocketAddr>>,
+}
+
+/// A contact that registered through this edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatBinding {
+    pub contact: String,
+    pub source: SocketAddr,
+    pub transport: String,
+    pub expires_at_ms: i64,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -186,6 +199,8 @@ impl Registrar {
             lock_events: Mutex::new(Vec::new()),
             config,
             counters: Counters::default(),
+            nat: Mutex::new(std::collections::HashMap::new()),
+            unreachable: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -216,6 +231,29 @@ impl Registrar {
     /// The locks started since the last call (at most the latest 1024).
     pub fn take_lock_events(&self) -> Vec<LockEvent> {
         std::mem::take(&mut *lock(&self.lock_events))
+    }
+
+    /// Contacts registered through this edge that have not expired (expired ones are dropped).
+    pub fn nat_bindings(&self, now: SystemTime) -> Vec<NatBinding> {
+        let now_ms = unix_ms(now);
+        let mut nat = lock(&self.nat);
+        nat.retain(|_, b| b.expires_at_ms > now_ms);
+        nat.values().cloned().collect()
+    }
+
+    /// Marks a source as not answering keep-alives (or answering again).
+    pub fn set_reachable(&self, source: SocketAddr, reachable: bool) {
+        let mut set = lock(&self.unreachable);
+        if reachable {
+            set.remove(&source);
+        } else {
+            set.insert(source);
+        }
+    }
+
+    /// False when the phone at `source` stopped answering keep-alives.
+    pub fn is_reachable(&self, source: SocketAddr) -> bool {
+        !lock(&self.unreachable).contains(&source)
     }
 
     /// The current bindings of an extension.
@@ -485,7 +523,12 @@ impl Registrar {
             }
         }
 
+        let mut nat_updates = Vec::with_capacity(ops.len());
         for op in ops {
+            nat_updates.push(match &op {
+                Op::Put(b, _) => (b.contact.clone(), Some(b.clone())),
+                Op::Remove(c) => (c.clone(), None),
+            });
             let done = match op {
                 Op::Put(binding, expires) => match serde_json::to_vec(&binding) {
                     Ok(value) => self
@@ -512,6 +555,31 @@ impl Registrar {
                 return Self::respond(req, 500, "Server Internal Error", source);
             }
         }
+
+        {
+            let mut nat = lock(&self.nat);
+            for (contact, binding) in nat_updates {
+                let k = (tenant.tenant_id, format!("{extension}\n{contact}"));
+                match binding {
+                    Some(b) => {
+                        nat.insert(
+                            k,
+                            NatBinding {
+                                contact: b.contact,
+                                source: b.source,
+                                transport: b.transport,
+                                expires_at_ms: b.expires_at_ms,
+                            },
+                        );
+                    }
+                    None => {
+                        nat.remove(&k);
+                    }
+                }
+            }
+        }
+        // a phone that registers again is reachable again
+        lock(&self.unreachable).remove(&source);
 
         // Step 8: 200 with every current binding.
         let bindings = match self.read_bindings(&key).await {

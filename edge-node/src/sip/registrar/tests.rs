@@ -686,3 +686,97 @@ async fn handler_checks_scheme_require_and_content() {
         .await;
     assert_eq!(resp.status, 480);
 }
+
+struct Refuse;
+
+#[async_trait::async_trait]
+impl crate::sip::server::RequestHandler for Refuse {
+    async fn handle(
+        &self,
+        request: SipRequest,
+        inbound: crate::sip::server::Inbound,
+        _tx: crate::sip::server::ServerTx,
+    ) -> Option<SipResponse> {
+        Some(SipResponse::for_request(&request, 500, "Test", inbound.source))
+    }
+}
+
+#[tokio::test]
+async fn keepalives_ping_udp_phones_and_mark_silent_ones_unreachable() {
+    use crate::sip::keepalive::{ping_all, KeepAliveStats};
+    use crate::sip::server::{SipServer, SipServerConfig};
+    use crate::sip::transaction::Timers;
+    use std::sync::atomic::Ordering;
+
+    let fx = fixture();
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let phone_addr = phone.local_addr().unwrap();
+    let now = SystemTime::now();
+    let register = |cseq| {
+        let fx = &fx;
+        async move {
+            let ch = first_challenge(fx, A, now).await;
+            let mut req = Req::new(A, cseq);
+            req.contacts = vec![format!("<sip:100@{phone_addr}>")];
+            req.auth = Some(answer(&ch, DigestAlgorithm::Md5, "100", PASS_A, A, 1));
+            fx.reg.register(&req.build(), phone_addr, "udp", now).await
+        }
+    };
+    assert_eq!(register(2).await.status, 200);
+
+    let fast = Timers {
+        t1: Duration::from_millis(20),
+        t2: Duration::from_millis(80),
+        t4: Duration::from_millis(80),
+    };
+    let server = SipServer::start(
+        SipServerConfig {
+            udp: Some("127.0.0.1:0".parse().unwrap()),
+            timers: fast,
+            ..SipServerConfig::default()
+        },
+        Arc::new(Refuse),
+    )
+    .await
+    .unwrap();
+    let client = server.client();
+    let stats = Arc::new(KeepAliveStats::default());
+
+    // Round 1: the phone answers the OPTIONS sent to its registered address.
+    assert_eq!(ping_all(&fx.reg, &client, &stats).await, 1);
+    let mut buf = vec![0u8; 4096];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), phone.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        from,
+        server.local_udp().unwrap(),
+        "sent from the port the phone registered to"
+    );
+    let ping = request(std::str::from_utf8(&buf[..n]).unwrap());
+    assert_eq!(ping.method, crate::sip::message::Method::Options);
+    assert_eq!(ping.uri.as_str(), format!("sip:100@{phone_addr}"));
+    let ok = SipResponse::for_request(&ping, 200, "OK", from).with_to_tag("p");
+    phone.send_to(&ok.to_bytes(), from).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while stats.answered.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the answer never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fx.reg.is_reachable(phone_addr));
+
+    // Round 2: the phone stays silent; after Timer F (64*T1) it is unreachable.
+    assert_eq!(ping_all(&fx.reg, &client, &stats).await, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stats.timed_out.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no timeout");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!fx.reg.is_reachable(phone_addr));
+
+    // Registering again makes it reachable at once.
+    assert_eq!(register(3).await.status, 200);
+    assert!(fx.reg.is_reachable(phone_addr));
+    server.shutdown().await;
+}

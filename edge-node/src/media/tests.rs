@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 const LOCALHOST: &str = "127.0.0.1";
 
+/// Port ranges of these tests lie below Linux's ephemeral range (32768-60999), so no
+/// socket the kernel hands out elsewhere can take one of them.
 async fn relay(port_min: u16, port_max: u16, spool: &Path) -> MediaRelay {
     let ip = LOCALHOST.parse().unwrap();
     let config = MediaConfig {
@@ -76,7 +78,7 @@ async fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
 #[tokio::test]
 async fn media_relays_rtp_and_rtcp_both_ways() {
     let spool = tempfile::tempdir().unwrap();
-    let relay = relay(42000, 42099, spool.path()).await;
+    let relay = relay(14000, 14099, spool.path()).await;
     let s = relay.open_session().await.unwrap();
     let (pa, pb) = (s.port(Leg::A), s.port(Leg::B));
     assert!(pa % 2 == 0 && pb % 2 == 0 && pa != pb);
@@ -127,7 +129,7 @@ async fn media_relays_rtp_and_rtcp_both_ways() {
 #[tokio::test]
 async fn media_latching_follows_nat_and_drops_strangers() {
     let spool = tempfile::tempdir().unwrap();
-    let relay = relay(42100, 42199, spool.path()).await;
+    let relay = relay(14100, 14199, spool.path()).await;
     let s = relay.open_session().await.unwrap();
     let (pa, pb) = (s.port(Leg::A), s.port(Leg::B));
     let (b_rtp, _b_rtcp) = endpoint().await;
@@ -172,15 +174,15 @@ async fn media_latching_follows_nat_and_drops_strangers() {
 #[tokio::test]
 async fn media_ports_exhausted_then_freed() {
     let spool = tempfile::tempdir().unwrap();
-    let relay = relay(42200, 42203, spool.path()).await; // two pairs: one session
+    let relay = relay(14200, 14203, spool.path()).await; // two pairs: one session
     let first = relay.open_session().await.unwrap();
     let err = relay.open_session().await.unwrap_err();
     assert!(
         matches!(
             err,
             MediaError::PortsExhausted {
-                min: 42200,
-                max: 42203
+                min: 14200,
+                max: 14203
             }
         ),
         "{err}"
@@ -196,7 +198,7 @@ async fn media_ports_exhausted_then_freed() {
 #[tokio::test]
 async fn media_loss_is_counted_from_sequence_gaps() {
     let spool = tempfile::tempdir().unwrap();
-    let relay = relay(42300, 42399, spool.path()).await;
+    let relay = relay(14300, 14399, spool.path()).await;
     let s = relay.open_session().await.unwrap();
     let (a_rtp, _a) = endpoint().await;
     let (b_rtp, _b) = endpoint().await;
@@ -313,7 +315,7 @@ async fn recorded_call(relay: &MediaRelay, key: &str, packets: u16) -> SessionSt
 #[tokio::test]
 async fn media_recording_is_a_stereo_wav_with_a_left_and_b_right() {
     let spool = tempfile::tempdir().unwrap();
-    let relay = relay(42400, 42499, spool.path()).await;
+    let relay = relay(14400, 14499, spool.path()).await;
     let key = "tenant-x/recordings/2025/01/02/call.wav";
     let stats = recorded_call(&relay, key, 50).await;
     assert_eq!(stats.recording_key.as_deref(), Some(key));
@@ -424,7 +426,7 @@ async fn wait_for_object(store: &FlakyStore, key: &str) -> Bytes {
 async fn media_uploader_retries_until_the_store_takes_the_recording() {
     let spool = tempfile::tempdir().unwrap();
     let objects = tempfile::tempdir().unwrap();
-    let relay = relay(42500, 42599, spool.path()).await;
+    let relay = relay(14500, 14599, spool.path()).await;
     let key = recording_key(TenantId::new(), CallId::new(), SystemTime::now());
     recorded_call(&relay, &key, 10).await;
     let local = std::fs::read(spool.path().join(spool_files(spool.path())[1].clone())).unwrap();

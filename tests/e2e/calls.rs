@@ -1,8 +1,9 @@
 //! Calls between extensions of `pbx up`, with sipp on both ends (issue 3 acceptance): the
 //! callee registers, then a sipp UAS answers on the registered port; the caller is a sipp
 //! UAC that authenticates its INVITE (407). Covered: BYE from either side, hold and resume
-//! (re-INVITE), CANCEL, busy, no answer, an unregistered callee, and tenant isolation (the
-//! same number in another tenant is never reached); then the call log of each.
+//! (re-INVITE), CANCEL, busy, no answer, an unregistered callee, blind transfer (REFER), and
+//! tenant isolation (the same number in another tenant is never reached); then the call log
+//! of each.
 
 use crate::support::*;
 use std::net::UdpSocket;
@@ -332,6 +333,30 @@ async fn calls_between_extensions_with_sipp() {
     );
     assert!(ok, "calling an unregistered extension:\n{}", tail(&out, 30));
 
+    // Blind transfer: 102 answers, then REFERs the caller to 103; 103 rings and answers,
+    // 102 hears the progress (NOTIFY 100, 200) and is hung up; the caller's BYE reaches 103.
+    let target_port = free_udp_port();
+    pbx.register("103", "acme.localhost", target_port);
+    let target = Uas::start(&pbx.dir, "uas_answer.xml", target_port);
+    pbx.call(
+        "101",
+        "acme.localhost",
+        "102",
+        callee_port,
+        "uac_call.xml",
+        "uas_transfer.xml",
+    )
+    .await;
+    let (ok, out) = tokio::task::spawn_blocking(move || target.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "the transfer target:\n{}\n--- pbx:\n{}",
+        tail(&out, 30),
+        pbx.proc.tail(30)
+    );
+
     // Isolation: bravo's 102 registers on another port; acme's 102 is the only one acme's
     // 101 reaches, and bravo's phone never sees the call.
     let bravo_port = free_udp_port();
@@ -380,6 +405,7 @@ async fn calls_between_extensions_with_sipp() {
         "no_answer:system",
         "busy:system",
         "unavailable:system",
+        "answered:caller",
         "answered:caller",
     ];
     let items = eventually("every call in the call log", Duration::from_secs(15), || {

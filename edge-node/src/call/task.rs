@@ -12,8 +12,9 @@
 use super::dialog::{self, Dialog};
 use super::{forward_events, CallRouter, CallSender};
 use crate::media::{recording_key, Leg, RecordingMeta, RelaySession, SdpOrigin, SessionDescription};
+use crate::sip::message::NameAddr;
 use crate::sip::message::{Method, SipRequest, SipResponse};
-use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient, Target};
+use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient, Target, TransportKind};
 use pbx_contract::bus::Event;
 use pbx_contract::{CallDisposition, CallId, CallRecord, HangupSide, RecordingPolicy, TenantSnapshot};
 use std::net::{IpAddr, SocketAddr};
@@ -64,6 +65,18 @@ enum Side {
 }
 
 impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+    fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
     /// The relay leg facing this side.
     fn leg(self) -> Leg {
         match self {
@@ -118,6 +131,24 @@ struct Fork {
     /// Cancel as soon as a provisional arrives (§9.1: not before).
     cancel_pending: bool,
     final_status: Option<u16>,
+    /// A leg to a transfer target (REFER), not one of the callee's phones.
+    for_transfer: bool,
+}
+
+/// A blind transfer in progress (RFC 3515, RFC 5589): `from` asked, in its dialog, that
+/// the other party be connected to `target`; the new legs ring there and, once one answers,
+/// take `from`'s place (and its relay leg).
+struct Transfer {
+    from: Side,
+    target: String,
+    /// The transferor's dialog and target, for the NOTIFYs (RFC 3515 §2.4.5).
+    notify_dialog: Dialog,
+    notify_target: Target,
+    /// The transferor hung up already (usual after a blind transfer).
+    transferor_gone: bool,
+    /// The new legs' Call-ID (one per transfer).
+    call_id: String,
+    deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +202,11 @@ struct Call {
     callee_tag: String,
     forks: Vec<Fork>,
     winner: Option<usize>,
+    /// After the caller side was transferred: the fork that is now the caller side.
+    caller_fork: Option<usize>,
+    transfer: Option<Transfer>,
+    /// The last SDP each side sent (index: 0 caller, 1 callee), to offer on a transfer.
+    last_sdp: [Option<SessionDescription>; 2],
     phase: Phase,
     sent_ringing: bool,
     ring_deadline: Option<Instant>,
@@ -281,6 +317,9 @@ pub(crate) async fn run(
         callee_tag: dialog::random_token(),
         forks: Vec::new(),
         winner: None,
+        caller_fork: None,
+        transfer: None,
+        last_sdp: [None, None],
         phase: Phase::Ringing,
         sent_ringing: false,
         ring_deadline: None,
@@ -309,6 +348,7 @@ pub(crate) async fn run(
         }
         let ring_at = call.ring_deadline.filter(|_| call.phase == Phase::Ringing);
         let resend_at = call.unacked.as_ref().map(|u| u.next);
+        let transfer_at = call.transfer.as_ref().map(|t| t.deadline);
         tokio::select! {
             input = rx.recv() => match input {
                 Some(input) => call.on_input(input).await,
@@ -316,6 +356,7 @@ pub(crate) async fn run(
             },
             _ = sleep_until(ring_at) => call.on_ring_timeout().await,
             _ = sleep_until(resend_at) => call.on_resend().await,
+            _ = sleep_until(transfer_at) => call.on_transfer_timeout().await,
             _ = sleep_until(linger_until) => break,
         }
     }
@@ -363,7 +404,8 @@ impl Call {
     }
 
     /// Where `from` wants its media, from an SDP it sent (kept when it says 0.0.0.0: hold).
-    fn learn_peer(&self, from: Side, sdp: &SessionDescription) {
+    fn learn_peer(&mut self, from: Side, sdp: &SessionDescription) {
+        self.last_sdp[from.index()] = Some(sdp.clone());
         if let (Some(a), Some(addr)) = (&self.anchor, sdp.audio_endpoint()) {
             a.session.set_peer(from.leg(), addr);
         }
@@ -454,6 +496,7 @@ impl Call {
             }
         }
         let caller_offer = self.offer.clone();
+        self.last_sdp[0] = Some(caller_offer.clone());
         let Ok(offer) = self.offer_to(Side::Callee, &caller_offer) else {
             self.fail(488, CallDisposition::Failed).await;
             return;
@@ -497,6 +540,7 @@ impl Call {
                 state: ForkState::Calling,
                 cancel_pending: false,
                 final_status: None,
+                for_transfer: false,
             });
         }
         if self.forks.is_empty() {
@@ -555,6 +599,10 @@ impl Call {
     }
 
     async fn on_fork(&mut self, idx: usize, ev: ClientEvent) {
+        if self.forks.get(idx).is_some_and(|f| f.for_transfer) {
+            self.on_transfer_fork(idx, ev).await;
+            return;
+        }
         let Some(fork) = self.forks.get_mut(idx) else {
             return;
         };
@@ -723,24 +771,55 @@ impl Call {
         self.fail(480, CallDisposition::NoAnswer).await;
     }
 
-    fn side_of(&self, req: &SipRequest) -> Side {
-        if req.call_id().ok() == Some(self.caller_dialog.call_id.as_str()) {
-            Side::Caller
+    /// Which side sent a request inside the call, and whether it comes from a leg that is
+    /// no longer part of it (a transferor after its transfer). `None`: no leg of ours.
+    fn side_of(&self, req: &SipRequest) -> Option<(Side, bool)> {
+        let call_id = req.call_id().ok()?;
+        let tag = req.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        if call_id == self.caller_dialog.call_id {
+            return Some((Side::Caller, self.caller_fork.is_some()));
+        }
+        // forks of one INVITE share Call-ID and our tag; the phone's tag tells them apart
+        let from_tag = req.from().ok().and_then(|f| f.tag().map(str::to_owned));
+        let idx = self.forks.iter().position(|f| {
+            f.dialog.call_id == call_id
+                && Some(&f.dialog.local_tag) == tag.as_ref()
+                && f.dialog.remote_tag == from_tag
+        })?;
+        if Some(idx) == self.caller_fork {
+            Some((Side::Caller, false))
+        } else if Some(idx) == self.winner {
+            Some((Side::Callee, false))
         } else {
-            Side::Callee
+            let fork = &self.forks[idx];
+            // a leg that answered and was replaced (the callee before a transfer)
+            let side = if fork.for_transfer {
+                Side::Caller
+            } else {
+                Side::Callee
+            };
+            Some((side, true))
         }
     }
 
     /// The dialog and target facing `side`, once the call is answered.
     fn leg(&mut self, side: Side) -> Option<(&mut Dialog, Target)> {
-        match side {
-            Side::Caller => Some((&mut self.caller_dialog, self.caller_target.clone())),
-            Side::Callee => {
-                let fork = self.forks.get_mut(self.winner?)?;
-                let target = fork.target.clone();
-                Some((&mut fork.dialog, target))
-            }
-        }
+        let idx = match side {
+            Side::Caller => match self.caller_fork {
+                None => return Some((&mut self.caller_dialog, self.caller_target.clone())),
+                Some(i) => i,
+            },
+            Side::Callee => self.winner?,
+        };
+        let fork = self.forks.get_mut(idx)?;
+        let target = fork.target.clone();
+        Some((&mut fork.dialog, target))
+    }
+
+    /// Our tag, address and transport in the dialog facing `side`.
+    fn local_ident(&mut self, side: Side) -> Option<(String, SocketAddr, TransportKind)> {
+        self.leg(side)
+            .map(|(d, _)| (d.local_tag.clone(), d.local_addr, d.transport))
     }
 
     /// Sends a BYE to `side` (its answer does not matter to the call).
@@ -753,24 +832,43 @@ impl Call {
     }
 
     async fn on_request(&mut self, req: SipRequest, inbound: Inbound, tx: ServerTx) {
-        let side = self.side_of(&req);
         let reply =
             |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, inbound.source);
-        if let Ok(cseq) = req.cseq() {
-            let d = match side {
-                Side::Caller => Some(&mut self.caller_dialog),
-                Side::Callee => self
-                    .winner
-                    .and_then(|w| self.forks.get_mut(w))
-                    .map(|f| &mut f.dialog),
-            };
-            if let Some(d) = d {
-                d.remote_cseq = d.remote_cseq.max(cseq.seq);
-            }
+        let Some((side, replaced)) = self.side_of(&req) else {
+            tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
+            return;
+        };
+        if replaced {
+            // a leg that left the call (transferred away): only its BYE matters
+            let status = if req.method == Method::Bye { 200 } else { 481 };
+            tx.respond(reply(
+                status,
+                if status == 200 {
+                    "OK"
+                } else {
+                    "Call/Transaction Does Not Exist"
+                },
+            ))
+            .await;
+            return;
+        }
+        if let (Ok(cseq), Some((d, _))) = (req.cseq(), self.leg(side)) {
+            d.remote_cseq = d.remote_cseq.max(cseq.seq);
         }
         match req.method {
+            Method::Bye if self.transfer.as_ref().is_some_and(|t| t.from == side) => {
+                // the transferor hangs up after its blind transfer; the transfer goes on
+                tx.respond(reply(200, "OK")).await;
+                if let Some(t) = self.transfer.as_mut() {
+                    t.transferor_gone = true;
+                }
+            }
             Method::Bye => {
                 tx.respond(reply(200, "OK")).await;
+                if self.transfer.is_some() {
+                    // the party being transferred hung up: stop ringing the target
+                    self.abandon_transfer().await;
+                }
                 match self.phase {
                     Phase::Answered => {
                         self.hangup = match side {
@@ -848,9 +946,7 @@ impl Call {
                     cseq,
                 });
             }
-            Method::Refer => {
-                tx.respond(reply(501, "Not Implemented")).await;
-            }
+            Method::Refer => self.on_refer(side, req, inbound, tx).await,
             _ if self.phase == Phase::Answered => {
                 // INFO, UPDATE, MESSAGE, NOTIFY, OPTIONS: pass through, answer with the peer's answer
                 let other = match side {
@@ -921,20 +1017,8 @@ impl Call {
                     client.send(ack.to_bytes(), &target).await;
                 }
                 let Some(p) = self.reinvite.take() else { return };
-                let (local_tag, local, transport) = match p.from {
-                    Side::Caller => (
-                        self.caller_dialog.local_tag.clone(),
-                        self.caller_dialog.local_addr,
-                        self.caller_dialog.transport,
-                    ),
-                    Side::Callee => match self.winner.and_then(|w| self.forks.get(w)) {
-                        Some(f) => (
-                            f.dialog.local_tag.clone(),
-                            f.dialog.local_addr,
-                            f.dialog.transport,
-                        ),
-                        None => return,
-                    },
+                let Some((local_tag, local, transport)) = self.local_ident(p.from) else {
+                    return;
                 };
                 let mut ok = SipResponse::for_request(&p.req, 200, "OK", p.source)
                     .with_to_tag(&local_tag)
@@ -988,6 +1072,9 @@ impl Call {
         let router = &self.router;
         router.forget_dialog(&self.caller_dialog.call_id, &self.caller_dialog.local_tag);
         router.forget_dialog(&self.callee_call_id, &self.callee_tag);
+        for f in self.forks.iter().filter(|f| f.for_transfer) {
+            router.forget_dialog(&f.dialog.call_id, &f.dialog.local_tag);
+        }
         router.forget_ringing(&self.invite_branch);
         router.note_ended();
         let record = CallRecord {
@@ -1033,5 +1120,299 @@ mod tests {
         assert_eq!(best_failure(&[408, 408]), (480, CallDisposition::Unavailable));
         assert_eq!(best_failure(&[408, 480]), (480, CallDisposition::NoAnswer));
         assert_eq!(best_failure(&[415, 488]), (415, CallDisposition::Failed));
+    }
+}
+
+/// Blind transfer (REFER), RFC 3515 and RFC 5589 §6.
+impl Call {
+    async fn on_refer(&mut self, from: Side, req: SipRequest, inbound: Inbound, tx: ServerTx) {
+        let reply =
+            |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, inbound.source);
+        if self.phase != Phase::Answered || self.transfer.is_some() {
+            tx.respond(reply(491, "Request Pending")).await;
+            return;
+        }
+        let refer_to = req
+            .header("Refer-To")
+            .or_else(|| req.header("r"))
+            .and_then(NameAddr::parse);
+        let Some(refer_to) = refer_to else {
+            tx.respond(reply(400, "Bad Refer-To")).await;
+            return;
+        };
+        if refer_to
+            .uri
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("Replaces"))
+        {
+            // attended transfer joins two calls; not served yet
+            tx.respond(reply(501, "Not Implemented")).await;
+            return;
+        }
+        let tenant_id = self.tenant.tenant_id;
+        let target = refer_to.uri.user.clone().unwrap_or_default();
+        let Some(ext) = self.router.store().extension(tenant_id, &target) else {
+            tx.respond(reply(404, "Not Found")).await;
+            return;
+        };
+        let bindings = match self.router.registrar().bindings(tenant_id, &target).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("transfer: reading bindings: {e}");
+                tx.respond(reply(500, "Server Internal Error")).await;
+                return;
+            }
+        };
+        let stays = from.other();
+        let Some(offer_sdp) = self.last_sdp[stays.index()].clone() else {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        };
+        let Ok(offer) = self.offer_to(from, &offer_sdp) else {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        };
+        let Some((notify_dialog, notify_target)) = self.leg(from).map(|(d, t)| (d.clone(), t)) else {
+            tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
+            return;
+        };
+        let Some((local_tag, _, _)) = self.local_ident(from) else {
+            return;
+        };
+        tx.respond(reply(202, "Accepted").with_to_tag(&local_tag)).await;
+
+        // The transferee's identity goes to the target.
+        let fqdn = self.tenant.fqdn.clone();
+        let identity = match stays {
+            Side::Caller => match &self.caller_name {
+                Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
+                None => format!("<sip:{}@{fqdn}>", self.caller),
+            },
+            Side::Callee => format!("<sip:{}@{fqdn}>", self.callee),
+        };
+        let call_id = format!("{}@edge", dialog::random_token());
+        let tag = dialog::random_token();
+        let mut transfer = Transfer {
+            from,
+            target: target.clone(),
+            notify_dialog,
+            notify_target,
+            transferor_gone: false,
+            call_id: call_id.clone(),
+            deadline: Instant::now() + Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1))),
+        };
+        self.notify(&mut transfer, "SIP/2.0 100 Trying", false).await;
+        self.router.register_dialog(&call_id, &tag, self.me.clone());
+        let mut started = 0;
+        for binding in bindings {
+            if !self.router.registrar().is_reachable(binding.source) {
+                continue;
+            }
+            let Some(target_conn) = self.client.target_for(binding.source, &binding.transport) else {
+                continue;
+            };
+            let Some(local) = self.client.local_addr_for(&target_conn) else {
+                continue;
+            };
+            let mut d = Dialog::callee_side(
+                &call_id,
+                &tag,
+                &identity,
+                &format!("<sip:{target}@{fqdn}>"),
+                &binding.contact,
+                local,
+                target_conn.transport(),
+            );
+            let mut invite = d.request(Method::Invite, Some(("application/sdp", offer.clone())));
+            invite
+                .headers
+                .push("User-Agent", self.router.config().product.clone());
+            let idx = self.forks.len();
+            let events = self.client.request(invite.clone(), &target_conn).await;
+            forward_events(events, self.me.clone(), move |ev| CallInput::Fork { idx, ev });
+            self.forks.push(Fork {
+                invite,
+                target: target_conn,
+                dialog: d,
+                state: ForkState::Calling,
+                cancel_pending: false,
+                final_status: None,
+                for_transfer: true,
+            });
+            started += 1;
+        }
+        info!(call = %self.id, to = %target, forks = started, "blind transfer");
+        if started == 0 {
+            self.notify(&mut transfer, "SIP/2.0 480 Temporarily Unavailable", true)
+                .await;
+            return;
+        }
+        self.transfer = Some(transfer);
+    }
+
+    /// A NOTIFY of the transfer's progress to the transferor (message/sipfrag).
+    async fn notify(&self, t: &mut Transfer, status_line: &str, last: bool) {
+        if t.transferor_gone {
+            return;
+        }
+        let state = if last {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        };
+        let mut req = t.notify_dialog.request(
+            Method::Notify,
+            Some((
+                "message/sipfrag;version=2.0",
+                format!("{status_line}\r\n").into_bytes(),
+            )),
+        );
+        req.headers.push("Event", "refer");
+        req.headers.push("Subscription-State", state);
+        drop(self.client.request(req, &t.notify_target).await);
+    }
+
+    async fn on_transfer_fork(&mut self, idx: usize, ev: ClientEvent) {
+        let Some(fork) = self.forks.get_mut(idx) else {
+            return;
+        };
+        match ev {
+            ClientEvent::Provisional(resp) => {
+                if resp.status > 100 && fork.state == ForkState::Calling {
+                    fork.state = ForkState::Ringing;
+                }
+                if fork.cancel_pending {
+                    fork.cancel_pending = false;
+                    let cancel = dialog::cancel_for(&fork.invite);
+                    let target = fork.target.clone();
+                    drop(self.client.request(cancel, &target).await);
+                }
+            }
+            ClientEvent::Final(resp) if (200..300).contains(&resp.status) => {
+                let cseq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+                fork.dialog.confirm_from(&resp);
+                let ack = fork.dialog.ack(cseq);
+                let target = fork.target.clone();
+                self.client.send(ack.to_bytes(), &target).await;
+                let Some(mut t) = self.transfer.take() else {
+                    // too late: the transfer was abandoned
+                    fork.state = ForkState::Done;
+                    let bye = fork.dialog.request(Method::Bye, None);
+                    drop(self.client.request(bye, &target).await);
+                    return;
+                };
+                fork.state = ForkState::Answered;
+                let body = resp.body.clone();
+                // the others ringing for this transfer stop
+                for (i, f) in self.forks.iter_mut().enumerate() {
+                    if i != idx && f.for_transfer && f.dialog.call_id == t.call_id {
+                        match f.state {
+                            ForkState::Ringing => {
+                                let cancel = dialog::cancel_for(&f.invite);
+                                let target = f.target.clone();
+                                drop(self.client.request(cancel, &target).await);
+                            }
+                            ForkState::Calling => f.cancel_pending = true,
+                            _ => {}
+                        }
+                    }
+                }
+                // the new party takes the transferor's place and its relay leg
+                if let Some(sdp) = parse_sdp(&body) {
+                    self.learn_peer(t.from, &sdp);
+                }
+                self.notify(&mut t, "SIP/2.0 200 OK", true).await;
+                if !t.transferor_gone {
+                    self.bye(t.from).await;
+                }
+                match t.from {
+                    Side::Caller => self.caller_fork = Some(idx),
+                    Side::Callee => self.winner = Some(idx),
+                }
+                info!(call = %self.id, to = %t.target, "transfer answered");
+            }
+            ClientEvent::Final(resp) => {
+                fork.state = ForkState::Done;
+                fork.final_status = Some(resp.status);
+                self.after_transfer_failure().await;
+            }
+            ClientEvent::Timeout => {
+                if matches!(fork.state, ForkState::Calling | ForkState::Ringing) {
+                    fork.state = ForkState::Done;
+                    fork.final_status = Some(408);
+                    self.after_transfer_failure().await;
+                }
+            }
+        }
+    }
+
+    async fn after_transfer_failure(&mut self) {
+        let Some(t) = self.transfer.as_ref() else { return };
+        let open = self.forks.iter().any(|f| {
+            f.dialog.call_id == t.call_id && matches!(f.state, ForkState::Calling | ForkState::Ringing)
+        });
+        if open {
+            return;
+        }
+        let statuses: Vec<u16> = self
+            .forks
+            .iter()
+            .filter(|f| f.dialog.call_id == t.call_id)
+            .filter_map(|f| f.final_status)
+            .collect();
+        let (status, _) = best_failure(&statuses);
+        self.fail_transfer(status).await;
+    }
+
+    async fn on_transfer_timeout(&mut self) {
+        let Some(t) = self.transfer.as_ref() else { return };
+        if Instant::now() < t.deadline {
+            return;
+        }
+        let call_id = t.call_id.clone();
+        self.cancel_transfer_forks(&call_id).await;
+        self.fail_transfer(480).await;
+    }
+
+    async fn cancel_transfer_forks(&mut self, call_id: &str) {
+        for f in self.forks.iter_mut().filter(|f| f.dialog.call_id == call_id) {
+            match f.state {
+                ForkState::Ringing => {
+                    let cancel = dialog::cancel_for(&f.invite);
+                    let target = f.target.clone();
+                    drop(self.client.request(cancel, &target).await);
+                }
+                ForkState::Calling => f.cancel_pending = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// The target did not answer: the transferor hears so; if it is gone, the call ends.
+    async fn fail_transfer(&mut self, status: u16) {
+        let Some(mut t) = self.transfer.take() else { return };
+        info!(call = %self.id, to = %t.target, status, "transfer failed");
+        self.notify(&mut t, &format!("SIP/2.0 {status} {}", reason_for(status)), true)
+            .await;
+        if t.transferor_gone {
+            self.hangup = match t.from {
+                Side::Caller => HangupSide::Caller,
+                Side::Callee => HangupSide::Callee,
+            };
+            self.unacked = None;
+            self.bye(t.from.other()).await;
+            self.end();
+        }
+    }
+
+    /// The party being transferred hung up while the target rang.
+    async fn abandon_transfer(&mut self) {
+        let Some(t) = self.transfer.take() else { return };
+        self.cancel_transfer_forks(&t.call_id).await;
+        if t.transferor_gone {
+            return;
+        }
+        // the transferor is still in the call: it is the one the BYE is forwarded to
     }
 }

@@ -1104,25 +1104,6 @@ impl Call {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_busy_phone_makes_the_call_busy() {
-        assert_eq!(best_failure(&[408, 486]), (486, CallDisposition::Busy));
-        assert_eq!(best_failure(&[600]), (486, CallDisposition::Busy));
-        assert_eq!(best_failure(&[603, 480]), (603, CallDisposition::Busy));
-    }
-
-    #[test]
-    fn unreachable_phones_make_the_callee_unavailable() {
-        assert_eq!(best_failure(&[408, 408]), (480, CallDisposition::Unavailable));
-        assert_eq!(best_failure(&[408, 480]), (480, CallDisposition::NoAnswer));
-        assert_eq!(best_failure(&[415, 488]), (415, CallDisposition::Failed));
-    }
-}
-
 /// Blind transfer (REFER), RFC 3515 and RFC 5589 §6.
 impl Call {
     async fn on_refer(&mut self, from: Side, req: SipRequest, inbound: Inbound, tx: ServerTx) {
@@ -1409,10 +1390,26 @@ impl Call {
     /// The party being transferred hung up while the target rang.
     async fn abandon_transfer(&mut self) {
         let Some(t) = self.transfer.take() else { return };
+        // if the transferor is still in the call, the BYE is forwarded to it as usual
         self.cancel_transfer_forks(&t.call_id).await;
-        if t.transferor_gone {
-            return;
-        }
-        // the transferor is still in the call: it is the one the BYE is forwarded to
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_phone_makes_the_call_busy() {
+        assert_eq!(best_failure(&[408, 486]), (486, CallDisposition::Busy));
+        assert_eq!(best_failure(&[600]), (486, CallDisposition::Busy));
+        assert_eq!(best_failure(&[603, 480]), (603, CallDisposition::Busy));
+    }
+
+    #[test]
+    fn unreachable_phones_make_the_callee_unavailable() {
+        assert_eq!(best_failure(&[408, 408]), (480, CallDisposition::Unavailable));
+        assert_eq!(best_failure(&[408, 480]), (480, CallDisposition::NoAnswer));
+        assert_eq!(best_failure(&[415, 488]), (415, CallDisposition::Failed));
     }
 }

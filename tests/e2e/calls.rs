@@ -1,8 +1,8 @@
 //! Calls between extensions of `pbx up`, with sipp on both ends (issue 3 acceptance): the
 //! callee registers, then a sipp UAS answers on the registered port; the caller is a sipp
 //! UAC that authenticates its INVITE (407). Covered: BYE from either side, hold and resume
-//! (re-INVITE), CANCEL, busy, no answer, an unregistered callee, blind transfer (REFER), and
-//! tenant isolation (the same number in another tenant is never reached); then the call log
+//! (re-INVITE), CANCEL, busy, no answer, an unregistered callee, blind transfer (REFER), directed
+//! pickup (*04), and tenant isolation (the same number in another tenant is never reached); then the call log
 //! of each.
 
 use crate::support::*;
@@ -357,6 +357,53 @@ async fn calls_between_extensions_with_sipp() {
         pbx.proc.tail(30)
     );
 
+    // Directed pickup: 102 rings, 103 dials *04102 and gets the call; 102 is cancelled, the
+    // caller is answered, and its BYE reaches 103.
+    let ringing = Uas::start(&pbx.dir, "uas_ring.xml", callee_port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call.xml",
+            free_udp_port(),
+            &sip,
+            "101",
+            "acme.localhost",
+            "102",
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let picker = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call_wait_bye.xml",
+            free_udp_port(),
+            &sip,
+            "103",
+            "acme.localhost",
+            "*04102",
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let caller = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    let rang = tokio::task::spawn_blocking(move || ringing.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        picker.0 && caller.0 && rang.0,
+        "pickup: picker ok={}, caller ok={}, ringing phone ok={}\n--- picker:\n{}\n--- caller:\n{}\n--- ringing phone:\n{}\n--- pbx:\n{}",
+        picker.0,
+        caller.0,
+        rang.0,
+        tail(&picker.1, 25),
+        tail(&caller.1, 25),
+        tail(&rang.1, 25),
+        pbx.proc.tail(30)
+    );
+
     // Isolation: bravo's 102 registers on another port; acme's 102 is the only one acme's
     // 101 reaches, and bravo's phone never sees the call.
     let bravo_port = free_udp_port();
@@ -405,6 +452,7 @@ async fn calls_between_extensions_with_sipp() {
         "no_answer:system",
         "busy:system",
         "unavailable:system",
+        "answered:caller",
         "answered:caller",
         "answered:caller",
     ];

@@ -16,6 +16,7 @@ use crate::sip::registrar::{AuthScheme, Registrar};
 use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient};
 use crate::sync::snapshots::SnapshotStore;
 use crate::EventSink;
+use pbx_contract::TenantId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -69,6 +70,9 @@ struct DialogKey {
 
 pub(crate) type CallSender = mpsc::UnboundedSender<CallInput>;
 
+/// A call ringing an extension: (callee number, caller number, the call).
+type RingingCall = (String, String, CallSender);
+
 /// Routes call requests to call tasks.
 pub struct CallRouter {
     store: SnapshotStore,
@@ -82,6 +86,9 @@ pub struct CallRouter {
     dialogs: Mutex<HashMap<DialogKey, CallSender>>,
     /// Calls not yet answered, by the caller's INVITE branch (what its CANCEL carries).
     ringing: Mutex<HashMap<String, CallSender>>,
+    /// Calls ringing an extension, per tenant: (callee number, caller number, call), oldest
+    /// first, for call pickup.
+    ringing_by_callee: Mutex<HashMap<TenantId, Vec<RingingCall>>>,
     counters: Counters,
 }
 
@@ -118,6 +125,7 @@ impl CallRouter {
             media,
             dialogs: Mutex::new(HashMap::new()),
             ringing: Mutex::new(HashMap::new()),
+            ringing_by_callee: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
@@ -285,6 +293,36 @@ impl CallRouter {
         let Ok(branch) = req.top_via().map(|v| v.branch().unwrap_or_default().to_owned()) else {
             return Some(reply(400, "Bad Via"));
         };
+        // Feature codes *04{ext} (directed pickup) and *4 (any ringing phone of the tenant).
+        let dialled = req.uri.user.clone().unwrap_or_default();
+        let pickup = match dialled.as_str() {
+            "*4" => Some(None),
+            d => d
+                .strip_prefix("*04")
+                .filter(|e| !e.is_empty())
+                .map(|e| Some(e.to_owned())),
+        };
+        if let Some(wanted) = pickup {
+            let call = self.ringing_call(tenant.tenant_id, wanted.as_deref(), &caller);
+            let nothing = reply(480, "Temporarily Unavailable")
+                .with_header("Warning", "399 edge \"nothing rings there\"");
+            return match call {
+                Some(call) => {
+                    let input = CallInput::Pickup {
+                        req: Box::new(req),
+                        inbound,
+                        tx,
+                        offer: Box::new(offer),
+                        picker: caller,
+                    };
+                    match call.send(input) {
+                        Ok(()) => None,
+                        Err(_) => Some(nothing),
+                    }
+                }
+                None => Some(nothing),
+            };
+        }
         let (call_tx, call_rx) = mpsc::unbounded_channel();
         let setup = task::CallSetup {
             tenant,
@@ -304,6 +342,36 @@ impl CallRouter {
 
     pub(crate) fn forget_ringing(&self, branch: &str) {
         lock(&self.ringing).remove(branch);
+    }
+
+    /// A call now rings `callee` of `tenant` (pickup can take it).
+    pub(crate) fn note_ringing(&self, tenant: TenantId, callee: &str, caller: &str, call: CallSender) {
+        lock(&self.ringing_by_callee).entry(tenant).or_default().push((
+            callee.to_owned(),
+            caller.to_owned(),
+            call,
+        ));
+    }
+
+    /// The call stopped ringing (answered, picked up or ended).
+    pub(crate) fn forget_ringing_callee(&self, tenant: TenantId, call: &CallSender) {
+        let mut map = lock(&self.ringing_by_callee);
+        if let Some(list) = map.get_mut(&tenant) {
+            list.retain(|(_, _, c)| !c.same_channel(call));
+            if list.is_empty() {
+                map.remove(&tenant);
+            }
+        }
+    }
+
+    /// The oldest call ringing `callee` (or any extension of the tenant), not the picker's own.
+    fn ringing_call(&self, tenant: TenantId, callee: Option<&str>, picker: &str) -> Option<CallSender> {
+        let map = lock(&self.ringing_by_callee);
+        map.get(&tenant)?
+            .iter()
+            .filter(|(_, caller, c)| caller != picker && !c.is_closed())
+            .find(|(ext, _, _)| callee.is_none_or(|want| want == ext))
+            .map(|(_, _, c)| c.clone())
     }
 
     pub(crate) fn note_answered(&self) {

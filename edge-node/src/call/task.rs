@@ -44,6 +44,14 @@ pub enum CallInput {
     Fork { idx: usize, ev: ClientEvent },
     /// A response to a re-INVITE the call forwarded.
     Reinvite { ev: ClientEvent },
+    /// Another phone dialled a pickup code for this ringing call (its INVITE, authenticated).
+    Pickup {
+        req: Box<SipRequest>,
+        inbound: Inbound,
+        tx: ServerTx,
+        offer: Box<SessionDescription>,
+        picker: String,
+    },
 }
 
 /// What the router hands a new call.
@@ -210,8 +218,11 @@ struct Call {
     phase: Phase,
     sent_ringing: bool,
     ring_deadline: Option<Instant>,
-    unacked: Option<Unacked>,
+    /// Our 2xx waiting for their ACKs (two after a pickup: to the caller and to the picker).
+    unacked: Vec<Unacked>,
     reinvite: Option<PendingReinvite>,
+    /// The phone that picked the call up: it is the callee side, as a dialog we answered.
+    picker: Option<(Dialog, Target)>,
     started: SystemTime,
     answered: Option<SystemTime>,
     ended: Option<SystemTime>,
@@ -323,8 +334,9 @@ pub(crate) async fn run(
         phase: Phase::Ringing,
         sent_ringing: false,
         ring_deadline: None,
-        unacked: None,
+        unacked: Vec::new(),
         reinvite: None,
+        picker: None,
         started,
         answered: None,
         ended: None,
@@ -347,7 +359,7 @@ pub(crate) async fn run(
             linger_until.get_or_insert_with(|| Instant::now() + LINGER);
         }
         let ring_at = call.ring_deadline.filter(|_| call.phase == Phase::Ringing);
-        let resend_at = call.unacked.as_ref().map(|u| u.next);
+        let resend_at = call.unacked.iter().map(|u| u.next).min();
         let transfer_at = call.transfer.as_ref().map(|t| t.deadline);
         tokio::select! {
             input = rx.recv() => match input {
@@ -444,6 +456,7 @@ impl Call {
             self.phase = Phase::Ended;
             self.ended = Some(SystemTime::now());
             self.router.forget_ringing(&self.invite_branch);
+            self.router.forget_ringing_callee(self.tenant.tenant_id, &self.me);
         }
     }
 
@@ -549,6 +562,8 @@ impl Call {
         }
         let ring = Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
         self.ring_deadline = Some(Instant::now() + ring);
+        self.router
+            .note_ringing(tenant_id, &self.callee, &self.caller, self.me.clone());
         info!(call = %self.id, tenant = %tenant_id, from = %self.caller, to = %self.callee, forks = self.forks.len(), "call ringing");
     }
 
@@ -566,14 +581,18 @@ impl Call {
                 }
             }
             CallInput::Ack(req) => {
-                let matches = self.unacked.as_ref().is_some_and(|u| {
-                    req.call_id().ok() == Some(u.call_id.as_str())
-                        && req.cseq().map(|c| c.seq).ok() == Some(u.cseq)
+                self.unacked.retain(|u| {
+                    !(req.call_id().ok() == Some(u.call_id.as_str())
+                        && req.cseq().map(|c| c.seq).ok() == Some(u.cseq))
                 });
-                if matches {
-                    self.unacked = None;
-                }
             }
+            CallInput::Pickup {
+                req,
+                inbound,
+                tx,
+                offer,
+                picker,
+            } => self.on_pickup(*req, inbound, tx, *offer, picker).await,
             CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
             CallInput::Reinvite { ev } => self.on_reinvite_answer(ev).await,
         }
@@ -699,6 +718,7 @@ impl Call {
         self.answered = Some(SystemTime::now());
         self.disposition = CallDisposition::Answered;
         self.router.forget_ringing(&self.invite_branch);
+        self.router.forget_ringing_callee(self.tenant.tenant_id, &self.me);
         self.router.note_answered();
         self.cancel_forks(Some(idx)).await;
         let body = self.relay_answer_body(Side::Callee, Side::Caller, &answer_body);
@@ -729,7 +749,7 @@ impl Call {
         tx.respond(resp.clone()).await;
         let t1 = self.router.config().t1;
         let now = Instant::now();
-        self.unacked = Some(Unacked {
+        self.unacked.push(Unacked {
             tx,
             resp,
             cseq,
@@ -741,11 +761,10 @@ impl Call {
     }
 
     async fn on_resend(&mut self) {
-        let Some(u) = self.unacked.as_mut() else { return };
         let now = Instant::now();
-        if now >= u.give_up {
+        if self.unacked.iter().any(|u| now >= u.give_up) {
             // §13.3.1.4: no ACK in 64*T1 — the session is over
-            self.unacked = None;
+            self.unacked.clear();
             if self.phase == Phase::Answered {
                 info!(call = %self.id, "no ACK for our 2xx; ending the call");
                 self.hangup = HangupSide::System;
@@ -755,11 +774,16 @@ impl Call {
             }
             return;
         }
-        let resp = u.resp.clone();
-        let tx = u.tx.clone();
-        u.interval = (u.interval * 2).min(self.router.config().t2);
-        u.next = now + u.interval;
-        tx.respond(resp).await;
+        let t2 = self.router.config().t2;
+        let mut due = Vec::new();
+        for u in self.unacked.iter_mut().filter(|u| now >= u.next) {
+            u.interval = (u.interval * 2).min(t2);
+            u.next = now + u.interval;
+            due.push((u.tx.clone(), u.resp.clone()));
+        }
+        for (tx, resp) in due {
+            tx.respond(resp).await;
+        }
     }
 
     async fn on_ring_timeout(&mut self) {
@@ -778,6 +802,9 @@ impl Call {
         let tag = req.to().ok().and_then(|t| t.tag().map(str::to_owned));
         if call_id == self.caller_dialog.call_id {
             return Some((Side::Caller, self.caller_fork.is_some()));
+        }
+        if self.picker.as_ref().is_some_and(|(d, _)| d.call_id == call_id) {
+            return Some((Side::Callee, self.winner.is_some()));
         }
         // forks of one INVITE share Call-ID and our tag; the phone's tag tells them apart
         let from_tag = req.from().ok().and_then(|f| f.tag().map(str::to_owned));
@@ -809,7 +836,11 @@ impl Call {
                 None => return Some((&mut self.caller_dialog, self.caller_target.clone())),
                 Some(i) => i,
             },
-            Side::Callee => self.winner?,
+            Side::Callee => match (self.winner, &mut self.picker) {
+                (Some(w), _) => w,
+                (None, Some((d, target))) => return Some((d, target.clone())),
+                (None, None) => return None,
+            },
         };
         let fork = self.forks.get_mut(idx)?;
         let target = fork.target.clone();
@@ -879,7 +910,7 @@ impl Call {
                             Side::Caller => Side::Callee,
                             Side::Callee => Side::Caller,
                         };
-                        self.unacked = None;
+                        self.unacked.clear();
                         self.bye(other).await;
                         self.end();
                     }
@@ -900,7 +931,7 @@ impl Call {
                     tx.respond(reply(491, "Request Pending")).await;
                     return;
                 }
-                if self.reinvite.is_some() || self.unacked.is_some() {
+                if self.reinvite.is_some() || !self.unacked.is_empty() {
                     // §14.1: one offer/answer at a time; the peer retries after a random wait
                     tx.respond(reply(491, "Request Pending").with_header("Retry-After", "1"))
                         .await;
@@ -1074,6 +1105,9 @@ impl Call {
         router.forget_dialog(&self.callee_call_id, &self.callee_tag);
         for f in self.forks.iter().filter(|f| f.for_transfer) {
             router.forget_dialog(&f.dialog.call_id, &f.dialog.local_tag);
+        }
+        if let Some((d, _)) = &self.picker {
+            router.forget_dialog(&d.call_id, &d.local_tag);
         }
         router.forget_ringing(&self.invite_branch);
         router.note_ended();
@@ -1381,7 +1415,7 @@ impl Call {
                 Side::Caller => HangupSide::Caller,
                 Side::Callee => HangupSide::Callee,
             };
-            self.unacked = None;
+            self.unacked.clear();
             self.bye(t.from.other()).await;
             self.end();
         }
@@ -1392,6 +1426,93 @@ impl Call {
         let Some(t) = self.transfer.take() else { return };
         // if the transferor is still in the call, the BYE is forwarded to it as usual
         self.cancel_transfer_forks(&t.call_id).await;
+    }
+}
+
+/// Call pickup (`*04{ext}`, `*4`): another phone answers a call that rings elsewhere.
+impl Call {
+    async fn on_pickup(
+        &mut self,
+        req: SipRequest,
+        inbound: Inbound,
+        tx: ServerTx,
+        picker_offer: SessionDescription,
+        picker: String,
+    ) {
+        let source = inbound.source;
+        let tag = dialog::random_token();
+        let reply = |status: u16, reason: &str| {
+            SipResponse::for_request(&req, status, reason, source).with_to_tag(&tag)
+        };
+        if self.phase != Phase::Ringing || self.picker.is_some() {
+            tx.respond(reply(480, "Temporarily Unavailable")).await;
+            return;
+        }
+        // One codec both offered: the relay does not transcode.
+        let theirs = picker_offer.audio_formats();
+        let common = self
+            .offer
+            .audio_formats()
+            .into_iter()
+            .find(|f| (f == "0" || f == "8") && theirs.contains(f));
+        let Some(common) = common else {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        };
+        let mut keep_caller = vec![common.clone()];
+        keep_caller.extend(self.offer.telephone_event_pt().map(|p| p.to_string()));
+        let mut keep_picker = vec![common];
+        keep_picker.extend(picker_offer.telephone_event_pt().map(|p| p.to_string()));
+        let local = self
+            .client
+            .local_addr_for(&inbound.target)
+            .unwrap_or(inbound.local);
+        let Some(d) = Dialog::caller_side(&req, &tag, local, inbound.transport) else {
+            tx.respond(reply(400, "Missing Contact")).await;
+            return;
+        };
+        info!(call = %self.id, picker = %picker, "picked up");
+        self.cancel_forks(None).await;
+        self.router.register_dialog(&d.call_id, &tag, self.me.clone());
+        self.router.forget_ringing(&self.invite_branch);
+        self.router.forget_ringing_callee(self.tenant.tenant_id, &self.me);
+        self.router.note_answered();
+        let (contact_local, contact_transport) = (d.local_addr, d.transport);
+        let picker_cseq = d.remote_cseq;
+        let picker_call_id = d.call_id.clone();
+        self.picker = Some((d, inbound.target.clone()));
+        self.phase = Phase::Answered;
+        self.answered = Some(SystemTime::now());
+        self.disposition = CallDisposition::Answered;
+
+        // The picker's media goes to the callee's relay leg; each side gets the other's offer,
+        // cut down to the common codec, as its answer.
+        let caller_offer = self.offer.restricted_to(&keep_caller);
+        let picker_sdp = picker_offer.restricted_to(&keep_picker);
+        self.learn_peer(Side::Callee, &picker_sdp);
+        let to_picker = self.answer_to(Side::Callee, &caller_offer);
+        let to_caller = self.answer_to(Side::Caller, &picker_sdp);
+        if self.record {
+            self.start_recording();
+        }
+        let ok_picker = reply(200, "OK")
+            .with_header("Contact", dialog::contact(contact_local, contact_transport))
+            .with_body("application/sdp", to_picker);
+        self.send_2xx(ok_picker, picker_cseq, picker_call_id, tx).await;
+        let ok_caller = self
+            .respond_caller(200, "OK")
+            .with_header(
+                "Contact",
+                dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
+            )
+            .with_body("application/sdp", to_caller);
+        self.send_2xx(
+            ok_caller,
+            self.caller_dialog.remote_cseq,
+            self.caller_dialog.call_id.clone(),
+            self.tx.clone(),
+        )
+        .await;
     }
 }
 

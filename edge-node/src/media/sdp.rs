@@ -454,6 +454,26 @@ impl SessionDescription {
         Ok(self.rewritten(addr, port, origin, Some(&kept)))
     }
 
+    /// This description with its audio stream limited to `formats` (those it has, in its
+    /// order; their attributes kept). A call picked up by another phone is joined with one
+    /// codec both offered, since the relay does not transcode.
+    pub fn restricted_to(&self, formats: &[String]) -> SessionDescription {
+        let mut out = self.clone();
+        if let Some(idx) = self.audio_index() {
+            let section = &mut out.media[idx];
+            section.m.formats.retain(|f| formats.contains(f));
+            let kept = section.m.formats.clone();
+            section.lines.retain(|l| match l.attribute() {
+                Some((name, Some(v))) if payload_attribute(name) => {
+                    let pt = v.split_ascii_whitespace().next().unwrap_or("");
+                    pt == "*" || kept.iter().any(|f| f == pt)
+                }
+                _ => true,
+            });
+        }
+        out
+    }
+
     /// The answer we pass back: the remote answer's codecs, our address and port, our `o=`.
     /// Same treatment of other streams and transport attributes as [`Self::relay_offer`].
     pub fn relay_answer(&self, addr: IpAddr, port: u16, origin: &mut SdpOrigin) -> SessionDescription {

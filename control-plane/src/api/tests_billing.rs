@@ -77,7 +77,7 @@ fn stripe_error(status: HttpStatus, kind: &str, message: &str) -> Response {
 
 /// Records the request and checks what every Stripe call must carry: the secret key as a
 /// Bearer token and a form-encoded body.
-fn receive(fake: &Fake, path: String, headers: &HeaderMap, body: &[u8]) -> Result<Received, Response> {
+fn receive(fake: &Fake, path: String, headers: &HeaderMap, body: &[u8]) -> Result<Received, Box<Response>> {
     let received = Received {
         path,
         authorization: headers
@@ -93,25 +93,25 @@ fn receive(fake: &Fake, path: String, headers: &HeaderMap, body: &[u8]) -> Resul
     };
     fake.received.lock().unwrap().push(received.clone());
     if received.authorization.as_deref() != Some(&format!("Bearer {SECRET_KEY}")) {
-        return Err(stripe_error(
+        return Err(Box::new(stripe_error(
             HttpStatus::UNAUTHORIZED,
             "invalid_request_error",
             "Invalid API Key provided",
-        ));
+        )));
     }
     if received.content_type != "application/x-www-form-urlencoded" {
-        return Err(stripe_error(
+        return Err(Box::new(stripe_error(
             HttpStatus::BAD_REQUEST,
             "invalid_request_error",
             "form bodies only",
-        ));
+        )));
     }
     Ok(received)
 }
 
 async fn fake_customers(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Response {
     match receive(&fake, "/v1/customers".into(), &headers, &body) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(r) => axum::Json(json!({
             "id": CUSTOMER, "object": "customer", "name": r.get("name"),
             "metadata": {"tenant_id": r.get("metadata[tenant_id]"), "tenant_slug": r.get("metadata[tenant_slug]")},
@@ -122,7 +122,7 @@ async fn fake_customers(State(fake): State<Arc<Fake>>, headers: HeaderMap, body:
 
 async fn fake_checkout(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Response {
     match receive(&fake, "/v1/checkout/sessions".into(), &headers, &body) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(r) if r.get("mode") != Some("subscription") || r.get("line_items[0][price]").is_none() => {
             stripe_error(
                 HttpStatus::BAD_REQUEST,
@@ -141,7 +141,7 @@ async fn fake_checkout(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: 
 
 async fn fake_portal(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Response {
     match receive(&fake, "/v1/billing_portal/sessions".into(), &headers, &body) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(r) => axum::Json(json!({
             "id": "bps_1", "object": "billing_portal.session", "customer": r.get("customer"),
             "return_url": r.get("return_url"), "url": "https://billing.stripe.test/p/session/bps_1",
@@ -157,7 +157,7 @@ async fn fake_item(
     body: Bytes,
 ) -> Response {
     match receive(&fake, format!("/v1/subscription_items/{id}"), &headers, &body) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(_)
             if fake
                 .fail_items

@@ -69,6 +69,17 @@ pub async fn find_by_subscription(conn: &mut Conn, subscription: &str) -> Result
     one(conn, "stripe_subscription_id", subscription).await
 }
 
+/// Re-reads the account with its row write-locked until the transaction ends (PostgreSQL;
+/// a SQLite write transaction holds the whole database already), so two webhooks of one
+/// tenant apply one after the other and the event-time check sees the other's time.
+pub async fn lock(conn: &mut Conn, tenant: TenantId) -> Result<Option<Account>> {
+    sqlx::query("UPDATE billing_accounts SET updated_at = updated_at WHERE tenant_id = $1")
+        .bind(tenant.to_string())
+        .execute(&mut *conn)
+        .await?;
+    get(conn, tenant).await
+}
+
 /// Links a Stripe customer to the tenant; false when the tenant had one already (a
 /// concurrent checkout won: read it back and use that one).
 pub async fn insert(conn: &mut Conn, tenant: TenantId, customer: &str) -> Result<bool> {

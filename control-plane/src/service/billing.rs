@@ -235,8 +235,11 @@ struct Outcome {
 }
 
 fn object<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T> {
-    serde_json::from_value(event.data.object.clone())
-        .map_err(|e| Error::MalformedBody(format!("{} object: {e}", event.kind)))
+    serde_json::from_value(event.data.object.clone()).map_err(|e| {
+        // Signed by Stripe, so the shape is ours to fix: say so loudly. Stripe retries.
+        tracing::warn!(event = %event.id, kind = %event.kind, error = %e, "Stripe event of an unexpected shape");
+        Error::MalformedBody(format!("{} object: {e}", event.kind))
+    })
 }
 
 async fn apply(tx: &mut Conn, stripe: &StripeClient, event: &Event, actor: &Actor) -> Result<Outcome> {
@@ -282,19 +285,24 @@ async fn on_checkout_completed(tx: &mut Conn, event: &Event, s: CheckoutSessionO
     })
 }
 
-/// The account a subscription belongs to: by subscription id, else by customer.
+/// The account a subscription belongs to (by subscription id, else by customer), locked
+/// for the rest of the transaction.
 async fn account_of(
     tx: &mut Conn,
     subscription: Option<&str>,
     customer: Option<&str>,
 ) -> Result<Option<Account>> {
+    let mut found = None;
     if let Some(s) = subscription {
-        if let Some(a) = db::billing::find_by_subscription(tx, s).await? {
-            return Ok(Some(a));
+        found = db::billing::find_by_subscription(tx, s).await?;
+    }
+    if found.is_none() {
+        if let Some(c) = customer {
+            found = db::billing::find_by_customer(tx, c).await?;
         }
     }
-    match customer {
-        Some(c) => db::billing::find_by_customer(tx, c).await,
+    match found {
+        Some(a) => db::billing::lock(tx, a.tenant_id).await,
         None => Ok(None),
     }
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     /// of `X-Forwarded-For` (the one that proxy appended). Otherwise that header is ignored
     /// and the client address is the connection's peer.
     pub trust_forwarded_for: bool,
+    /// Stripe billing (SPEC P5); without it the billing routes answer 503.
+    pub stripe: Option<crate::stripe::StripeSettings>,
 }
 
 impl Settings {
@@ -48,6 +50,10 @@ pub struct Inner {
     pub settings: Settings,
     /// Woken after a commit that wrote to the outbox, so the relay publishes at once.
     pub outbox_notify: Notify,
+    /// The Stripe client, when `settings.stripe` is set.
+    pub stripe: Option<crate::stripe::StripeClient>,
+    /// Woken after a commit that owes Stripe a seat count, so the billing worker syncs at once.
+    pub billing_notify: Notify,
 }
 
 #[derive(Clone)]
@@ -77,9 +83,11 @@ impl AppState {
             dir_objects: engines.dir_objects,
             mailer: engines.mailer,
             secrets: SecretBox::new(master),
+            stripe: settings.stripe.clone().map(crate::stripe::StripeClient::new),
             jwt: JwtKeys::new(master),
             settings,
             outbox_notify: Notify::new(),
+            billing_notify: Notify::new(),
         }))
     }
 }

@@ -44,6 +44,16 @@ pub enum Error {
     Objects(#[from] pbx_engines::objects::ObjectError),
     #[error(transparent)]
     Mail(#[from] pbx_engines::mail::MailError),
+    /// A feature whose backing service is not configured here (e.g. billing without a
+    /// `[stripe]` section); the message is shown to the client.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// A third-party API (Stripe) failed or answered unexpectedly; logged, not shown.
+    #[error("upstream service failed: {0}")]
+    Upstream(String),
+    /// A webhook whose signature does not verify.
+    #[error("webhook signature: {0}")]
+    BadSignature(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -69,13 +79,16 @@ impl Error {
         match self {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Error::MalformedBody(_) | Error::BadSignature(_) => StatusCode::BAD_REQUEST,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthenticated | Error::BadCredentials => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::PlanRequired { .. } => StatusCode::FORBIDDEN,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Bus(_) | Error::Objects(_) | Error::Mail(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Bus(_) | Error::Objects(_) | Error::Mail(_) | Error::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
             Error::Db(_) | Error::Migrate(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,10 +131,13 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         // Server-side failures are logged in full but described vaguely to the client.
-        let detail = if status.is_server_error() {
+        let detail = if let Error::Unavailable(what) = self {
+            what.to_owned()
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => "a backing service is unavailable; try again".to_owned(),
+                StatusCode::BAD_GATEWAY => "an upstream service failed; try again".to_owned(),
                 _ => "internal error".to_owned(),
             }
         } else {

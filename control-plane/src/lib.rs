@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod service;
+pub mod stripe;
 pub mod workers;
 
 pub use app::{AppState, Engines, Settings};

@@ -42,15 +42,25 @@ impl TestApp {
     }
 
     pub async fn start_with_bus(db: Db, bus: Arc<dyn Bus>) -> Self {
-        Self::start_full(db, bus, false).await
+        Self::start_full(db, bus, false, None).await
+    }
+
+    /// As [`TestApp::start`], with Stripe billing configured.
+    pub async fn start_with_stripe(db: Db, stripe: crate::stripe::StripeSettings) -> Self {
+        Self::start_full(db, Arc::new(MemoryBus::new()), false, Some(stripe)).await
     }
 
     /// As [`TestApp::start`], as if behind a trusted proxy that sets `X-Forwarded-For`.
     pub async fn start_behind_proxy(db: Db) -> Self {
-        Self::start_full(db, Arc::new(MemoryBus::new()), true).await
+        Self::start_full(db, Arc::new(MemoryBus::new()), true, None).await
     }
 
-    async fn start_full(db: Db, bus: Arc<dyn Bus>, trust_forwarded_for: bool) -> Self {
+    async fn start_full(
+        db: Db,
+        bus: Arc<dyn Bus>,
+        trust_forwarded_for: bool,
+        stripe: Option<crate::stripe::StripeSettings>,
+    ) -> Self {
         crate::crypto::install_crypto_provider();
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -79,6 +89,7 @@ impl TestApp {
                 max_body_bytes: MAX_BODY,
                 request_timeout_secs: 10,
                 trust_forwarded_for,
+                stripe,
             },
         );
         let boot = bootstrap_operator(&state, "ops@example.test", true)

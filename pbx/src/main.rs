@@ -333,6 +333,7 @@ async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
         max_body_bytes: cfg.http.max_body_bytes,
         request_timeout_secs: cfg.http.request_timeout_secs,
         trust_forwarded_for: cfg.http.trust_forwarded_for,
+        stripe: cfg.stripe.as_ref().map(settings::StripeSection::to_settings),
     };
     let state = AppState::new(
         Engines {

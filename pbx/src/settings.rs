@@ -99,6 +99,64 @@ pub struct EventsSection {
     pub claim_after_secs: Option<u64>,
 }
 
+/// Stripe billing (SPEC P5). Without this section the billing routes answer 503.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSection {
+    /// Default `https://api.stripe.com`.
+    pub api_base: Option<String>,
+    /// `sk_…` (or a restricted key); prefer `PBX_STRIPE__SECRET_KEY`.
+    pub secret_key: Secret,
+    /// The webhook endpoint's signing secret (`whsec_…`); prefer `PBX_STRIPE__WEBHOOK_SECRET`.
+    pub webhook_secret: Secret,
+    /// The Stripe price of each plan sold (`price_…`); a plan without one cannot be bought.
+    #[serde(default)]
+    pub prices: StripePrices,
+    /// After a paid checkout; `{slug}` is the tenant's slug, `{CHECKOUT_SESSION_ID}` Stripe's.
+    pub success_url: String,
+    /// After a cancelled checkout; `{slug}` is the tenant's slug.
+    pub cancel_url: String,
+    /// The customer portal's return link (default: `success_url`).
+    pub portal_return_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StripePrices {
+    pub standard: Option<String>,
+    pub enterprise: Option<String>,
+    pub ultimate: Option<String>,
+}
+
+impl StripeSection {
+    pub fn to_settings(&self) -> pbx_control_plane::stripe::StripeSettings {
+        use pbx_contract::Plan;
+        let prices = [
+            (Plan::Standard, &self.prices.standard),
+            (Plan::Enterprise, &self.prices.enterprise),
+            (Plan::Ultimate, &self.prices.ultimate),
+        ]
+        .into_iter()
+        .filter_map(|(plan, price)| price.clone().map(|p| (plan, p)))
+        .collect();
+        pbx_control_plane::stripe::StripeSettings {
+            api_base: self
+                .api_base
+                .clone()
+                .unwrap_or_else(|| pbx_control_plane::stripe::DEFAULT_API_BASE.to_owned()),
+            secret_key: self.secret_key.clone(),
+            webhook_secret: self.webhook_secret.clone(),
+            prices,
+            success_url: self.success_url.clone(),
+            cancel_url: self.cancel_url.clone(),
+            portal_return_url: self
+                .portal_return_url
+                .clone()
+                .unwrap_or_else(|| self.success_url.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlaneConfig {
@@ -113,6 +171,7 @@ pub struct ControlPlaneConfig {
     pub auth: AuthSection,
     #[serde(default)]
     pub events: EventsSection,
+    pub stripe: Option<StripeSection>,
 }
 
 impl ControlPlaneConfig {
@@ -121,6 +180,7 @@ impl ControlPlaneConfig {
             file,
             &[
                 "http", "platform", "database", "bus", "objects", "mail", "secrets", "auth", "events",
+                "stripe",
             ],
         )
     }
@@ -232,8 +292,11 @@ mod tests {
     #[test]
     fn example_configs_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra");
-        ControlPlaneConfig::load(&root.join("control-plane.example.toml"))
+        let cp = ControlPlaneConfig::load(&root.join("control-plane.example.toml"))
             .unwrap_or_else(|e| panic!("{e:#}"));
+        let stripe = cp.stripe.map(|s| s.to_settings());
+        let prices = stripe.map(|s| s.prices.len());
+        assert_eq!(prices, Some(3), "the example sells every plan");
         EdgeNodeConfig::load(&root.join("edge-node.example.toml")).unwrap_or_else(|e| panic!("{e:#}"));
     }
 

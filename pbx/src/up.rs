@@ -165,6 +165,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         max_body_bytes: 1024 * 1024,
         request_timeout_secs: 30,
         trust_forwarded_for: false,
+        stripe: None,
     };
     let dir_objects_for_edge: Arc<dyn pbx_engines::objects::ObjectStore> = dir_objects.clone();
     let state = AppState::new(

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes, middleware, and the OpenAPI document built from the handlers.
 
 mod auth;
+mod billing;
 mod call_logs;
 pub mod client_ip;
 mod edge;
@@ -85,6 +86,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::update_user, users::delete_user))
+        .routes(routes!(billing::checkout))
+        .routes(routes!(billing::portal))
+        .routes(routes!(billing::stripe_webhook))
         .routes(routes!(edge::edge_nodes))
         .routes(routes!(edge::edge_tenants))
         .routes(routes!(edge::edge_snapshot))
@@ -122,5 +126,7 @@ pub fn metrics_text() -> String {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_billing;
 #[cfg(test)]
 mod tests_saas;

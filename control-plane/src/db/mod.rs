@@ -8,6 +8,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod billing;
 pub mod call_logs;
 pub mod edge_log;
 pub mod extensions;

@@ -1,6 +1,6 @@
 //! Extensions: the first configuration entity carried to the edge (SPEC P8, T2).
 
-use super::{config_publish, validate};
+use super::{billing, config_publish, validate};
 use crate::app::AppState;
 use crate::db::{
     self,
@@ -151,8 +151,10 @@ pub async fn create(
     )
     .await?;
     config_publish::publish(&mut tx, tenant.id, ConfigSubject::Extension { id }).await?;
+    billing::seats_changed(&mut tx, tenant.id).await?;
     tx.commit().await?;
     state.outbox_notify.notify_one();
+    billing::wake(state);
     Ok(ExtensionView::new(&ext, state.settings.fqdn(&tenant.slug)))
 }
 
@@ -254,8 +256,10 @@ pub async fn delete(state: &AppState, actor: &Actor, tenant: &Tenant, key: &str)
     )
     .await?;
     config_publish::publish(&mut tx, tenant.id, ConfigSubject::Extension { id: before.id }).await?;
+    billing::seats_changed(&mut tx, tenant.id).await?;
     tx.commit().await?;
     state.outbox_notify.notify_one();
+    billing::wake(state);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! Handlers and the CLI call these; nothing here knows about HTTP.
 
 pub mod auth;
+pub mod billing;
 pub mod call_logs;
 pub mod config_publish;
 pub mod extensions;

@@ -1,5 +1,6 @@
 //! Background loops of the control plane.
 
+pub mod billing;
 pub mod events_consumer;
 pub mod lifecycle;
 pub mod outbox_relay;

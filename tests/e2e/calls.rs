@@ -1,9 +1,9 @@
 //! Calls between extensions of `pbx up`, with sipp on both ends (issue 3 acceptance): the
 //! callee registers, then a sipp UAS answers on the registered port; the caller is a sipp
 //! UAC that authenticates its INVITE (407). Covered: BYE from either side, hold and resume
-//! (re-INVITE), CANCEL, busy, no answer, an unregistered callee, blind transfer (REFER), directed
-//! pickup (*04), and tenant isolation (the same number in another tenant is never reached); then the call log
-//! of each.
+//! (re-INVITE), CANCEL, busy, no answer, an unregistered callee, blind transfer (REFER),
+//! directed pickup (*04), park and retrieve (*5NN), and tenant isolation (the same number in
+//! another tenant is never reached); then the call log of each.
 
 use crate::support::*;
 use std::net::UdpSocket;
@@ -404,6 +404,53 @@ async fn calls_between_extensions_with_sipp() {
         pbx.proc.tail(30)
     );
 
+    // Park and retrieve: 102 answers and parks the caller on slot 01 (REFER to *501) and is
+    // hung up; 103 dials *501 and gets the caller, whose BYE then reaches 103.
+    let parker = Uas::start(&pbx.dir, "uas_park.xml", callee_port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call_long.xml",
+            free_udp_port(),
+            &sip,
+            "101",
+            "acme.localhost",
+            "102",
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let retriever = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call_wait_bye.xml",
+            free_udp_port(),
+            &sip,
+            "103",
+            "acme.localhost",
+            "*501",
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let caller = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    let parked = tokio::task::spawn_blocking(move || parker.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        retriever.0 && caller.0 && parked.0,
+        "park: retriever ok={}, caller ok={}, parker ok={}\n--- retriever:\n{}\n--- caller:\n{}\n--- parker:\n{}\n--- pbx:\n{}",
+        retriever.0,
+        caller.0,
+        parked.0,
+        tail(&retriever.1, 25),
+        tail(&caller.1, 25),
+        tail(&parked.1, 25),
+        pbx.proc.tail(30)
+    );
+
     // Isolation: bravo's 102 registers on another port; acme's 102 is the only one acme's
     // 101 reaches, and bravo's phone never sees the call.
     let bravo_port = free_udp_port();
@@ -452,6 +499,7 @@ async fn calls_between_extensions_with_sipp() {
         "no_answer:system",
         "busy:system",
         "unavailable:system",
+        "answered:caller",
         "answered:caller",
         "answered:caller",
         "answered:caller",

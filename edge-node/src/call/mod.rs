@@ -89,6 +89,8 @@ pub struct CallRouter {
     /// Calls ringing an extension, per tenant: (callee number, caller number, call), oldest
     /// first, for call pickup.
     ringing_by_callee: Mutex<HashMap<TenantId, Vec<RingingCall>>>,
+    /// Parked calls by tenant and slot (`*5NN`).
+    parked: Mutex<HashMap<(TenantId, String), CallSender>>,
     counters: Counters,
 }
 
@@ -126,6 +128,7 @@ impl CallRouter {
             dialogs: Mutex::new(HashMap::new()),
             ringing: Mutex::new(HashMap::new()),
             ringing_by_callee: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
@@ -302,6 +305,26 @@ impl CallRouter {
                 .filter(|e| !e.is_empty())
                 .map(|e| Some(e.to_owned())),
         };
+        if let Some(slot) = task::park_slot(&dialled) {
+            let parked = lock(&self.parked).get(&(tenant.tenant_id, slot)).cloned();
+            let none = reply(404, "Not Found").with_header("Warning", "399 edge \"no call parked there\"");
+            return match parked {
+                Some(call) => {
+                    let input = CallInput::Retrieve {
+                        req: Box::new(req),
+                        inbound,
+                        tx,
+                        offer: Box::new(offer),
+                        by: caller,
+                    };
+                    match call.send(input) {
+                        Ok(()) => None,
+                        Err(_) => Some(none),
+                    }
+                }
+                None => Some(none),
+            };
+        }
         if let Some(wanted) = pickup {
             let call = self.ringing_call(tenant.tenant_id, wanted.as_deref(), &caller);
             let nothing = reply(480, "Temporarily Unavailable")
@@ -342,6 +365,25 @@ impl CallRouter {
 
     pub(crate) fn forget_ringing(&self, branch: &str) {
         lock(&self.ringing).remove(branch);
+    }
+
+    /// Parks a call on a slot; false when the slot holds another call.
+    pub(crate) fn park(&self, tenant: TenantId, slot: &str, call: CallSender) -> bool {
+        let mut map = lock(&self.parked);
+        let key = (tenant, slot.to_owned());
+        if map.get(&key).is_some_and(|c| !c.is_closed()) {
+            return false;
+        }
+        map.insert(key, call);
+        true
+    }
+
+    pub(crate) fn unpark(&self, tenant: TenantId, slot: &str, call: &CallSender) {
+        let mut map = lock(&self.parked);
+        let key = (tenant, slot.to_owned());
+        if map.get(&key).is_some_and(|c| c.same_channel(call)) {
+            map.remove(&key);
+        }
     }
 
     /// A call now rings `callee` of `tenant` (pickup can take it).

@@ -44,6 +44,14 @@ pub enum CallInput {
     Fork { idx: usize, ev: ClientEvent },
     /// A response to a re-INVITE the call forwarded.
     Reinvite { ev: ClientEvent },
+    /// Another phone dialled this parked call's slot (its INVITE, authenticated).
+    Retrieve {
+        req: Box<SipRequest>,
+        inbound: Inbound,
+        tx: ServerTx,
+        offer: Box<SessionDescription>,
+        by: String,
+    },
     /// Another phone dialled a pickup code for this ringing call (its INVITE, authenticated).
     Pickup {
         req: Box<SipRequest>,
@@ -166,6 +174,16 @@ enum Phase {
     Ended,
 }
 
+/// A parked call: the side that left, the slot it waits on, and when it gives up.
+struct Parked {
+    vacated: Side,
+    slot: String,
+    until: Instant,
+}
+
+/// How long a parked call waits to be retrieved before the edge hangs it up.
+pub const PARK_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A 2xx we retransmit until its ACK (§13.3.1.4).
 struct Unacked {
     tx: ServerTx,
@@ -223,6 +241,10 @@ struct Call {
     reinvite: Option<PendingReinvite>,
     /// The phone that picked the call up: it is the callee side, as a dialog we answered.
     picker: Option<(Dialog, Target)>,
+    /// The phone that retrieved a parked call in the caller's place (a dialog we answered).
+    caller_uas: Option<(Dialog, Target)>,
+    /// Parked: which side left, on which slot, until when.
+    parked: Option<Parked>,
     started: SystemTime,
     answered: Option<SystemTime>,
     ended: Option<SystemTime>,
@@ -337,6 +359,8 @@ pub(crate) async fn run(
         unacked: Vec::new(),
         reinvite: None,
         picker: None,
+        caller_uas: None,
+        parked: None,
         started,
         answered: None,
         ended: None,
@@ -361,6 +385,7 @@ pub(crate) async fn run(
         let ring_at = call.ring_deadline.filter(|_| call.phase == Phase::Ringing);
         let resend_at = call.unacked.iter().map(|u| u.next).min();
         let transfer_at = call.transfer.as_ref().map(|t| t.deadline);
+        let park_at = call.parked.as_ref().map(|p| p.until);
         tokio::select! {
             input = rx.recv() => match input {
                 Some(input) => call.on_input(input).await,
@@ -369,6 +394,7 @@ pub(crate) async fn run(
             _ = sleep_until(ring_at) => call.on_ring_timeout().await,
             _ = sleep_until(resend_at) => call.on_resend().await,
             _ = sleep_until(transfer_at) => call.on_transfer_timeout().await,
+            _ = sleep_until(park_at) => call.on_park_timeout().await,
             _ = sleep_until(linger_until) => break,
         }
     }
@@ -593,6 +619,13 @@ impl Call {
                 offer,
                 picker,
             } => self.on_pickup(*req, inbound, tx, *offer, picker).await,
+            CallInput::Retrieve {
+                req,
+                inbound,
+                tx,
+                offer,
+                by,
+            } => self.on_retrieve(*req, inbound, tx, *offer, by).await,
             CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
             CallInput::Reinvite { ev } => self.on_reinvite_answer(ev).await,
         }
@@ -800,11 +833,19 @@ impl Call {
     fn side_of(&self, req: &SipRequest) -> Option<(Side, bool)> {
         let call_id = req.call_id().ok()?;
         let tag = req.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        if self
+            .caller_uas
+            .as_ref()
+            .is_some_and(|(d, _)| d.call_id == call_id)
+        {
+            return Some((Side::Caller, false));
+        }
         if call_id == self.caller_dialog.call_id {
-            return Some((Side::Caller, self.caller_fork.is_some()));
+            let gone = self.caller_fork.is_some() || self.caller_uas.is_some();
+            return Some((Side::Caller, gone));
         }
         if self.picker.as_ref().is_some_and(|(d, _)| d.call_id == call_id) {
-            return Some((Side::Callee, self.winner.is_some()));
+            return Some((Side::Callee, false));
         }
         // forks of one INVITE share Call-ID and our tag; the phone's tag tells them apart
         let from_tag = req.from().ok().and_then(|f| f.tag().map(str::to_owned));
@@ -831,10 +872,14 @@ impl Call {
 
     /// The dialog and target facing `side`, once the call is answered.
     fn leg(&mut self, side: Side) -> Option<(&mut Dialog, Target)> {
+        if self.parked.as_ref().is_some_and(|p| p.vacated == side) {
+            return None;
+        }
         let idx = match side {
-            Side::Caller => match self.caller_fork {
-                None => return Some((&mut self.caller_dialog, self.caller_target.clone())),
-                Some(i) => i,
+            Side::Caller => match (&mut self.caller_uas, self.caller_fork) {
+                (Some((d, target)), _) => return Some((d, target.clone())),
+                (None, None) => return Some((&mut self.caller_dialog, self.caller_target.clone())),
+                (None, Some(i)) => i,
             },
             Side::Callee => match (self.winner, &mut self.picker) {
                 (Some(w), _) => w,
@@ -869,8 +914,9 @@ impl Call {
             tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
             return;
         };
-        if replaced {
-            // a leg that left the call (transferred away): only its BYE matters
+        let vacated = self.parked.as_ref().is_some_and(|p| p.vacated == side);
+        if replaced || vacated {
+            // a leg that left the call (transferred away, or parked its party): only its BYE matters
             let status = if req.method == Method::Bye { 200 } else { 481 };
             tx.respond(reply(
                 status,
@@ -1109,6 +1155,12 @@ impl Call {
         if let Some((d, _)) = &self.picker {
             router.forget_dialog(&d.call_id, &d.local_tag);
         }
+        if let Some((d, _)) = &self.caller_uas {
+            router.forget_dialog(&d.call_id, &d.local_tag);
+        }
+        if let Some(p) = &self.parked {
+            router.unpark(self.tenant.tenant_id, &p.slot, &self.me);
+        }
         router.forget_ringing(&self.invite_branch);
         router.note_ended();
         let record = CallRecord {
@@ -1167,6 +1219,10 @@ impl Call {
         }
         let tenant_id = self.tenant.tenant_id;
         let target = refer_to.uri.user.clone().unwrap_or_default();
+        if let Some(slot) = park_slot(&target) {
+            self.park(from, slot, req, inbound, tx).await;
+            return;
+        }
         let Some(ext) = self.router.store().extension(tenant_id, &target) else {
             tx.respond(reply(404, "Not Found")).await;
             return;
@@ -1516,9 +1572,150 @@ impl Call {
     }
 }
 
+/// `*5NN` (NN = 01-99): a park slot (`*5` alone, "any slot", is not served: without prompts
+/// the parker could not learn which slot it got).
+pub fn park_slot(number: &str) -> Option<String> {
+    let digits = number.strip_prefix("*5")?;
+    (digits.len() == 2 && digits.bytes().all(|b| b.is_ascii_digit()) && digits != "00")
+        .then(|| number.to_owned())
+}
+
+/// Call park: a blind transfer to `*5NN` leaves the other party waiting on slot NN; dialling
+/// `*5NN` from any phone of the tenant takes the call.
+impl Call {
+    async fn park(&mut self, from: Side, slot: String, req: SipRequest, inbound: Inbound, tx: ServerTx) {
+        let reply =
+            |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, inbound.source);
+        if self.parked.is_some() {
+            tx.respond(reply(491, "Request Pending")).await;
+            return;
+        }
+        if !self.router.park(self.tenant.tenant_id, &slot, self.me.clone()) {
+            tx.respond(reply(486, "Busy Here").with_header("Warning", "399 edge \"park slot taken\""))
+                .await;
+            return;
+        }
+        let Some((notify_dialog, notify_target)) = self.leg(from).map(|(d, t)| (d.clone(), t)) else {
+            return;
+        };
+        let Some((local_tag, _, _)) = self.local_ident(from) else {
+            return;
+        };
+        tx.respond(reply(202, "Accepted").with_to_tag(&local_tag)).await;
+        let mut t = Transfer {
+            from,
+            target: slot.clone(),
+            notify_dialog,
+            notify_target,
+            transferor_gone: false,
+            call_id: String::new(),
+            deadline: Instant::now(),
+        };
+        self.notify(&mut t, "SIP/2.0 200 OK", true).await;
+        self.bye(from).await;
+        info!(call = %self.id, %slot, "parked");
+        self.parked = Some(Parked {
+            vacated: from,
+            slot,
+            until: Instant::now() + PARK_TIMEOUT,
+        });
+    }
+
+    async fn on_retrieve(
+        &mut self,
+        req: SipRequest,
+        inbound: Inbound,
+        tx: ServerTx,
+        offer: SessionDescription,
+        by: String,
+    ) {
+        let source = inbound.source;
+        let tag = dialog::random_token();
+        let reply = |status: u16, reason: &str| {
+            SipResponse::for_request(&req, status, reason, source).with_to_tag(&tag)
+        };
+        let Some(p) = self.parked.as_ref() else {
+            tx.respond(reply(480, "Temporarily Unavailable")).await;
+            return;
+        };
+        let (vacated, slot) = (p.vacated, p.slot.clone());
+        let stays = vacated.other();
+        // The codec the waiting party uses is the first voice codec of the callee's SDP (the
+        // answer); the retriever must offer it, the relay does not transcode.
+        let Some(in_use) = self.last_sdp[Side::Callee.index()]
+            .as_ref()
+            .and_then(|sdp| sdp.audio_formats().into_iter().find(|f| f == "0" || f == "8"))
+        else {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        };
+        if !offer.audio_formats().contains(&in_use) {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        }
+        let Some(their) = self.last_sdp[stays.index()].clone() else {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        };
+        let mut keep_waiting = vec![in_use.clone()];
+        keep_waiting.extend(their.telephone_event_pt().map(|p| p.to_string()));
+        let mut keep_new = vec![in_use];
+        keep_new.extend(offer.telephone_event_pt().map(|p| p.to_string()));
+        let local = self
+            .client
+            .local_addr_for(&inbound.target)
+            .unwrap_or(inbound.local);
+        let Some(d) = Dialog::caller_side(&req, &tag, local, inbound.transport) else {
+            tx.respond(reply(400, "Missing Contact")).await;
+            return;
+        };
+        self.router.unpark(self.tenant.tenant_id, &slot, &self.me);
+        self.router.register_dialog(&d.call_id, &tag, self.me.clone());
+        self.parked = None;
+        info!(call = %self.id, %slot, by = %by, "retrieved");
+        let (contact_local, contact_transport, cseq, call_id) =
+            (d.local_addr, d.transport, d.remote_cseq, d.call_id.clone());
+        match vacated {
+            Side::Caller => self.caller_uas = Some((d, inbound.target.clone())),
+            Side::Callee => {
+                self.winner = None;
+                self.picker = Some((d, inbound.target.clone()));
+            }
+        }
+        let new_sdp = offer.restricted_to(&keep_new);
+        self.learn_peer(vacated, &new_sdp);
+        let answer = self.answer_to(vacated, &their.restricted_to(&keep_waiting));
+        let ok = reply(200, "OK")
+            .with_header("Contact", dialog::contact(contact_local, contact_transport))
+            .with_body("application/sdp", answer);
+        self.send_2xx(ok, cseq, call_id, tx).await;
+    }
+
+    async fn on_park_timeout(&mut self) {
+        let Some(p) = self.parked.as_ref() else { return };
+        if Instant::now() < p.until {
+            return;
+        }
+        info!(call = %self.id, slot = %p.slot, "nobody retrieved the parked call");
+        let stays = p.vacated.other();
+        self.bye(stays).await;
+        self.hangup = HangupSide::System;
+        self.end();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn park_slots_are_star_five_and_two_digits() {
+        assert_eq!(park_slot("*501").as_deref(), Some("*501"));
+        assert_eq!(park_slot("*599").as_deref(), Some("*599"));
+        for not_a_slot in ["*5", "*500", "*5012", "*5a1", "501", "*401"] {
+            assert_eq!(park_slot(not_a_slot), None, "{not_a_slot}");
+        }
+    }
 
     #[test]
     fn a_busy_phone_makes_the_call_busy() {

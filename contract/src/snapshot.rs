@@ -1,6 +1,7 @@
 //! What an edge node holds in memory for one tenant. Served whole by the control plane's
 //! snapshot endpoint and kept current by `cfg` stream entries.
 
+use crate::queue::QueueConfig;
 use crate::{ExtensionId, Feature, Plan, Secret, TenantId, TenantState};
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +19,17 @@ pub struct TenantSnapshot {
     /// The tenant's configuration version this snapshot reflects.
     pub version: u64,
     pub extensions: Vec<ExtensionConfig>,
+    /// The tenant's call queues (SPEC Q1-Q16), members as extension numbers. Absent in
+    /// snapshots of control planes older than queues: none.
+    #[serde(default)]
+    pub queues: Vec<QueueConfig<String>>,
 }
 
 impl TenantSnapshot {
+    pub fn queue_by_number(&self, number: &str) -> Option<&QueueConfig<String>> {
+        self.queues.iter().find(|q| q.number == number)
+    }
+
     pub fn extension_by_number(&self, number: &str) -> Option<&ExtensionConfig> {
         self.extensions.iter().find(|e| e.number == number)
     }

@@ -755,3 +755,78 @@ impl EngineOptions {
 fn default_skill_level() -> u8 {
     1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_shape_is_plain_json_and_round_trips() {
+        let mut q = QueueConfig::<String>::new("6400", "Sales");
+        q.members.push(Member {
+            agent: "1001".into(),
+            kind: MemberKind::Static,
+            skill_level: 1,
+        });
+        q.callback = Some(CallbackConfig {
+            trigger: CallbackTrigger::Key { key: '5' },
+            outbound_prefix: Some("9".into()),
+            timeout: CallbackTimeout::Custom { secs: 600 },
+        });
+        q.key_events.push(KeyEvent {
+            key: '0',
+            destination: Destination::Extension("1001".into()),
+        });
+        let v = serde_json::to_value(&q).unwrap_or_default();
+        assert_eq!(v["strategy"], "ring_all");
+        assert_eq!(
+            v["members"][0],
+            json!({"agent": "1001", "kind": "static", "skill_level": 1})
+        );
+        assert_eq!(v["callback"]["trigger"], json!({"mode": "key", "key": "5"}));
+        assert_eq!(v["callback"]["timeout"], json!({"mode": "custom", "secs": 600}));
+        assert_eq!(
+            v["key_events"][0]["destination"],
+            json!({"type": "extension", "target": "1001"})
+        );
+        assert_eq!(v["failover"], json!({"type": "hang_up"}));
+        let back: QueueConfig<String> = serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, q);
+        assert!(q.validate().is_ok());
+        // Translating agents keeps every other setting.
+        let mapped = q.clone().map_agents(|a| a.len());
+        assert_eq!(mapped.members[0].agent, 4);
+        assert_eq!(mapped.callback, q.callback);
+    }
+
+    #[test]
+    fn features_and_stripping() {
+        let mut q = QueueConfig::<String>::new("6400", "Sales");
+        assert!(q.required_features().is_empty());
+        q.skill_routing = true;
+        q.sla = Some(SlaConfig::default());
+        q.callback = Some(CallbackConfig {
+            trigger: CallbackTrigger::AfterWait { secs: 30 },
+            outbound_prefix: None,
+            timeout: CallbackTimeout::MaxWait,
+        });
+        assert_eq!(
+            q.required_features(),
+            vec![Feature::SkillRouting, Feature::QueueCallback, Feature::QueueSla]
+        );
+        let missing = q.strip_unavailable(|f| f == Feature::QueueSla);
+        assert_eq!(missing, vec![Feature::SkillRouting, Feature::QueueCallback]);
+        assert!(!q.skill_routing && q.callback.is_none() && q.sla.is_some());
+    }
+
+    #[test]
+    fn texts_reaching_sip_headers_are_checked() {
+        let mut q = QueueConfig::<String>::new("6400", "Sales");
+        q.alert_info = Some("ring\r\nX-Injected: 1".into());
+        assert_eq!(q.validate().map_err(|e| e.field), Err("alert_info"));
+        q.alert_info = Some("queue-sales".into());
+        q.failover = Destination::ExternalNumber(String::new());
+        assert_eq!(q.validate().map_err(|e| e.field), Err("failover"));
+    }
+}

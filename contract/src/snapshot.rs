@@ -115,3 +115,18 @@ pub mod edge_api {
         format!("/api/v1/edge/tenants/{tenant}/extensions/{id}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_without_queues_still_parses() {
+        let json = serde_json::json!({
+            "tenant_id": "0191b2c3-0000-7000-8000-000000000000", "slug": "acme", "fqdn": "acme.example",
+            "plan": "standard", "state": "active", "features": [], "version": 3, "extensions": [],
+        });
+        let snap: TenantSnapshot = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert!(snap.queues.is_empty());
+    }
+}

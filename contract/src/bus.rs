@@ -22,6 +22,11 @@ pub enum ConfigSubject {
     Extension {
         id: ExtensionId,
     },
+    /// A call queue was created, changed or deleted: the edge reloads the tenant's snapshot,
+    /// which carries every queue.
+    Queue {
+        number: String,
+    },
 }
 
 /// One entry of the `cfg` stream: `{tenant, kind, id, version}`.

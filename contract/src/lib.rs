@@ -7,6 +7,7 @@ pub mod bus;
 pub mod call;
 pub mod ids;
 pub mod plan;
+pub mod queue;
 pub mod secret;
 pub mod snapshot;
 pub mod tenant;

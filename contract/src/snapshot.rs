@@ -1,6 +1,7 @@
 //! What an edge node holds in memory for one tenant. Served whole by the control plane's
 //! snapshot endpoint and kept current by `cfg` stream entries.
 
+use crate::queue::QueueConfig;
 use crate::{ExtensionId, Feature, Plan, Secret, TenantId, TenantState};
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +19,17 @@ pub struct TenantSnapshot {
     /// The tenant's configuration version this snapshot reflects.
     pub version: u64,
     pub extensions: Vec<ExtensionConfig>,
+    /// The tenant's call queues (SPEC Q1-Q16), members as extension numbers. Absent in
+    /// snapshots of control planes older than queues: none.
+    #[serde(default)]
+    pub queues: Vec<QueueConfig<String>>,
 }
 
 impl TenantSnapshot {
+    pub fn queue_by_number(&self, number: &str) -> Option<&QueueConfig<String>> {
+        self.queues.iter().find(|q| q.number == number)
+    }
+
     pub fn extension_by_number(&self, number: &str) -> Option<&ExtensionConfig> {
         self.extensions.iter().find(|e| e.number == number)
     }
@@ -104,5 +113,20 @@ pub mod edge_api {
     /// `GET` -> `ExtensionConfig`, or 404 when the extension (or tenant) is gone.
     pub fn extension(tenant: TenantId, id: ExtensionId) -> String {
         format!("/api/v1/edge/tenants/{tenant}/extensions/{id}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_without_queues_still_parses() {
+        let json = serde_json::json!({
+            "tenant_id": "0191b2c3-0000-7000-8000-000000000000", "slug": "acme", "fqdn": "acme.example",
+            "plan": "standard", "state": "active", "features": [], "version": 3, "extensions": [],
+        });
+        let snap: TenantSnapshot = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert!(snap.queues.is_empty());
     }
 }

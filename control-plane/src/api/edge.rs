@@ -74,6 +74,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
         return Ok(None);
     };
     let extensions = db::extensions::list(&mut tx, tenant).await?;
+    let queues = db::queues::list(&mut tx, tenant).await?;
     tx.commit().await?;
     Ok(Some(TenantSnapshot {
         tenant_id: t.id,
@@ -87,6 +88,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
             .iter()
             .map(|e| edge_config(state, e))
             .collect::<Result<_>>()?,
+        queues: queues.into_iter().map(|q| q.config).collect(),
     }))
 }
 

@@ -11,6 +11,8 @@ pub mod json;
 mod middleware;
 mod objects;
 mod pause_reasons;
+mod queues;
+mod resellers;
 mod signup;
 mod tenants;
 mod users;
@@ -84,6 +86,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
             pause_reasons::get_pause_reasons,
             pause_reasons::put_pause_reasons
         ))
+        .routes(routes!(queues::list_queues, queues::create_queue))
+        .routes(routes!(
+            queues::get_queue,
+            queues::update_queue,
+            queues::delete_queue
+        ))
+        .routes(routes!(resellers::issue_reseller_api_key))
+        .routes(routes!(resellers::suspend_tenant))
+        .routes(routes!(resellers::resume_tenant))
+        .routes(routes!(resellers::tenant_usage))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::update_user, users::delete_user))
         .routes(routes!(billing::checkout))
@@ -128,5 +140,7 @@ pub fn metrics_text() -> String {
 mod tests;
 #[cfg(test)]
 mod tests_billing;
+#[cfg(test)]
+mod tests_reseller;
 #[cfg(test)]
 mod tests_saas;

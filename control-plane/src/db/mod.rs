@@ -14,10 +14,12 @@ pub mod edge_log;
 pub mod extensions;
 pub mod outbox;
 pub mod pause_reasons;
+pub mod queues;
 pub mod refresh_tokens;
 pub mod resellers;
 pub mod signups;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 use crate::error::Result;

@@ -1,6 +1,6 @@
 use super::{now_ms, parse_id, Conn};
 use crate::error::Result;
-use pbx_contract::ResellerId;
+use pbx_contract::{ResellerId, Role, UserId};
 use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -38,4 +38,33 @@ pub async fn list(conn: &mut Conn) -> Result<Vec<Reseller>> {
             })
         })
         .collect()
+}
+
+pub async fn get(conn: &mut Conn, id: ResellerId) -> Result<Option<Reseller>> {
+    let row = sqlx::query("SELECT id, name, created_at FROM resellers WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| {
+        Ok(Reseller {
+            id: parse_id(&row.try_get::<String, _>("id")?)?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// The reseller's first login (the one created with it), which owns the API keys the
+/// operator issues for the reseller.
+pub async fn primary_user(conn: &mut Conn, id: ResellerId) -> Result<Option<UserId>> {
+    let row = sqlx::query(
+        "SELECT id FROM users WHERE reseller_id = $1 AND tenant_id IS NULL AND role = $2 \
+         ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(id.to_string())
+    .bind(Role::Reseller.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| parse_id(&r.try_get::<String, _>("id")?)).transpose()
 }

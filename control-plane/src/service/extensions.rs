@@ -123,6 +123,7 @@ pub async fn create(
         .secrets
         .seal(input.sip_secret.expose(), &seal_context(tenant.id, id))?;
     let mut tx = state.db.begin().await?;
+    refuse_queue_number(&mut tx, tenant.id, &input.number).await?;
     let ext = db::extensions::insert(
         &mut tx,
         tenant.id,
@@ -158,6 +159,32 @@ pub async fn create(
     Ok(ExtensionView::new(&ext, state.settings.fqdn(&tenant.slug)))
 }
 
+/// Queues and extensions share the tenant's dial plan: one number, one of them.
+async fn refuse_queue_number(conn: &mut db::Conn, tenant: TenantId, number: &str) -> Result<()> {
+    if db::queues::get_by_number(conn, tenant, number).await?.is_some() {
+        return Err(Error::conflict(
+            "number",
+            format!("{number} is a queue number in this tenant"),
+        ));
+    }
+    Ok(())
+}
+
+/// An extension that is a queue's agent keeps its number until the queues let it go.
+async fn refuse_queue_agent(conn: &mut db::Conn, tenant: TenantId, number: &str) -> Result<()> {
+    let queues = super::queues::queues_with_agent(conn, tenant, number).await?;
+    if !queues.is_empty() {
+        return Err(Error::conflict(
+            "number",
+            format!(
+                "extension {number} is an agent of queue {}; remove it from the queue first",
+                queues.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Finds an extension by its id or, when `key` is all digits, by its number.
 pub async fn find(conn: &mut db::Conn, tenant: TenantId, key: &str) -> Result<Extension> {
     let found = if key.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
@@ -181,6 +208,10 @@ pub async fn update(
     let mut tx = state.db.begin().await?;
     let before = find(&mut tx, tenant.id, key).await?;
     let number = input.number.clone().unwrap_or_else(|| before.number.clone());
+    if number != before.number {
+        refuse_queue_number(&mut tx, tenant.id, &number).await?;
+        refuse_queue_agent(&mut tx, tenant.id, &before.number).await?;
+    }
     if let Some(n) = &input.number {
         validate::extension_number("number", n)?;
     }
@@ -241,6 +272,7 @@ pub async fn update(
 pub async fn delete(state: &AppState, actor: &Actor, tenant: &Tenant, key: &str) -> Result<()> {
     let mut tx = state.db.begin().await?;
     let before = find(&mut tx, tenant.id, key).await?;
+    refuse_queue_agent(&mut tx, tenant.id, &before.number).await?;
     db::extensions::delete(&mut tx, tenant.id, before.id).await?;
     db::audit::record(
         &mut tx,

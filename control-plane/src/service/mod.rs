@@ -9,6 +9,8 @@ pub mod extensions;
 pub mod lifecycle;
 pub mod pause_reasons;
 pub mod plan_gate;
+pub mod queues;
+pub mod resellers;
 pub mod signup;
 pub mod tenants;
 pub mod users;

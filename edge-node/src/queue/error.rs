@@ -54,3 +54,12 @@ pub enum QueueError {
         phase: &'static str,
     },
 }
+
+impl From<super::InvalidQueueConfig> for QueueError {
+    fn from(e: super::InvalidQueueConfig) -> Self {
+        QueueError::InvalidConfig {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}

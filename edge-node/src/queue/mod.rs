@@ -49,9 +49,9 @@ mod tests;
 
 pub use config::{
     AgentOptions, AutoPause, CallbackConfig, CallbackTimeout, CallbackTrigger, CallerPrompts, Destination,
-    DynamicAgentDefault, EngineOptions, KeyEvent, Member, MemberKind, NoAgentScenarios, PauseReason,
-    PriorityConfig, QueueConfig, QueueOpen, RingStrategy, SurveyConfig, SurveyKey, TimeRouting,
-    MAX_PAUSE_REASONS, MAX_SKILL_LEVEL, MIN_CALLBACK_NUMBER_DIGITS,
+    DynamicAgentDefault, EngineOptions, InvalidQueueConfig, KeyEvent, Member, MemberKind, NoAgentScenarios,
+    PauseReason, PriorityConfig, QueueConfig, QueueOpen, RingStrategy, SlaConfig, SurveyConfig, SurveyKey,
+    TimeRouting, MAX_PAUSE_REASONS, MAX_SKILL_LEVEL, MIN_CALLBACK_NUMBER_DIGITS,
 };
 pub use engine::{AgentSnapshot, QueueEngine};
 pub use error::QueueError;
@@ -74,6 +74,12 @@ pub struct QueueId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AgentId(pub u64);
+
+impl std::fmt::Display for AgentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// One call into a queue; the driver picks it (e.g. from the call's id) and keeps it for the
 /// call's whole life, callback included.

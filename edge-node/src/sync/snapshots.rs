@@ -41,6 +41,10 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
             reason: SnapshotReason::TenantChanged,
         },
         ConfigSubject::Extension { id } => Decision::FetchExtension(*id),
+        // Queues are few and small: the snapshot carries them all.
+        ConfigSubject::Queue { .. } => Decision::Reload {
+            reason: SnapshotReason::TenantChanged,
+        },
     }
 }
 
@@ -52,8 +56,36 @@ struct TenantEntry {
     by_number: HashMap<String, usize>,
 }
 
+/// Plan gating on the edge (SPEC P4): a queue setting that needs a feature the tenant's
+/// snapshot does not list (a plan downgraded after the queue was set up, or a control plane
+/// that did not check) is switched off, and a queue the engine could not run is dropped.
+/// Returns what was refused, as (queue number, what) pairs; the snapshot held is the result.
+pub fn gate_queues(snapshot: &mut TenantSnapshot) -> Vec<(String, String)> {
+    let features = snapshot.features.clone();
+    let mut refused = Vec::new();
+    snapshot.queues.retain_mut(|q| {
+        for f in q.strip_unavailable(|f| features.contains(&f)) {
+            refused.push((
+                q.number.clone(),
+                format!("feature {f} is not in the tenant's plan"),
+            ));
+        }
+        match q.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                refused.push((q.number.clone(), e.to_string()));
+                false
+            }
+        }
+    });
+    refused
+}
+
 impl TenantEntry {
-    fn new(snapshot: TenantSnapshot) -> Self {
+    fn new(mut snapshot: TenantSnapshot) -> Self {
+        for (queue, what) in gate_queues(&mut snapshot) {
+            tracing::warn!(tenant = %snapshot.tenant_id, queue, "queue setting refused: {what}");
+        }
         let mut entry = Self {
             snapshot: Arc::new(snapshot),
             by_number: HashMap::new(),
@@ -285,6 +317,7 @@ pub(crate) mod tests {
             features: Plan::Enterprise.features(),
             version,
             extensions,
+            queues: Vec::new(),
         }
     }
 
@@ -294,6 +327,59 @@ pub(crate) mod tests {
             subject,
             version,
         }
+    }
+
+    #[test]
+    fn queue_changes_reload_the_tenant() {
+        let t = TenantId::new();
+        let c = change(
+            t,
+            ConfigSubject::Queue {
+                number: "6400".into(),
+            },
+            5,
+        );
+        assert_eq!(
+            decide(Some(4), &c),
+            Decision::Reload {
+                reason: SnapshotReason::TenantChanged
+            }
+        );
+        assert_eq!(decide(Some(5), &c), Decision::Skip);
+    }
+
+    #[test]
+    fn a_standard_snapshot_refuses_enterprise_queue_settings() {
+        use pbx_contract::queue::{CallbackConfig, CallbackTimeout, CallbackTrigger, QueueConfig};
+        use pbx_contract::Feature;
+        let mut gated = QueueConfig::<String>::new("6400", "Sales");
+        gated.skill_routing = true;
+        gated.callback = Some(CallbackConfig {
+            trigger: CallbackTrigger::Key { key: '5' },
+            outbound_prefix: None,
+            timeout: CallbackTimeout::MaxWait,
+        });
+        let mut broken = QueueConfig::<String>::new("6401", "Broken");
+        broken.max_wait_secs = 0;
+        let mut snap = snapshot("acme", 1, vec![]);
+        snap.plan = Plan::Standard;
+        snap.features = Plan::Standard.features();
+        snap.queues = vec![gated.clone(), broken];
+        let id = snap.tenant_id;
+        let mut all = TenantSnapshots::new();
+        all.apply_snapshot(snap);
+        let held = all.get(id).unwrap_or_else(|| panic!("tenant held"));
+        assert_eq!(held.queues.len(), 1, "the queue the engine cannot run is dropped");
+        let q = &held.queues[0];
+        assert!(!q.skill_routing && q.callback.is_none());
+        assert_eq!(q.required_features(), Vec::<Feature>::new());
+        // Enterprise keeps them.
+        let mut snap = snapshot("acme", 2, vec![]);
+        snap.queues = vec![gated.clone()];
+        let id = snap.tenant_id;
+        all.apply_snapshot(snap);
+        let held = all.get(id).unwrap_or_else(|| panic!("tenant held"));
+        assert_eq!(held.queues[0], gated);
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
             recording: Default::default(),
             ring_timeout_secs: 30,
         }],
+        queues: Vec::new(),
     }
 }
 

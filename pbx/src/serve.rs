@@ -295,6 +295,22 @@ fn edge_health_router(
                         metrics::gauge!("pbx_sip_locks_started").set(r.locks_started as f64);
                         metrics::gauge!("pbx_sip_locked_sources").set(r.locked_sources as f64);
                         metrics::gauge!("pbx_sip_locked_accounts").set(r.locked_accounts as f64);
+                        let c = sip.calls.stats();
+                        metrics::gauge!("pbx_calls_started").set(c.calls_started as f64);
+                        metrics::gauge!("pbx_calls_answered").set(c.calls_answered as f64);
+                        metrics::gauge!("pbx_calls_active").set(c.calls_active as f64);
+                        let k = &sip.keepalives;
+                        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+                        metrics::gauge!("pbx_sip_keepalives_sent").set(load(&k.sent));
+                        metrics::gauge!("pbx_sip_keepalives_timed_out").set(load(&k.timed_out));
+                        if let Some(media) = &sip.media {
+                            let m = media.stats();
+                            metrics::gauge!("pbx_rtp_sessions_open").set(m.sessions_open as f64);
+                            metrics::gauge!("pbx_rtp_packets_relayed").set(m.packets_relayed as f64);
+                            metrics::gauge!("pbx_rtp_packets_dropped").set(m.packets_dropped as f64);
+                            metrics::gauge!("pbx_recording_packets_dropped")
+                                .set(m.recording_packets_dropped as f64);
+                        }
                     }
                     pbx_control_plane::api::metrics_text()
                 }

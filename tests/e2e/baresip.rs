@@ -312,6 +312,8 @@ async fn baresip_call_carries_the_tone_and_is_recorded() {
         "md5",
         "--rtp-ports",
         "12000-12999",
+        "--edge-http",
+        "127.0.0.1:0",
     ]);
     let mut proc = Proc::spawn("pbx-up-baresip", cmd);
     proc.wait_stdout("the Data directory line", Duration::from_secs(60), |l| {
@@ -325,6 +327,12 @@ async fn baresip_call_carries_the_tone_and_is_recorded() {
             .unwrap_or_else(|| panic!("no {label:?} line in {out:#?}"))
     };
     let (sip, api) = (find("SIP over UDP:"), find("API and console:"));
+    let edge = find("Edge node health:")
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches("/readyz")
+        .to_owned();
     let data = root.join("data").to_string_lossy().into_owned();
     let out = pbx_cli(&["tenant", "create", "--slug", "acme", "--data-dir", &data], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -464,6 +472,26 @@ async fn baresip_call_carries_the_tone_and_is_recorded() {
         (2.0..8.0).contains(&seconds),
         "a {seconds:.1} s recording for a {TALK:?} call"
     );
+
+    // The edge's metrics count the call and the packets its relay carried.
+    let metrics = client
+        .get(format!("{edge}/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(value("pbx_calls_answered "), 1.0);
+    assert_eq!(value("pbx_calls_active "), 0.0);
+    // 3 s of 20 ms packets both ways is about 300
+    assert!(value("pbx_rtp_packets_relayed ") > 200.0, "{metrics}");
 
     let status = proc.stop("TERM").await;
     assert!(status.success(), "{}", proc.tail(40));

@@ -22,7 +22,8 @@
 //!   proved correct (so a guesser cannot fill the table). See [`DigestAuthenticator`] for the bound.
 //! - Responses are compared as bytes in constant time (`subtle`); hex case is not significant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -262,7 +263,12 @@ pub enum DigestParseError {
 }
 
 fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+    // `matches!` rather than `"...".contains(c)`: this runs per character of every header
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '-' | '.' | '^' | '_' | '`' | '|' | '~'
+        )
 }
 
 fn is_ctl(c: char) -> bool {
@@ -307,6 +313,14 @@ impl<'a> Cursor<'a> {
 
     fn quoted(&mut self) -> Result<String, DigestParseError> {
         self.bump(); // opening quote
+                     // the usual value has no escapes: one copy instead of a push per character
+        let rest = self.s.get(self.pos..).unwrap_or("");
+        if let Some(end) = rest.find(|c: char| c == '"' || c == '\\' || is_ctl(c)) {
+            if rest[end..].starts_with('"') {
+                self.pos += end + 1;
+                return Ok(rest[..end].to_owned());
+            }
+        }
         let mut out = String::new();
         loop {
             match self.bump() {
@@ -458,7 +472,13 @@ pub struct DigestAuthenticator {
     seen: BTreeMap<[u8; 16], u32>,
     /// Nonces issued at or before this time (ms) and absent from `seen` may have been evicted.
     forgotten_through_ms: Option<u64>,
+    /// `opaque` by realm. It never changes for a realm, and its HMAC was computed twice per
+    /// registration (challenge, then verify). Cleared when it reaches [`MAX_CACHED_OPAQUES`].
+    opaques: Mutex<HashMap<String, String>>,
 }
+
+/// Realms whose `opaque` is cached (a realm is a tenant; an edge serves far fewer).
+const MAX_CACHED_OPAQUES: usize = 10_000;
 
 impl std::fmt::Debug for DigestAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -482,6 +502,7 @@ impl DigestAuthenticator {
             config,
             seen: BTreeMap::new(),
             forgotten_through_ms: None,
+            opaques: Mutex::new(HashMap::new()),
         }
     }
 
@@ -510,6 +531,19 @@ impl DigestAuthenticator {
 
     /// The `opaque` value for a realm (stable across edges sharing the key).
     pub fn opaque(&self, realm: &str) -> String {
+        let mut cache = self.opaques.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(opaque) = cache.get(realm) {
+            return opaque.clone();
+        }
+        let opaque = self.compute_opaque(realm);
+        if cache.len() >= MAX_CACHED_OPAQUES {
+            cache.clear();
+        }
+        cache.insert(realm.to_owned(), opaque.clone());
+        opaque
+    }
+
+    fn compute_opaque(&self, realm: &str) -> String {
         let mut m = self.mac();
         m.update(b"opaque\0");
         m.update(realm.as_bytes());

@@ -1,12 +1,22 @@
 //! Building responses (RFC 3261 §8.2.6, §18.2.1, RFC 3581) and serializing messages.
 
+use super::headers::push_u32;
 use super::{Headers, Method, SipRequest, SipResponse, Via};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn write_message(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + body.len());
-    out.extend_from_slice(start_line.as_bytes());
+/// Serializes a message into one buffer sized up front (a response is written for every
+/// request; growing the buffer and `format!` for the start line and Content-Length were a
+/// visible share of a registration's allocations).
+fn write_message(start_line: [&str; 3], headers: &Headers, body: &[u8]) -> Vec<u8> {
+    let head: usize = headers.iter().map(|h| h.name.len() + h.value.len() + 4).sum();
+    let mut out =
+        Vec::with_capacity(start_line.iter().map(|p| p.len() + 1).sum::<usize>() + head + 32 + body.len());
+    out.extend_from_slice(start_line[0].as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(start_line[1].as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(start_line[2].as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in headers.iter() {
         if h.name.eq_ignore_ascii_case("Content-Length") || h.name.eq_ignore_ascii_case("l") {
@@ -17,7 +27,11 @@ fn write_message(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(h.value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    let mut length = String::with_capacity(10);
+    push_u32(&mut length, u32::try_from(body.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(length.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
     out
 }
@@ -25,8 +39,11 @@ fn write_message(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
 impl SipRequest {
     /// Wire form; Content-Length is always written from the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let start = format!("{} {} {}", self.method, self.uri, self.version);
-        write_message(&start, &self.headers, &self.body)
+        write_message(
+            [self.method.as_str(), self.uri.as_str(), &self.version],
+            &self.headers,
+            &self.body,
+        )
     }
 }
 
@@ -64,17 +81,21 @@ impl SipResponse {
             if first {
                 first = false;
                 if let Some(parts) = super::headers::split_list(line) {
-                    let mut vias = Vec::with_capacity(parts.len());
+                    // written straight into one buffer (`received`/`rport` add ~40 bytes)
+                    let mut vias = String::with_capacity(line.len() + 48);
                     for (i, part) in parts.iter().enumerate() {
+                        if i > 0 {
+                            vias.push_str(", ");
+                        }
                         match (i, Via::parse(part)) {
                             (0, Ok(mut via)) => {
                                 stamp_via(&mut via, source);
-                                vias.push(via.to_string());
+                                via.push_to(&mut vias);
                             }
-                            _ => vias.push(part.to_string()),
+                            _ => vias.push_str(part),
                         }
                     }
-                    headers.push("Via", vias.join(", "));
+                    headers.push("Via", vias);
                     continue;
                 }
             }
@@ -102,7 +123,14 @@ impl SipResponse {
             .iter_mut()
             .find(|h| super::same_name(&h.name, "To"))
         {
-            let has_tag = super::NameAddr::parse(&h.value).is_some_and(|n| n.tag().is_some());
+            // a value without the letters "tag" has no tag parameter: the parse (the third
+            // of the To header for a REGISTER) is only needed when it might
+            let may_have_tag = h
+                .value
+                .as_bytes()
+                .windows(3)
+                .any(|w| w.eq_ignore_ascii_case(b"tag"));
+            let has_tag = may_have_tag && super::NameAddr::parse(&h.value).is_some_and(|n| n.tag().is_some());
             if !has_tag {
                 h.value = format!("{};tag={tag}", h.value);
             }
@@ -163,8 +191,9 @@ impl SipResponse {
 
     /// Wire form; Content-Length is always written from the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let start = format!("{} {} {}", self.version, self.status, self.reason);
-        write_message(&start, &self.headers, &self.body)
+        let mut status = String::with_capacity(3);
+        push_u32(&mut status, u32::from(self.status));
+        write_message([&self.version, &status, &self.reason], &self.headers, &self.body)
     }
 }
 

@@ -245,3 +245,22 @@ fn salvage_reads_the_headers_of_refused_requests_only() {
     assert!(salvage_request_headers(b"\x00\x01garbage\r\n\r\n").is_none());
     assert!(salvage_request_headers(b"OPTIONS  sip:x@y SIP/2.0\r\nCall-ID: a\r\n\r\n").is_none());
 }
+
+#[test]
+fn the_fast_writers_match_display() {
+    for v in [
+        "SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK776asdhds;rport=5062;received=192.0.2.1",
+        "SIP/2.0/TCP proxy.example.com;branch=z9hG4bKx1;maddr",
+        "SIP / 2.0 / UDP [2001:db8::1] : 65535;branch=z9hG4bK0",
+    ] {
+        let via = Via::parse(v).expect("a Via");
+        let mut fast = String::new();
+        via.push_to(&mut fast);
+        assert_eq!(fast, via.to_string());
+    }
+    for n in [0, 7, 10, 200, 65_535, u32::MAX] {
+        let mut s = String::new();
+        headers::push_u32(&mut s, n);
+        assert_eq!(s, n.to_string());
+    }
+}

@@ -62,7 +62,7 @@ pub(crate) fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 impl Uri {
@@ -102,9 +102,10 @@ impl Uri {
                 None => (ui, None),
             };
             if user.is_empty()
-                || !user
-                    .chars()
-                    .all(|c| is_token_char(c) || "%&=+$,;?/()".contains(c))
+                || !user.chars().all(|c| {
+                    is_token_char(c)
+                        || matches!(c, '%' | '&' | '=' | '+' | '$' | ',' | ';' | '?' | '/' | '(' | ')')
+                })
             {
                 return None;
             }

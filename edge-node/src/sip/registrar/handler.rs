@@ -117,9 +117,9 @@ impl EdgeSipHandler {
                 return Some(reply(420, "Bad Extension").with_unsupported(&unsupported));
             }
         }
-        // an initial INVITE (no To tag) names the tenant; a re-INVITE goes to our Contact
-        let initial = req.to().map(|t| t.tag().is_none()).unwrap_or(true);
         if req.method == Method::Invite {
+            // an initial INVITE (no To tag) names the tenant; a re-INVITE goes to our Contact
+            let initial = req.to().map(|t| t.tag().is_none()).unwrap_or(true);
             if initial && self.store.by_fqdn(&req.uri.host).is_none() {
                 return Some(reply(404, "Not Found"));
             } else if let Some(status) = unacceptable_content(req) {

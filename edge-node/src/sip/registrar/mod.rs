@@ -466,6 +466,11 @@ impl Registrar {
                 return Self::respond(req, 500, "Server Internal Error", source);
             }
         };
+        // remaining lifetimes, for the 200 (step 8) without reading back what was just written
+        let mut lifetimes: BTreeMap<String, Duration> = current
+            .iter()
+            .map(|(b, left)| (b.contact.clone(), *left))
+            .collect();
         let mut existing: BTreeMap<String, Binding> =
             current.into_iter().map(|(b, _)| (b.contact.clone(), b)).collect();
         // §10.3 step 7: "If they are the same, the registrar compares the CSeq value. If the
@@ -515,6 +520,7 @@ impl Registrar {
                     cseq: cseq.seq,
                     user_agent: user_agent.clone(),
                 };
+                lifetimes.insert(uri.clone(), Duration::from_secs(u64::from(expires)));
                 existing.insert(uri, binding.clone());
                 ops.push(Op::Put(binding, expires));
             }
@@ -581,20 +587,16 @@ impl Registrar {
         // a phone that registers again is reachable again
         lock(&self.unreachable).remove(&source);
 
-        // Step 8: 200 with every current binding.
-        let bindings = match self.read_bindings(&key).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("registrar: reading bindings: {e}");
-                return Self::respond(req, 500, "Server Internal Error", source);
-            }
-        };
+        // Step 8: 200 with every current binding: the ones read above with the updates
+        // applied, in the live state's order (by contact). Not read back from live state:
+        // that was a second fetch and JSON decode of every binding per registration.
         self.counters.registrations_ok.fetch_add(1, Ordering::Relaxed);
-        bindings.iter().fold(
+        existing.keys().fold(
             Self::respond(req, 200, "OK", source).with_date(now),
-            |r, (b, left)| {
+            |r, contact| {
+                let left = lifetimes.get(contact).copied().unwrap_or_default();
                 let secs = u32::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
-                r.with_contact(&b.contact, Some(secs))
+                r.with_contact(contact, Some(secs))
             },
         )
     }

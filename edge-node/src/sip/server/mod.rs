@@ -4,7 +4,7 @@
 //! Design (see /work/shared/ARCHITECTURE.md: tokio tasks only move bytes and timers):
 //! - One UDP receive task, one TCP accept task, per TCP connection a reader task (stream
 //!   framing by Content-Length) and a writer task fed by an mpsc channel.
-//! - The transaction table is a `HashMap<TransactionKey, Entry>` behind a `std::sync::Mutex`
+//! - The transaction table is a `HashMap<TransactionKey, Entry>` (foldhash) behind a `std::sync::Mutex`
 //!   that is never held across an `.await`: every input (request, retransmission, ACK,
 //!   handler response, timer) locks, calls the state machine, drains its outputs, and
 //!   unlocks; the bytes are transmitted afterwards.
@@ -17,6 +17,8 @@
 //! - Client transactions (the B2BUA calling out) live in a second table keyed by branch and
 //!   method; responses are matched to them (§17.1.3) and handed to the TU through a channel.
 
+#[cfg(test)]
+mod reg_bench;
 mod tcp;
 #[cfg(test)]
 mod tests;
@@ -29,9 +31,11 @@ use super::transaction::{
     Reliability, ServerInviteTransaction, ServerNonInviteTransaction, Timers, TransactionKey,
 };
 use bytes::Bytes;
+use futures::FutureExt;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -327,6 +331,11 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The transaction tables. foldhash instead of SipHash: every request hashes its key
+/// several times (lookup, insert, the response, removal); the seed is random per table.
+type ServerTable = HashMap<TransactionKey, Entry, foldhash::fast::RandomState>;
+type ClientTable = HashMap<ClientKey, ClientEntry, foldhash::fast::RandomState>;
+
 /// Where a transaction's messages go.
 #[derive(Debug, Clone)]
 enum Reply {
@@ -471,8 +480,8 @@ struct Shared {
     local_tls: Option<SocketAddr>,
     local_ws: Option<SocketAddr>,
     local_wss: Option<SocketAddr>,
-    table: Mutex<HashMap<TransactionKey, Entry>>,
-    clients: Mutex<HashMap<ClientKey, ClientEntry>>,
+    table: Mutex<ServerTable>,
+    clients: Mutex<ClientTable>,
     /// Open TCP connections by peer address, so requests reach phones over the connection
     /// they registered on (they usually cannot accept connections behind NAT).
     connections: Mutex<HashMap<SocketAddr, (mpsc::Sender<Bytes>, TransportKind)>>,
@@ -488,6 +497,9 @@ struct Shared {
     /// Close TCP writers and stop the timer task.
     closing: CancellationToken,
 }
+
+/// The request header lines every response copies (RFC 3261 §8.2.6.2).
+const RESPONSE_COPIES: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
 
 fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -533,11 +545,11 @@ fn ack_for(invite: &SipRequest, resp: &SipResponse) -> Bytes {
 }
 
 impl Shared {
-    fn table(&self) -> MutexGuard<'_, HashMap<TransactionKey, Entry>> {
+    fn table(&self) -> MutexGuard<'_, ServerTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn clients(&self) -> MutexGuard<'_, HashMap<ClientKey, ClientEntry>> {
+    fn clients(&self) -> MutexGuard<'_, ClientTable> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -611,7 +623,7 @@ impl Shared {
     /// Drains a client transaction's outputs under the lock; events go to the TU at once.
     fn drain_client(
         &self,
-        clients: &mut HashMap<ClientKey, ClientEntry>,
+        clients: &mut ClientTable,
         key: &ClientKey,
         resp: Option<&SipResponse>,
     ) -> Option<(Reply, Vec<Bytes>)> {
@@ -731,11 +743,7 @@ impl Shared {
 
     /// Drains a transaction's outputs under the lock: removes it when terminated, pushes a
     /// changed deadline to the timer task. Returns the bytes to transmit.
-    fn drain(
-        &self,
-        table: &mut HashMap<TransactionKey, Entry>,
-        key: &TransactionKey,
-    ) -> Option<(Reply, Vec<Bytes>)> {
+    fn drain(&self, table: &mut ServerTable, key: &TransactionKey) -> Option<(Reply, Vec<Bytes>)> {
         let entry = table.get_mut(key)?;
         let mut out = Vec::new();
         let mut terminated = false;
@@ -939,7 +947,16 @@ impl Shared {
         inbound: Inbound,
         reply: Reply,
     ) {
-        let fallback = SipResponse::for_request(&req, 500, "Server Internal Error", inbound.source);
+        // What the 500 of a panicking handler is built from: only the header lines a response
+        // copies, and the response itself only if it is needed (it used to be built up front
+        // for every request, a Via parse and a whole response for nothing).
+        let mut copied = super::message::Headers::new();
+        for name in RESPONSE_COPIES {
+            for value in req.headers.get_all(name) {
+                copied.push(name, value);
+            }
+        }
+        let source = inbound.source;
         let shared = Arc::clone(self);
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let tx = ServerTx {
@@ -949,21 +966,18 @@ impl Shared {
         };
         tokio::spawn(async move {
             let handler = Arc::clone(&shared.handler);
-            // a task of its own so that a panicking handler still gets its transaction answered
-            let call = tokio::spawn(async move { handler.handle(req, inbound, tx).await });
-            let abort = call.abort_handle();
+            // the panic is caught here so that a panicking handler still gets its transaction
+            // answered (one task per request instead of a second task just for that)
+            let call = AssertUnwindSafe(handler.handle(req, inbound, tx)).catch_unwind();
             let resp = tokio::select! {
                 r = call => match r {
                     Ok(resp) => resp,
-                    Err(e) => {
-                        warn!(error = %e, "request handler failed; answering 500");
-                        Some(fallback)
+                    Err(_) => {
+                        warn!("request handler panicked; answering 500");
+                        Some(SipResponse::for_headers(&copied, 500, "Server Internal Error", source))
                     }
                 },
-                _ = shared.abort.cancelled() => {
-                    abort.abort();
-                    None
-                }
+                _ = shared.abort.cancelled() => None,
             };
             if let Some(resp) = resp {
                 shared.finish(key, reply, resp).await;
@@ -1209,8 +1223,8 @@ impl SipServer {
             local_tls: tls.as_ref().map(|(_, a)| *a),
             local_ws: ws.as_ref().map(|(_, a)| *a),
             local_wss: wss.as_ref().map(|(_, a)| *a),
-            table: Mutex::new(HashMap::new()),
-            clients: Mutex::new(HashMap::new()),
+            table: Mutex::new(ServerTable::default()),
+            clients: Mutex::new(ClientTable::default()),
             connections: Mutex::new(HashMap::new()),
             timer_tx,
             counters: Counters::default(),

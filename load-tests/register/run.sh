@@ -20,6 +20,9 @@
 # kamailio-registrar.cfg unchanged, with one users.csv (numeric users, domain
 # bench.pbx.test) for both servers; Kamailio's htable is generated from the same file.
 #
+# pbx runs without NAT keep-alive OPTIONS (PBX_KEEPALIVE=0, its `--sip-keepalive`), as the
+# Kamailio anchor sends none; PBX_KEEPALIVE=25 measures with them (one OPTIONS per source address
+# every 25 s: sipp's one port here).
 # Env knobs: USERS (10000, as the anchor) SERVERS ("pbx kamailio") SERVER_CPUS (0) LOAD_CPUS (1)
 #   SKIP_BUILD=1 (use the existing release binary) PBX_BIN  ANCHORS (anchor dir)
 #   and the anchor's: START_RATE (500) PRECISION_PCT (6) SEARCH_WARM/SEARCH_MEAS (3/10)
@@ -215,6 +218,7 @@ for server in $SERVERS; do
     DATA=$(mktemp -d /tmp/pbx-loadtest.XXXXXX)
     "${pre[@]}" "$PBX_BIN" up --data-dir "$DATA" --http "127.0.0.1:$HTTP_PORT" --sip "$TARGET" \
       --sip-digest md5 --base-domain "$BASE_DOMAIN" --edge-http "127.0.0.1:$EDGE_PORT" \
+      --sip-keepalive "${PBX_KEEPALIVE:-0}" \
       > "$OUT_DIR/server.log" 2>&1 &
     PBX_PID=$!; remember_pid "$PBX_PID"; SERVER_PIDS=$PBX_PID
     for _ in $(seq 1 300); do grep -q "Data directory:" "$OUT_DIR/server.log" && break

@@ -1,5 +1,5 @@
 //! NAT keep-alives (issue 3 point 3): every `interval` the edge sends an OPTIONS to each
-//! phone registered over UDP through it, from the SIP port the phone registered to, so the
+//! source address phones registered from over UDP through it, from the SIP port the phone registered to, so the
 //! phone's NAT keeps the mapping open and calls can reach it. A phone that answers at all
 //! (any status) is alive; one whose OPTIONS times out (Timer F, 64*T1) is marked
 //! unreachable, and calls skip it until it answers or registers again.
@@ -53,8 +53,11 @@ fn ping(binding: &NatBinding, local: std::net::SocketAddr) -> Option<SipRequest>
 /// One round: a ping to every UDP binding registered through this edge.
 pub async fn ping_all(registrar: &Arc<Registrar>, client: &SipClient, stats: &Arc<KeepAliveStats>) -> usize {
     let mut sent = 0;
+    // One ping per source address: bindings behind one NAT mapping (several extensions on one
+    // phone, or a whole office behind one port) share it, and one answer keeps it open.
+    let mut seen = std::collections::HashSet::new();
     for binding in registrar.nat_bindings(SystemTime::now()) {
-        if binding.transport != "udp" {
+        if binding.transport != "udp" || !seen.insert(binding.source) {
             continue;
         }
         let Some(target) = client.target_for(binding.source, "udp") else {

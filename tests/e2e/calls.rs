@@ -169,6 +169,53 @@ impl Pbx {
             self.proc.tail(30)
         );
     }
+
+    /// 102 runs `phone_xml` on its registered port, 101 calls it with `caller_xml`, and
+    /// `after_ms` later 103 dials `code` and stays until the PBX hangs it up; all three must
+    /// finish their scenario.
+    async fn three_party(
+        &self,
+        case: &str,
+        phone_xml: &str,
+        caller_xml: &str,
+        after_ms: u64,
+        code: &str,
+        phone_port: u16,
+    ) {
+        let phone = Uas::start(&self.dir, phone_xml, phone_port);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let run = |xml: &str, ext: &'static str, dial: &str| {
+            let (dir, sip, xml, dial) = (
+                self.dir.clone(),
+                self.sip.clone(),
+                xml.to_owned(),
+                dial.to_owned(),
+            );
+            tokio::task::spawn_blocking(move || {
+                sipp_client(&dir, &xml, free_udp_port(), &sip, ext, "acme.localhost", &dial)
+            })
+        };
+        let caller = run(caller_xml, "101", "102");
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let third = run("uac_call_wait_bye.xml", "103", code)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let caller = caller.await.unwrap_or_else(|e| panic!("{e}"));
+        let phone = tokio::task::spawn_blocking(move || phone.finish())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            third.0 && caller.0 && phone.0,
+            "{case}: 103 ok={}, caller ok={}, 102 ok={}\n--- 103:\n{}\n--- caller:\n{}\n--- 102:\n{}\n--- pbx:\n{}",
+            third.0,
+            caller.0,
+            phone.0,
+            tail(&third.1, 25),
+            tail(&caller.1, 25),
+            tail(&phone.1, 25),
+            self.proc.tail(30)
+        );
+    }
 }
 
 async fn start(dir: &Path) -> Pbx {
@@ -359,97 +406,26 @@ async fn calls_between_extensions_with_sipp() {
 
     // Directed pickup: 102 rings, 103 dials *04102 and gets the call; 102 is cancelled, the
     // caller is answered, and its BYE reaches 103.
-    let ringing = Uas::start(&pbx.dir, "uas_ring.xml", callee_port);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let caller = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call.xml",
-            free_udp_port(),
-            &sip,
-            "101",
-            "acme.localhost",
-            "102",
-        )
-    });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let picker = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_wait_bye.xml",
-            free_udp_port(),
-            &sip,
-            "103",
-            "acme.localhost",
-            "*04102",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let caller = caller.await.unwrap_or_else(|e| panic!("{e}"));
-    let rang = tokio::task::spawn_blocking(move || ringing.finish())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        picker.0 && caller.0 && rang.0,
-        "pickup: picker ok={}, caller ok={}, ringing phone ok={}\n--- picker:\n{}\n--- caller:\n{}\n--- ringing phone:\n{}\n--- pbx:\n{}",
-        picker.0,
-        caller.0,
-        rang.0,
-        tail(&picker.1, 25),
-        tail(&caller.1, 25),
-        tail(&rang.1, 25),
-        pbx.proc.tail(30)
-    );
-
+    pbx.three_party(
+        "pickup",
+        "uas_ring.xml",
+        "uac_call.xml",
+        800,
+        "*04102",
+        callee_port,
+    )
+    .await;
     // Park and retrieve: 102 answers and parks the caller on slot 01 (REFER to *501) and is
     // hung up; 103 dials *501 and gets the caller, whose BYE then reaches 103.
-    let parker = Uas::start(&pbx.dir, "uas_park.xml", callee_port);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let caller = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_long.xml",
-            free_udp_port(),
-            &sip,
-            "101",
-            "acme.localhost",
-            "102",
-        )
-    });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let retriever = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_wait_bye.xml",
-            free_udp_port(),
-            &sip,
-            "103",
-            "acme.localhost",
-            "*501",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let caller = caller.await.unwrap_or_else(|e| panic!("{e}"));
-    let parked = tokio::task::spawn_blocking(move || parker.finish())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        retriever.0 && caller.0 && parked.0,
-        "park: retriever ok={}, caller ok={}, parker ok={}\n--- retriever:\n{}\n--- caller:\n{}\n--- parker:\n{}\n--- pbx:\n{}",
-        retriever.0,
-        caller.0,
-        parked.0,
-        tail(&retriever.1, 25),
-        tail(&caller.1, 25),
-        tail(&parked.1, 25),
-        pbx.proc.tail(30)
-    );
+    pbx.three_party(
+        "park",
+        "uas_park.xml",
+        "uac_call_long.xml",
+        1200,
+        "*501",
+        callee_port,
+    )
+    .await;
 
     // Isolation: bravo's 102 registers on another port; acme's 102 is the only one acme's
     // 101 reaches, and bravo's phone never sees the call.

@@ -952,10 +952,7 @@ impl Call {
                             Side::Caller => HangupSide::Caller,
                             Side::Callee => HangupSide::Callee,
                         };
-                        let other = match side {
-                            Side::Caller => Side::Callee,
-                            Side::Callee => Side::Caller,
-                        };
+                        let other = side.other();
                         self.unacked.clear();
                         self.bye(other).await;
                         self.end();
@@ -983,10 +980,7 @@ impl Call {
                         .await;
                     return;
                 }
-                let other = match side {
-                    Side::Caller => Side::Callee,
-                    Side::Callee => Side::Caller,
-                };
+                let other = side.other();
                 let body = match parse_sdp(&req.body) {
                     Some(sdp) => {
                         self.learn_peer(side, &sdp);
@@ -1026,10 +1020,7 @@ impl Call {
             Method::Refer => self.on_refer(side, req, inbound, tx).await,
             _ if self.phase == Phase::Answered => {
                 // INFO, UPDATE, MESSAGE, NOTIFY, OPTIONS: pass through, answer with the peer's answer
-                let other = match side {
-                    Side::Caller => Side::Callee,
-                    Side::Callee => Side::Caller,
-                };
+                let other = side.other();
                 let client = self.client.clone();
                 let method = req.method.clone();
                 let body = (!req.body.is_empty()).then(|| {
@@ -1080,10 +1071,7 @@ impl Call {
         let Some(pending) = self.reinvite.as_ref() else {
             return;
         };
-        let other = match pending.from {
-            Side::Caller => Side::Callee,
-            Side::Callee => Side::Caller,
-        };
+        let other = pending.from.other();
         match ev {
             ClientEvent::Provisional(_) => {}
             ClientEvent::Final(resp) if (200..300).contains(&resp.status) => {

@@ -66,6 +66,22 @@ pub enum Event {
     SipAuthLockout { subject: LockoutSubject, until_ms: i64 },
     /// A call ended (SPEC T9): the control plane stores it as a call log, once per call id.
     CallEnded(CallRecord),
+    /// A queue call event or an agent state change (SPEC Q13): the raw material of queue call
+    /// logs, agent session logs and reports.
+    QueueEvent(QueueEventRecord),
+}
+
+/// One event of a tenant's queue engine. `event` is the engine's event as JSON (field `type`:
+/// `caller_joined`, `agent_ringing`, `agent_ring_missed`, `call_answered`, `call_ended`,
+/// `call_abandoned`, `call_missed`, `callback_requested`, `callback_succeeded`,
+/// `callback_failed`, `survey_score`, `agent_state`), with `queue` and `agent` as the queue's
+/// and the agent's extension numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueEventRecord {
+    pub at_ms: i64,
+    /// The queue call, for events about one.
+    pub call_id: Option<crate::CallId>,
+    pub event: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ pub mod secret;
 pub mod snapshot;
 pub mod tenant;
 
+pub use bus::QueueEventRecord;
 pub use call::{CallDisposition, CallRecord, HangupSide};
 pub use ids::{CallId, ExtensionId, ResellerId, TenantId, UserId};
 pub use plan::{effective_plan, Feature, Plan};

@@ -244,6 +244,7 @@ pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Valu
                 "plan": t.plan,
                 "version": t.version,
                 "extensions": t.extensions.iter().map(|e| serde_json::json!({"number": e.number, "display_name": e.display_name})).collect::<Vec<_>>(),
+                "queues": t.queues.iter().map(|q| serde_json::json!({"number": q.number, "name": q.name})).collect::<Vec<_>>(),
             })
         })
         .collect();

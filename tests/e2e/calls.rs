@@ -11,22 +11,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const SECRET: &str = "Call-secret-42";
+pub(crate) const SECRET: &str = "Call-secret-42";
 
-fn scenario(name: &str) -> PathBuf {
+pub(crate) fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/e2e/sipp")
         .join(name)
 }
 
-fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
-fn tail(s: &str, n: usize) -> String {
+pub(crate) fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -43,7 +43,7 @@ fn users_csv(dir: &Path, ext: &str, domain: &str, dial: &str) -> PathBuf {
 }
 
 /// A sipp client run (REGISTER or a caller) from `port` against `target`.
-fn sipp_client(
+pub(crate) fn sipp_client(
     dir: &Path,
     xml: &str,
     port: u16,
@@ -80,13 +80,13 @@ fn sipp_client(
 }
 
 /// A sipp UAS answering one call on `port` (where the callee registered from).
-struct Uas {
+pub(crate) struct Uas {
     child: Child,
     xml: String,
 }
 
 impl Uas {
-    fn start(dir: &Path, xml: &str, port: u16) -> Uas {
+    pub(crate) fn start(dir: &Path, xml: &str, port: u16) -> Uas {
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(scenario(xml))
@@ -104,7 +104,7 @@ impl Uas {
     }
 
     /// Waits for the UAS to finish its one call; returns whether it succeeded and its output.
-    fn finish(self) -> (bool, String) {
+    pub(crate) fn finish(self) -> (bool, String) {
         let out = self
             .child
             .wait_with_output()
@@ -120,15 +120,15 @@ impl Uas {
     }
 }
 
-struct Pbx {
-    proc: Proc,
-    sip: String,
-    api: String,
-    dir: PathBuf,
+pub(crate) struct Pbx {
+    pub(crate) proc: Proc,
+    pub(crate) sip: String,
+    pub(crate) api: String,
+    pub(crate) dir: PathBuf,
 }
 
 impl Pbx {
-    fn register(&self, ext: &str, domain: &str, port: u16) {
+    pub(crate) fn register(&self, ext: &str, domain: &str, port: u16) {
         let (ok, out) = sipp_client(&self.dir, "register_ok.xml", port, &self.sip, ext, domain, "");
         assert!(ok, "{ext}@{domain} did not register:\n{}", tail(&out, 30));
     }
@@ -218,7 +218,7 @@ impl Pbx {
     }
 }
 
-async fn start(dir: &Path) -> Pbx {
+pub(crate) async fn start(dir: &Path) -> Pbx {
     let mut cmd = pbx_command();
     cmd.arg("up").arg("--data-dir").arg(dir.join("data")).args([
         "--http",
@@ -230,6 +230,8 @@ async fn start(dir: &Path) -> Pbx {
         // sipp cannot answer the edge's keep-alive OPTIONS (an unexpected message to it)
         "--sip-keepalive",
         "0",
+        "--edge-http",
+        "127.0.0.1:0",
     ]);
     let mut proc = Proc::spawn("pbx-up-calls", cmd);
     proc.wait_stdout("the Data directory line", Duration::from_secs(60), |l| {

@@ -11,6 +11,7 @@ mod bad_config;
 mod baresip;
 mod calls;
 mod production;
+mod queues;
 mod rfc4475;
 mod sip;
 mod support;

@@ -78,6 +78,14 @@ async fn apply_in(tx: &mut db::Conn, entry: &BusEntry) -> Result<Outcome> {
             Some(software_version.as_str()),
         ),
         Event::EdgeNodeStopping => ("edge_node_stopping", String::new(), Some("stopped"), None),
+        // Kept in the node log until queue call logs are built from them (issue 5, point 5).
+        Event::QueueEvent(record) => {
+            let mut detail = record.event.clone();
+            if let (Some(obj), Some(call)) = (detail.as_object_mut(), record.call_id) {
+                obj.insert("call_id".into(), call.to_string().into());
+            }
+            ("queue_event", detail.to_string(), None, None)
+        }
         Event::TenantSnapshotLoaded { version, reason } => (
             "tenant_snapshot_loaded",
             format!("version {version} ({})", reason.as_str()),

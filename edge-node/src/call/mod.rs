@@ -8,6 +8,9 @@
 //! pure functions of [`dialog`].
 
 pub mod dialog;
+pub mod feature_codes;
+mod queue_call;
+pub mod queue_driver;
 mod task;
 
 use crate::media::{MediaRelay, SessionDescription};
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
+use tracing::debug;
 
 pub use task::CallInput;
 
@@ -91,6 +95,8 @@ pub struct CallRouter {
     ringing_by_callee: Mutex<HashMap<TenantId, Vec<RingingCall>>>,
     /// Parked calls by tenant and slot (`*5NN`).
     parked: Mutex<HashMap<(TenantId, String), CallSender>>,
+    /// Each tenant's queue driver, started by its first queue call or agent code.
+    queue_drivers: Mutex<HashMap<TenantId, queue_driver::DriverSender>>,
     counters: Counters,
 }
 
@@ -129,6 +135,7 @@ impl CallRouter {
             ringing: Mutex::new(HashMap::new()),
             ringing_by_callee: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
+            queue_drivers: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
@@ -296,8 +303,50 @@ impl CallRouter {
         let Ok(branch) = req.top_via().map(|v| v.branch().unwrap_or_default().to_owned()) else {
             return Some(reply(400, "Bad Via"));
         };
-        // Feature codes *04{ext} (directed pickup) and *4 (any ringing phone of the tenant).
         let dialled = req.uri.user.clone().unwrap_or_default();
+        // Call queues and their agents' feature codes (*7{queue}, *07{queue}, *077).
+        let queue_mode = if tenant.queue_by_number(&dialled).is_some() {
+            Some(queue_call::Mode::Queue)
+        } else if let Some(code) = feature_codes::parse(&dialled) {
+            let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+            let _ = self
+                .queue_driver(tenant.tenant_id)
+                .send(queue_driver::DriverMsg::Agent {
+                    extension: caller.clone(),
+                    code,
+                    reply: reply_tx,
+                });
+            let prompt = match reply_rx.await {
+                Ok(Ok(prompt)) => prompt,
+                Ok(Err(why)) => {
+                    debug!(tenant = %tenant.tenant_id, ext = %caller, code = %dialled, "agent code refused: {why}");
+                    "invalid"
+                }
+                Err(_) => "invalid",
+            };
+            let language = dialled_queue_language(&tenant, &dialled);
+            Some(queue_call::Mode::Announce {
+                prompts: vec![prompt.to_owned()],
+                language,
+            })
+        } else {
+            None
+        };
+        if let Some(mode) = queue_mode {
+            let setup = queue_call::QueueCallSetup {
+                driver: self.queue_driver(tenant.tenant_id),
+                tenant,
+                caller,
+                queue: dialled,
+                mode,
+                invite: req,
+                offer,
+                inbound,
+                tx,
+            };
+            return queue_call::start(Arc::clone(self), client, setup).await;
+        }
+        // Feature codes *04{ext} (directed pickup) and *4 (any ringing phone of the tenant).
         let pickup = match dialled.as_str() {
             "*4" => Some(None),
             d => d
@@ -361,6 +410,28 @@ impl CallRouter {
         let router = Arc::clone(self);
         tokio::spawn(task::run(router, client, setup, call_tx, call_rx));
         None
+    }
+
+    /// The tenant's queue driver, started on first use.
+    fn queue_driver(&self, tenant: TenantId) -> queue_driver::DriverSender {
+        let mut drivers = lock(&self.queue_drivers);
+        if let Some(d) = drivers.get(&tenant).filter(|d| !d.is_closed()) {
+            return d.clone();
+        }
+        let d = queue_driver::spawn(
+            tenant,
+            queue_driver::DriverContext {
+                store: self.store.clone(),
+                registrar: Arc::clone(&self.registrar),
+                events: self.events.clone(),
+            },
+        );
+        drivers.insert(tenant, d.clone());
+        d
+    }
+
+    pub(crate) fn note_started(&self) {
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn forget_ringing(&self, branch: &str) {
@@ -443,6 +514,22 @@ impl CallRouter {
     pub(crate) fn media(&self) -> Option<&MediaRelay> {
         self.media.as_ref()
     }
+}
+
+/// The prompt language of the queue a feature code names (English by default).
+fn dialled_queue_language(tenant: &pbx_contract::TenantSnapshot, dialled: &str) -> String {
+    let queue = match feature_codes::parse(dialled) {
+        Some(feature_codes::AgentCode::ToggleLogin { queue })
+        | Some(feature_codes::AgentCode::TogglePause { queue, .. }) => Some(queue),
+        _ => None,
+    };
+    queue
+        .and_then(|q| {
+            tenant
+                .queue_by_number(&q)
+                .and_then(|q| q.prompts.language.clone())
+        })
+        .unwrap_or_else(|| "en".to_owned())
 }
 
 /// Forwards a client transaction's events into a call task's input.

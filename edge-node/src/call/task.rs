@@ -60,6 +60,8 @@ pub enum CallInput {
         offer: Box<SessionDescription>,
         picker: String,
     },
+    /// A command of the tenant's queue driver (queue calls only).
+    Queue(super::queue_driver::QueueCommand),
 }
 
 /// What the router hands a new call.
@@ -121,7 +123,7 @@ impl Anchor {
 }
 
 /// Parses an SDP body; `None` when it is empty or not SDP.
-fn parse_sdp(body: &[u8]) -> Option<SessionDescription> {
+pub(super) fn parse_sdp(body: &[u8]) -> Option<SessionDescription> {
     if body.is_empty() {
         return None;
     }
@@ -252,7 +254,7 @@ struct Call {
     hangup: HangupSide,
 }
 
-fn ms(t: SystemTime) -> i64 {
+pub(super) fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
@@ -401,7 +403,7 @@ pub(crate) async fn run(
     call.finish().await;
 }
 
-async fn sleep_until(at: Option<Instant>) {
+pub(super) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -628,6 +630,7 @@ impl Call {
             } => self.on_retrieve(*req, inbound, tx, *offer, by).await,
             CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
             CallInput::Reinvite { ev } => self.on_reinvite_answer(ev).await,
+            CallInput::Queue(_) => {}
         }
     }
 

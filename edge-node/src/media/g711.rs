@@ -1,4 +1,4 @@
-//! G.711 decoding (ITU-T G.711: μ-law PCMU, A-law PCMA) to 16-bit linear PCM.
+//! G.711 (ITU-T G.711: μ-law PCMU, A-law PCMA) to and from 16-bit linear PCM.
 //!
 //! Written here rather than taken from a crate: it is two 256-entry tables computed at compile
 //! time from the standard's segment formulas (the reference `ulaw2linear`/`alaw2linear`), and
@@ -56,6 +56,42 @@ pub static ULAW: [i16; 256] = table(false);
 /// A-law (PCMA) decoding table.
 pub static ALAW: [i16; 256] = table(true);
 
+/// Linear sample -> μ-law byte (the reference `linear2ulaw`: bias 0x84, clip 32635).
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    let s = s.min(CLIP) + BIAS;
+    let exponent = (31 - (s as u32).leading_zeros()).saturating_sub(7).min(7) as i32;
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 | mantissa as u8)
+}
+
+/// Linear sample -> A-law byte (the reference `linear2alaw`).
+pub fn linear_to_alaw(sample: i16) -> u8 {
+    let mut s = i32::from(sample) >> 3;
+    let mask = if s >= 0 {
+        0xd5
+    } else {
+        s = -s - 1;
+        0x55
+    };
+    let s = s.min(0x0fff);
+    let segment = (32 - (s as u32).leading_zeros()).saturating_sub(5).min(7) as i32;
+    let mantissa = if segment < 2 {
+        (s >> 1) & 0x0f
+    } else {
+        (s >> segment) & 0x0f
+    };
+    ((segment << 4) as u8 | mantissa as u8) ^ mask
+}
+
 /// The decoding table of an RTP static payload type: 0 = PCMU, 8 = PCMA; None for others.
 pub fn table_for(payload_type: u8) -> Option<&'static [i16; 256]> {
     match payload_type {
@@ -101,6 +137,20 @@ mod tests {
         for b in 0..=255u8 {
             assert_eq!(ALAW[usize::from(b)], -ALAW[usize::from(b ^ 0x80)]);
         }
+    }
+
+    #[test]
+    fn encoders_invert_the_decoding_tables() {
+        for b in 0..=255u8 {
+            let u = ULAW[usize::from(b)];
+            assert_eq!(ULAW[usize::from(linear_to_ulaw(u))], u, "ulaw byte {b:#x}");
+            let a = ALAW[usize::from(b)];
+            assert_eq!(linear_to_alaw(a), b, "alaw byte {b:#x}");
+        }
+        assert_eq!(linear_to_ulaw(0), 0xff);
+        assert_eq!(linear_to_alaw(0), 0xd5);
+        assert_eq!(linear_to_ulaw(i16::MIN), 0x00);
+        assert_eq!(linear_to_ulaw(i16::MAX), 0x80);
     }
 
     #[test]

@@ -31,6 +31,8 @@
 
 mod error;
 pub mod g711;
+pub mod player;
+pub mod prompts;
 pub mod recording;
 pub mod relay;
 pub mod rtp;
@@ -42,8 +44,9 @@ pub mod wav;
 mod tests;
 
 pub use error::MediaError;
+pub use player::{Playback, Prompt, PromptError};
 pub use recording::{recording_key, RecordingMeta};
-pub use relay::{Leg, MediaRelay, RelayOptions, RelaySession, RelayStats, SessionStats};
+pub use relay::{Leg, MediaEvent, MediaRelay, RelayOptions, RelaySession, RelayStats, SessionStats};
 pub use sdp::{Direction, SdpOrigin, SessionDescription};
 pub use spool::RecordingUploader;
 

@@ -10,6 +10,7 @@
 //! to the recorder thread through a bounded channel with `try_send`: a slow disk costs
 //! recorded audio (counted), never relayed packets.
 
+use super::player::{DtmfDetector, Playback, RtpSender, SenderOutput};
 use super::recording::{self, PacketBatch, RecMsg, RecPacket, RecordingMeta};
 use super::rtp::{Latch, LatchDecision, LossCounter, RtpHeader};
 use super::{g711, MediaConfig, MediaError};
@@ -40,6 +41,16 @@ impl Leg {
             Leg::B => 1,
         }
     }
+}
+
+/// What a session reports while it runs (see [`RelaySession::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A playback started with [`RelaySession::play`] reached its end (not sent for looped
+    /// playbacks, nor for one stopped or replaced).
+    PlayDone { leg: Leg, id: u64 },
+    /// A key pressed on that side (RFC 4733 telephone-event), once per press.
+    Dtmf { leg: Leg, key: char },
 }
 
 /// What a session did, reported when it closes.
@@ -173,6 +184,20 @@ enum Cmd {
     Record {
         id: u64,
         new: Box<recording::NewRecording>,
+    },
+    Play {
+        id: u64,
+        leg: Leg,
+        playback: Playback,
+    },
+    StopPlay {
+        id: u64,
+        leg: Leg,
+    },
+    Watch {
+        id: u64,
+        events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
+        dtmf_payload_types: [Option<u8>; 2],
     },
     Close {
         id: u64,
@@ -411,6 +436,41 @@ impl RelaySession {
         })
     }
 
+    /// Plays G.711 audio into that side (from the leg's own socket to its peer, 20 ms
+    /// packets), replacing what played there. What the other side sends is still relayed, so
+    /// a B2BUA stops the playback when it connects the two sides.
+    pub fn play(&self, leg: Leg, playback: Playback) {
+        if !self.close_sent.load(Ordering::Relaxed) {
+            let _ = self.relay.workers[self.worker].send(Cmd::Play {
+                id: self.id,
+                leg,
+                playback,
+            });
+        }
+    }
+
+    pub fn stop_playing(&self, leg: Leg) {
+        if !self.close_sent.load(Ordering::Relaxed) {
+            let _ = self.relay.workers[self.worker].send(Cmd::StopPlay { id: self.id, leg });
+        }
+    }
+
+    /// Reports playback ends and, for the legs given a telephone-event payload type (index 0:
+    /// leg A), the keys pressed there, to `events`.
+    pub fn watch(
+        &self,
+        events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
+        dtmf_payload_types: [Option<u8>; 2],
+    ) {
+        if !self.close_sent.load(Ordering::Relaxed) {
+            let _ = self.relay.workers[self.worker].send(Cmd::Watch {
+                id: self.id,
+                events,
+                dtmf_payload_types,
+            });
+        }
+    }
+
     /// Stops relaying, frees the ports, finalizes the recording into the spool (where the
     /// uploader takes it). Idempotent: later calls return the same figures.
     pub async fn close(&self) -> SessionStats {
@@ -461,12 +521,17 @@ struct LegState {
     relayed: u64,
     dropped: u64,
     loss: LossCounter,
+    /// What we play into this leg (created on the first playback).
+    sender: Option<RtpSender>,
+    /// The telephone-event payload type watched on this leg, and its detector.
+    dtmf: Option<(u8, DtmfDetector)>,
 }
 
 struct Session {
     id: u64,
     legs: [LegState; 2],
     recording: Option<String>,
+    events: Option<tokio::sync::mpsc::UnboundedSender<MediaEvent>>,
 }
 
 #[derive(Default)]
@@ -490,6 +555,8 @@ struct Worker {
     local: LocalCounts,
     ports: Arc<Mutex<PortPool>>,
     wake: OwnedFd,
+    /// Legs with a playback, as (slot, leg).
+    playing: Vec<(usize, usize)>,
 }
 
 fn token(slot: usize, leg: usize, kind: usize) -> u64 {
@@ -527,6 +594,7 @@ impl Worker {
             local: LocalCounts::default(),
             ports,
             wake,
+            playing: Vec::new(),
         })
     }
 
@@ -534,11 +602,14 @@ impl Worker {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(MAX_EVENTS);
         let mut buf = vec![0u8; BUF_LEN];
         loop {
-            let timeout = if self.rec_outbox.is_empty() {
+            let mut timeout = if self.rec_outbox.is_empty() {
                 Duration::from_millis(100)
             } else {
                 Duration::from_millis(2)
             };
+            if let Some(due) = self.next_playback_due() {
+                timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+            }
             let ts = rustix::event::Timespec {
                 tv_sec: 0,
                 tv_nsec: timeout.as_nanos() as _,
@@ -575,6 +646,9 @@ impl Worker {
                 }
                 self.on_readable(t, arrival_us, &mut buf);
             }
+            if !self.playing.is_empty() {
+                self.pump_playbacks(Instant::now());
+            }
             // Batches go to the recorder every few turns, not every turn: fewer wake-ups.
             if self.batch.packets.len() >= REC_BATCH_PACKETS
                 || now.saturating_duration_since(self.batch.arrival) >= REC_BATCH_AGE
@@ -607,6 +681,17 @@ impl Worker {
         if kind == RTP {
             if let Some(h) = RtpHeader::parse(pkt) {
                 s.legs[leg].loss.on_packet(h.ssrc, h.seq);
+                if let Some((pt, detector)) = s.legs[leg].dtmf.as_mut() {
+                    if h.payload_type == *pt {
+                        let payload = &pkt[h.payload_start..h.payload_end];
+                        if let (Some(key), Some(events)) =
+                            (detector.on_packet(h.ssrc, h.timestamp, payload), &s.events)
+                        {
+                            let leg = if leg == 0 { Leg::A } else { Leg::B };
+                            let _ = events.send(MediaEvent::Dtmf { leg, key });
+                        }
+                    }
+                }
                 if s.recording.is_some() && g711::table_for(h.payload_type).is_some() {
                     let payload = &pkt[h.payload_start..h.payload_end];
                     let start = self.batch.data.len();
@@ -638,6 +723,53 @@ impl Worker {
         }
     }
 
+    fn next_playback_due(&self) -> Option<Instant> {
+        self.playing
+            .iter()
+            .filter_map(|&(slot, leg)| {
+                let s = self.sessions.get(slot)?.as_ref()?;
+                s.legs[leg].sender.as_ref()?.next_due()
+            })
+            .min()
+    }
+
+    /// Sends the packets of every playback that are due; reports and forgets finished ones.
+    fn pump_playbacks(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.playing.len() {
+            let (slot, leg) = self.playing[i];
+            let mut finished = true;
+            if let Some(Some(s)) = self.sessions.get_mut(slot) {
+                let l = &mut s.legs[leg];
+                if let Some(sender) = l.sender.as_mut() {
+                    loop {
+                        match sender.poll(now) {
+                            Some(SenderOutput::Packet(pkt)) => {
+                                if let Some(dst) = l.latch[RTP].peer() {
+                                    let _ = l.socks[RTP].send_to(&pkt, dst);
+                                }
+                            }
+                            Some(SenderOutput::Done(id)) => {
+                                if let Some(events) = &s.events {
+                                    let leg = if leg == 0 { Leg::A } else { Leg::B };
+                                    let _ = events.send(MediaEvent::PlayDone { leg, id });
+                                }
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    finished = !sender.is_playing();
+                }
+            }
+            if finished {
+                self.playing.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Applies queued commands; false on shutdown.
     fn commands(&mut self) -> bool {
         while let Ok(cmd) = self.rx.try_recv() {
@@ -666,6 +798,43 @@ impl Worker {
                         }
                     }
                 }
+                Cmd::Play { id, leg, playback } => {
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        if let Some(s) = self.sessions[slot].as_mut() {
+                            let now = Instant::now();
+                            let l = &mut s.legs[leg.index()];
+                            let ssrc = (id as u32).wrapping_mul(0x9e37_79b9) ^ (leg.index() as u32 + 1);
+                            l.sender
+                                .get_or_insert_with(|| RtpSender::new(ssrc, now))
+                                .play(playback, now);
+                            if !self.playing.contains(&(slot, leg.index())) {
+                                self.playing.push((slot, leg.index()));
+                            }
+                        }
+                    }
+                }
+                Cmd::StopPlay { id, leg } => {
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        if let Some(s) = self.sessions[slot].as_mut() {
+                            if let Some(sender) = s.legs[leg.index()].sender.as_mut() {
+                                sender.stop();
+                            }
+                        }
+                        self.playing.retain(|&p| p != (slot, leg.index()));
+                    }
+                }
+                Cmd::Watch {
+                    id,
+                    events,
+                    dtmf_payload_types,
+                } => {
+                    if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions[i].as_mut()) {
+                        for (l, pt) in s.legs.iter_mut().zip(dtmf_payload_types) {
+                            l.dtmf = pt.map(|pt| (pt, DtmfDetector::default()));
+                        }
+                        s.events = Some(events);
+                    }
+                }
                 Cmd::Close { id, reply } => self.close(id, reply),
                 Cmd::Shutdown => return false,
             }
@@ -686,11 +855,14 @@ impl Worker {
             relayed: 0,
             dropped: 0,
             loss: LossCounter::default(),
+            sender: None,
+            dtmf: None,
         };
         let session = Session {
             id,
             legs: [mk(a), mk(b)],
             recording: None,
+            events: None,
         };
         for (leg, l) in session.legs.iter().enumerate() {
             for (kind, sock) in l.socks.iter().enumerate() {
@@ -719,6 +891,7 @@ impl Worker {
             return;
         };
         self.free_slots.push(slot);
+        self.playing.retain(|&(p, _)| p != slot);
         let stats = SessionStats {
             packets_a_to_b: s.legs[0].relayed,
             packets_b_to_a: s.legs[1].relayed,

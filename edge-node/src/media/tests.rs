@@ -515,3 +515,112 @@ async fn media_uploader_takes_what_a_previous_process_left() {
     cancel.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn media_plays_prompts_into_a_leg_and_reports_keys_pressed_there() {
+    let spool = tempfile::tempdir().unwrap();
+    let relay = relay(14600, 14639, spool.path()).await;
+    let session = relay.open_session().await.unwrap();
+    let (phone, _rtcp) = endpoint().await;
+    session.set_peer(Leg::A, phone.local_addr().unwrap());
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    session.watch(events_tx, [Some(101), None]);
+    // 3 packets of audio: 480 samples of a 1 kHz tone, as PCMA
+    let tone: Vec<i16> = (0..480)
+        .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI / 8.0).sin() * 8000.0) as i16)
+        .collect();
+    let prompt = Prompt::from_samples(tone.clone());
+    session.play(
+        Leg::A,
+        Playback {
+            id: 7,
+            payload: prompt.encode(8).unwrap(),
+            payload_type: 8,
+            looped: false,
+        },
+    );
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    while got.len() < 3 {
+        let (pkt, from) = recv(&phone).await.expect("the prompt's packets arrive");
+        assert_eq!(from.port(), session.port(Leg::A), "sent from the leg's own port");
+        got.push(pkt);
+    }
+    let spread = started.elapsed();
+    assert!(
+        spread >= Duration::from_millis(30),
+        "paced at 20 ms, took {spread:?}"
+    );
+    let decoded: Vec<i16> = got
+        .iter()
+        .flat_map(|p| {
+            assert_eq!(p[1] & 0x7f, 8);
+            p[12..]
+                .iter()
+                .map(|&b| g711::ALAW[usize::from(b)])
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(decoded.len(), 480);
+    for (a, b) in decoded.iter().zip(&tone) {
+        assert!((i32::from(*a) - i32::from(*b)).abs() < 300, "{a} vs {b}");
+    }
+    let ev = tokio::time::timeout(Duration::from_secs(2), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(ev, Some(MediaEvent::PlayDone { leg: Leg::A, id: 7 }));
+    assert!(recv(&phone).await.is_none(), "nothing after the end");
+
+    // The phone presses 5 (start, end x3) then #: two keys reported.
+    let port = to(session.port(Leg::A));
+    for (ts, payload) in [
+        (100u32, [5u8, 0x0a, 0, 160]),
+        (100, [5, 0x8a, 3, 0x20]),
+        (100, [5, 0x8a, 3, 0x20]),
+        (100, [5, 0x8a, 3, 0x20]),
+        (900, [11, 0x8a, 3, 0x20]),
+    ] {
+        phone
+            .send_to(&rtp_packet(101, ts as u16, ts, 42, &payload), port)
+            .await
+            .unwrap();
+    }
+    for want in ['5', '#'] {
+        let ev = tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            ev,
+            Some(MediaEvent::Dtmf {
+                leg: Leg::A,
+                key: want
+            })
+        );
+    }
+
+    // A looped playback runs until stopped.
+    session.play(
+        Leg::A,
+        Playback {
+            id: 8,
+            payload: vec![0xd5; 160].into(),
+            payload_type: 8,
+            looped: true,
+        },
+    );
+    for _ in 0..5 {
+        assert!(recv(&phone).await.is_some());
+    }
+    session.stop_playing(Leg::A);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    while tokio::time::timeout(Duration::from_millis(5), phone.recv_from(&mut [0u8; 300]))
+        .await
+        .is_ok()
+    {}
+    assert!(recv(&phone).await.is_none(), "stopped");
+    assert!(
+        events.try_recv().is_err(),
+        "a looped or stopped playback reports no end"
+    );
+    session.close().await;
+}

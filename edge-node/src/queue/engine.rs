@@ -347,6 +347,14 @@ impl QueueEngine {
         m.paused.as_ref().map(|p| p.code.as_deref())
     }
 
+    /// Whether the agent is signed in to the queue (static members always are); `None` when
+    /// the agent is not a member of it. The `*7{queue}` feature code toggles on this.
+    pub fn is_logged_in(&self, agent: AgentId, queue: QueueId) -> Option<bool> {
+        let q = self.queues.get(&queue)?;
+        let m = &q.members[*q.member_pos.get(&agent)?];
+        Some(m.kind == MemberKind::Static || m.logged_in)
+    }
+
     /// Whether the agent could be rung for this queue right now.
     pub fn is_agent_available(&self, agent: AgentId, queue: QueueId, now: Millis) -> bool {
         let Some(q) = self.queues.get(&queue) else {

@@ -1,0 +1,927 @@
+//! One caller in a call queue (issue 5, point 3): the edge answers the caller's INVITE itself,
+//! plays the waiting music and the announcements the queue engine asks for into the caller's
+//! relay leg, hears the caller's keys (RFC 4733), rings the agents the engine picks (one
+//! outgoing INVITE per registered contact of each agent, offering the codec the caller
+//! settled on, so the relay never transcodes) and bridges the caller with the agent who
+//! answers. Decisions are the engine's ([`super::queue_driver`]); this task does the SIP and
+//! the media, and reports what happened.
+//!
+//! Requests inside the call: BYE from either side ends it; a re-INVITE (hold/resume) is
+//! answered by the edge with the same media address (the relay stays in the path, so nothing
+//! needs to move); INFO and UPDATE without a body get 200.
+
+use super::dialog::{self, Dialog};
+use super::queue_driver::{DriverMsg, DriverSender, QueueCommand};
+use super::task::{parse_sdp, sleep_until};
+use super::{forward_events, CallInput, CallRouter, CallSender};
+use crate::media::prompts::system_prompt;
+use crate::media::{
+    recording_key, Leg, MediaEvent, Playback, Prompt, RecordingMeta, RelaySession, SdpOrigin,
+    SessionDescription,
+};
+use crate::queue::{CallerId, Destination, Party, RingFailure};
+use crate::sip::message::{Method, SipRequest, SipResponse};
+use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient, Target};
+use pbx_contract::bus::Event;
+use pbx_contract::{CallDisposition, CallId, CallRecord, HangupSide, RecordingPolicy, TenantSnapshot};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Waiting music when the queue names none.
+const DEFAULT_MUSIC: &str = "moh";
+/// Playback id of the waiting music (prompts count up from 1).
+const MUSIC_ID: u64 = 0;
+
+static NEXT_CALLER: AtomicU64 = AtomicU64::new(1);
+
+/// What the edge does with the answered caller.
+pub(crate) enum Mode {
+    /// Wait in the queue numbered `queue`.
+    Queue,
+    /// Play these prompts, then hang up (the confirmation of a feature code).
+    Announce { prompts: Vec<String>, language: String },
+}
+
+/// What the router hands a new queue call.
+pub(crate) struct QueueCallSetup {
+    pub tenant: Arc<TenantSnapshot>,
+    pub caller: String,
+    /// The queue number, or the dialled code of an announcement.
+    pub queue: String,
+    pub mode: Mode,
+    pub invite: SipRequest,
+    pub offer: SessionDescription,
+    pub inbound: Inbound,
+    pub tx: ServerTx,
+    pub driver: DriverSender,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegState {
+    Calling,
+    Ringing,
+    Answered,
+    Done,
+}
+
+/// One INVITE to one contact of an agent.
+struct AgentLeg {
+    agent: String,
+    invite: SipRequest,
+    target: Target,
+    dialog: Dialog,
+    state: LegState,
+    cancel_pending: bool,
+    final_status: Option<u16>,
+    /// The agent's SDP answer, applied to the relay when the engine connects.
+    answer: Option<SessionDescription>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Connected,
+    Ended,
+}
+
+struct QueueCall {
+    router: Arc<CallRouter>,
+    client: SipClient,
+    me: CallSender,
+    driver: DriverSender,
+    id: CallId,
+    caller_id: CallerId,
+    tenant: Arc<TenantSnapshot>,
+    caller: String,
+    caller_name: Option<String>,
+    queue: String,
+    invite: SipRequest,
+    source: std::net::SocketAddr,
+    tx: ServerTx,
+    caller_dialog: Dialog,
+    caller_target: Target,
+    session: RelaySession,
+    advertise: IpAddr,
+    origin_b: SdpOrigin,
+    /// The caller's offer limited to the one voice codec (and telephone-event) we answered.
+    offer: SessionDescription,
+    payload_type: u8,
+    /// Our SDP answer to the caller, sent again for a re-INVITE.
+    answer_a: Vec<u8>,
+    legs: Vec<AgentLeg>,
+    connected: Option<usize>,
+    phase: Phase,
+    /// Our 200 to the caller until its ACK: (response, next send, interval, give up).
+    unacked: Option<(SipResponse, Instant, Duration, Instant)>,
+    /// The prompt being played (id), and whether the driver wants to hear when it ends.
+    prompt: Option<(u64, bool)>,
+    next_prompt_id: u64,
+    /// Hang up once the current prompt has played (a "play prompt then exit" destination).
+    end_after_prompt: bool,
+    started: SystemTime,
+    answered: Option<SystemTime>,
+    ended: Option<SystemTime>,
+    hangup: HangupSide,
+    agent: Option<String>,
+    /// In the queue engine (not for announcements).
+    joined: bool,
+}
+
+/// Starts a queue call; answers the caller with an error when it cannot.
+pub(crate) async fn start(
+    router: Arc<CallRouter>,
+    client: SipClient,
+    setup: QueueCallSetup,
+) -> Option<SipResponse> {
+    let QueueCallSetup {
+        tenant,
+        caller,
+        queue,
+        invite,
+        offer,
+        inbound,
+        tx,
+        driver,
+        mode,
+    } = setup;
+    let reply = |status: u16, reason: &str| {
+        SipResponse::for_request(&invite, status, reason, inbound.source).with_to_tag(&dialog::random_token())
+    };
+    let Some(relay) = router.media().cloned() else {
+        // Prompts and music need the relay.
+        return Some(reply(503, "Service Unavailable"));
+    };
+    // One voice codec for the whole call (the relay does not transcode), and telephone-event.
+    let formats = offer.audio_formats();
+    let Some(voice) = formats.iter().find(|f| *f == "0" || *f == "8").cloned() else {
+        return Some(reply(488, "Not Acceptable Here"));
+    };
+    let payload_type: u8 = if voice == "8" { 8 } else { 0 };
+    let te = offer.telephone_event_pt();
+    let mut keep = vec![voice];
+    if let Some(te) = te {
+        keep.push(te.to_string());
+    }
+    let offer = offer.restricted_to(&keep);
+    let session = match relay.open_session().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("queue call: no media relay ports: {e}");
+            return Some(reply(503, "Service Unavailable"));
+        }
+    };
+    let local = client.local_addr_for(&inbound.target).unwrap_or(inbound.local);
+    let local_tag = dialog::random_token();
+    let Some(caller_dialog) = Dialog::caller_side(&invite, &local_tag, local, inbound.transport) else {
+        return Some(reply(400, "Missing Contact"));
+    };
+    if let Some(addr) = offer.audio_endpoint() {
+        session.set_peer(Leg::A, addr);
+    }
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    session.watch(media_tx, [te, None]);
+    let (me, rx) = mpsc::unbounded_channel();
+    router.register_dialog(&caller_dialog.call_id, &local_tag, me.clone());
+    router.note_started();
+    let mut origin_a = SdpOrigin::new();
+    let advertise = relay.advertise_ip();
+    let answer_a = offer
+        .relay_answer(advertise, session.port(Leg::A), &mut origin_a)
+        .to_string()
+        .into_bytes();
+    let call = QueueCall {
+        router,
+        client,
+        me,
+        driver,
+        id: CallId::new(),
+        caller_id: CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed)),
+        tenant,
+        caller_name: invite.from().ok().and_then(|f| f.display_name),
+        caller,
+        queue,
+        source: inbound.source,
+        invite,
+        tx,
+        caller_dialog,
+        caller_target: inbound.target.clone(),
+        session,
+        advertise,
+        origin_b: SdpOrigin::new(),
+        offer,
+        payload_type,
+        answer_a,
+        legs: Vec::new(),
+        connected: None,
+        phase: Phase::Waiting,
+        unacked: None,
+        prompt: None,
+        next_prompt_id: 1,
+        end_after_prompt: false,
+        started: SystemTime::now(),
+        answered: None,
+        ended: None,
+        hangup: HangupSide::System,
+        agent: None,
+        joined: false,
+    };
+    tokio::spawn(call.run(rx, media_rx, mode));
+    None
+}
+
+fn ring_failure(status: u16) -> RingFailure {
+    match status {
+        486 | 600 | 603 => RingFailure::Rejected,
+        408 | 480 | 487 => RingFailure::NoAnswer,
+        _ => RingFailure::Unreachable,
+    }
+}
+
+impl QueueCall {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<CallInput>,
+        mut media: mpsc::UnboundedReceiver<MediaEvent>,
+        mode: Mode,
+    ) {
+        self.answer_caller().await;
+        match mode {
+            Mode::Queue => {
+                self.joined = true;
+                let _ = self.driver.send(DriverMsg::Join {
+                    caller: self.caller_id,
+                    call_id: self.id,
+                    queue: self.queue.clone(),
+                    number: self.caller.clone(),
+                    call: self.me.clone(),
+                });
+                self.play_music();
+                info!(call = %self.id, tenant = %self.tenant.tenant_id, from = %self.caller, queue = %self.queue, "caller joined queue");
+            }
+            Mode::Announce { prompts, language } => {
+                self.end_after_prompt = true;
+                if self.play(&prompts, &language, false).is_err() {
+                    self.hang_up_caller().await;
+                }
+            }
+        }
+        let mut linger: Option<Instant> = None;
+        loop {
+            if self.phase == Phase::Ended {
+                let open = self
+                    .legs
+                    .iter()
+                    .any(|l| matches!(l.state, LegState::Calling | LegState::Ringing));
+                if !open {
+                    break;
+                }
+                linger.get_or_insert_with(|| Instant::now() + Duration::from_secs(32));
+            }
+            let resend_at = self.unacked.as_ref().map(|u| u.1);
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.on_input(input).await,
+                    None => break,
+                },
+                Some(ev) = media.recv() => self.on_media(ev).await,
+                _ = sleep_until(resend_at) => self.on_resend().await,
+                _ = sleep_until(linger) => break,
+            }
+        }
+        self.finish().await;
+    }
+
+    fn respond_caller(&self, status: u16, reason: &str) -> SipResponse {
+        SipResponse::for_request(&self.invite, status, reason, self.source)
+            .with_to_tag(&self.caller_dialog.local_tag)
+            .with_server(&self.router.config().product)
+    }
+
+    async fn answer_caller(&mut self) {
+        let ok = self
+            .respond_caller(200, "OK")
+            .with_header(
+                "Contact",
+                dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
+            )
+            .with_header("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")
+            .with_body("application/sdp", self.answer_a.clone());
+        self.tx.respond(ok.clone()).await;
+        let t1 = self.router.config().t1;
+        let now = Instant::now();
+        self.unacked = Some((ok, now + t1, t1, now + t1 * 64));
+    }
+
+    async fn on_resend(&mut self) {
+        let Some((resp, next, interval, give_up)) = self.unacked.take() else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= give_up {
+            info!(call = %self.id, "no ACK for our 2xx; ending the queue call");
+            self.leave(Party::Caller).await;
+            return;
+        }
+        if now >= next {
+            self.tx.respond(resp.clone()).await;
+            let interval = (interval * 2).min(self.router.config().t2);
+            self.unacked = Some((resp, now + interval, interval, give_up));
+        } else {
+            self.unacked = Some((resp, next, interval, give_up));
+        }
+    }
+
+    fn music_name(&self) -> String {
+        self.tenant
+            .queue_by_number(&self.queue)
+            .and_then(|q| q.prompts.music_on_hold.clone())
+            .unwrap_or_else(|| DEFAULT_MUSIC.to_owned())
+    }
+
+    fn language(&self) -> String {
+        self.tenant
+            .queue_by_number(&self.queue)
+            .and_then(|q| q.prompts.language.clone())
+            .unwrap_or_else(|| "en".to_owned())
+    }
+
+    /// The prompts, in the caller's codec; unknown names are skipped (and logged).
+    fn audio(&self, names: &[String], language: &str) -> Option<Arc<[u8]>> {
+        let parts: Vec<Prompt> = names
+            .iter()
+            .filter_map(|n| {
+                let wav = system_prompt(language, n);
+                if wav.is_none() {
+                    warn!(call = %self.id, prompt = %n, "no such prompt");
+                }
+                Prompt::from_wav(wav?).ok()
+            })
+            .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        Prompt::concat(&parts).encode(self.payload_type)
+    }
+
+    fn play_music(&mut self) {
+        if self.phase != Phase::Waiting {
+            return;
+        }
+        let name = self.music_name();
+        let language = self.language();
+        if let Some(payload) = self.audio(&[name], &language) {
+            self.session.play(
+                Leg::A,
+                Playback {
+                    id: MUSIC_ID,
+                    payload,
+                    payload_type: self.payload_type,
+                    looped: true,
+                },
+            );
+        }
+    }
+
+    /// Plays prompts to the caller; Err when none of them exists.
+    fn play(&mut self, names: &[String], language: &str, report_done: bool) -> Result<(), ()> {
+        let payload = self.audio(names, language).ok_or(())?;
+        let id = self.next_prompt_id;
+        self.next_prompt_id += 1;
+        self.prompt = Some((id, report_done));
+        self.session.play(
+            Leg::A,
+            Playback {
+                id,
+                payload,
+                payload_type: self.payload_type,
+                looped: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn on_media(&mut self, ev: MediaEvent) {
+        match ev {
+            MediaEvent::PlayDone { id, .. } => {
+                let Some((current, report)) = self.prompt else {
+                    return;
+                };
+                if current != id {
+                    return;
+                }
+                self.prompt = None;
+                if report {
+                    let _ = self.driver.send(DriverMsg::PromptDone {
+                        caller: self.caller_id,
+                    });
+                }
+                if self.end_after_prompt {
+                    self.hang_up_caller().await;
+                } else {
+                    self.play_music();
+                }
+            }
+            MediaEvent::Dtmf { leg: Leg::A, key } if self.phase == Phase::Waiting && self.joined => {
+                debug!(call = %self.id, %key, "caller pressed a key");
+                let _ = self.driver.send(DriverMsg::Key {
+                    caller: self.caller_id,
+                    key,
+                });
+            }
+            MediaEvent::Dtmf { .. } => {}
+        }
+    }
+
+    async fn on_input(&mut self, input: CallInput) {
+        match input {
+            CallInput::Queue(cmd) => self.on_command(cmd).await,
+            CallInput::Fork { idx, ev } => self.on_leg(idx, ev).await,
+            CallInput::Ack(req) => {
+                if req.call_id().ok() == Some(self.caller_dialog.call_id.as_str()) {
+                    self.unacked = None;
+                }
+            }
+            CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
+            CallInput::Cancel | CallInput::Reinvite { .. } => {}
+            CallInput::Pickup { req, inbound, tx, .. } | CallInput::Retrieve { req, inbound, tx, .. } => {
+                let resp = SipResponse::for_request(&req, 480, "Temporarily Unavailable", inbound.source)
+                    .with_to_tag(&dialog::random_token());
+                tx.respond(resp).await;
+            }
+        }
+    }
+
+    async fn on_command(&mut self, cmd: QueueCommand) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        match cmd {
+            QueueCommand::Play {
+                prompts,
+                language,
+                report_done,
+            } => {
+                if self.phase == Phase::Waiting
+                    && self.play(&prompts, &language, report_done).is_err()
+                    && report_done
+                {
+                    let _ = self.driver.send(DriverMsg::PromptDone {
+                        caller: self.caller_id,
+                    });
+                }
+            }
+            QueueCommand::Ring { agents, alert_info } => {
+                for agent in agents {
+                    self.ring(&agent, alert_info.as_deref()).await;
+                }
+            }
+            QueueCommand::StopRinging { agents } => {
+                for i in 0..self.legs.len() {
+                    if agents.contains(&self.legs[i].agent) && Some(i) != self.connected {
+                        self.cancel_leg(i).await;
+                    }
+                }
+            }
+            QueueCommand::Connect { agent } => self.connect(&agent).await,
+            QueueCommand::Route { destination } => {
+                match destination {
+                    Destination::PlayPromptThenExit(prompt) => {
+                        let language = self.language();
+                        if self.play(&[prompt], &language, false).is_ok() {
+                            self.end_after_prompt = true;
+                            return;
+                        }
+                    }
+                    Destination::HangUp => {}
+                    other => {
+                        // Routing out of the queue to other destinations comes with those
+                        // destinations (IVR, voicemail, ring groups, trunks).
+                        warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
+                    }
+                }
+                self.hang_up_caller().await;
+            }
+            QueueCommand::End => self.hang_up_caller().await,
+        }
+    }
+
+    /// INVITEs every reachable contact of the agent; reports an unreachable agent at once.
+    async fn ring(&mut self, agent: &str, alert_info: Option<&str>) {
+        let tenant_id = self.tenant.tenant_id;
+        let bindings = self
+            .router
+            .registrar()
+            .bindings(tenant_id, agent)
+            .await
+            .unwrap_or_default();
+        let fqdn = self.tenant.fqdn.clone();
+        let caller_uri = match &self.caller_name {
+            Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
+            None => format!("<sip:{}@{fqdn}>", self.caller),
+        };
+        let agent_uri = format!("<sip:{agent}@{fqdn}>");
+        let body = self
+            .offer
+            .relay_offer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
+            .map(|s| s.to_string().into_bytes());
+        let Ok(body) = body else {
+            let _ = self.driver.send(DriverMsg::RingFailed {
+                caller: self.caller_id,
+                agent: agent.to_owned(),
+                reason: RingFailure::Unreachable,
+            });
+            return;
+        };
+        let call_id = format!("{}@edge", dialog::random_token());
+        let tag = dialog::random_token();
+        let mut sent = 0;
+        for binding in bindings {
+            if !self.router.registrar().is_reachable(binding.source) {
+                continue;
+            }
+            let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
+                continue;
+            };
+            let Some(local) = self.client.local_addr_for(&target) else {
+                continue;
+            };
+            let mut d = Dialog::callee_side(
+                &call_id,
+                &tag,
+                &caller_uri,
+                &agent_uri,
+                &binding.contact,
+                local,
+                target.transport(),
+            );
+            let mut invite = d.request(Method::Invite, Some(("application/sdp", body.clone())));
+            invite
+                .headers
+                .push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO");
+            invite
+                .headers
+                .push("User-Agent", self.router.config().product.clone());
+            if let Some(info) = alert_info {
+                invite
+                    .headers
+                    .push("Alert-Info", format!("<http://127.0.0.1/alert>;info={info}"));
+            }
+            let idx = self.legs.len();
+            let events = self.client.request(invite.clone(), &target).await;
+            forward_events(events, self.me.clone(), move |ev| CallInput::Fork { idx, ev });
+            self.legs.push(AgentLeg {
+                agent: agent.to_owned(),
+                invite,
+                target,
+                dialog: d,
+                state: LegState::Calling,
+                cancel_pending: false,
+                final_status: None,
+                answer: None,
+            });
+            sent += 1;
+        }
+        if sent > 0 {
+            self.router.register_dialog(&call_id, &tag, self.me.clone());
+            debug!(call = %self.id, %agent, contacts = sent, "ringing agent");
+        } else {
+            let _ = self.driver.send(DriverMsg::RingFailed {
+                caller: self.caller_id,
+                agent: agent.to_owned(),
+                reason: RingFailure::Unreachable,
+            });
+        }
+    }
+
+    async fn cancel_leg(&mut self, i: usize) {
+        let leg = &mut self.legs[i];
+        match leg.state {
+            LegState::Ringing => {
+                let cancel = dialog::cancel_for(&leg.invite);
+                let target = leg.target.clone();
+                drop(self.client.request(cancel, &target).await);
+            }
+            LegState::Calling => leg.cancel_pending = true,
+            LegState::Answered if Some(i) != self.connected => {
+                // answered but never connected (the engine moved on): hang it up
+                leg.state = LegState::Done;
+                let bye = leg.dialog.request(Method::Bye, None);
+                let target = leg.target.clone();
+                drop(self.client.request(bye, &target).await);
+            }
+            LegState::Answered | LegState::Done => {}
+        }
+    }
+
+    async fn on_leg(&mut self, idx: usize, ev: ClientEvent) {
+        let Some(leg) = self.legs.get_mut(idx) else {
+            return;
+        };
+        match ev {
+            ClientEvent::Provisional(resp) => {
+                if resp.status == 100 || !matches!(leg.state, LegState::Calling | LegState::Ringing) {
+                    return;
+                }
+                leg.state = LegState::Ringing;
+                if std::mem::take(&mut leg.cancel_pending) {
+                    let cancel = dialog::cancel_for(&leg.invite);
+                    let target = leg.target.clone();
+                    drop(self.client.request(cancel, &target).await);
+                }
+            }
+            ClientEvent::Final(resp) if (200..300).contains(&resp.status) => {
+                let cseq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+                if leg.state == LegState::Answered || leg.state == LegState::Done {
+                    // a retransmitted 2xx: our ACK was lost
+                    let ack = leg.dialog.ack(cseq);
+                    self.client.send(ack.to_bytes(), &leg.target).await;
+                    return;
+                }
+                leg.dialog.confirm_from(&resp);
+                let ack = leg.dialog.ack(cseq);
+                let target = leg.target.clone();
+                self.client.send(ack.to_bytes(), &target).await;
+                let taken = self.phase != Phase::Waiting
+                    || leg.cancel_pending
+                    || self.legs.iter().any(|l| l.state == LegState::Answered);
+                let leg = &mut self.legs[idx];
+                if taken {
+                    leg.state = LegState::Done;
+                    let bye = leg.dialog.request(Method::Bye, None);
+                    drop(self.client.request(bye, &target).await);
+                    return;
+                }
+                leg.state = LegState::Answered;
+                leg.answer = parse_sdp(&resp.body);
+                let agent = leg.agent.clone();
+                // the agent's other phones stop ringing
+                for i in 0..self.legs.len() {
+                    if i != idx && self.legs[i].agent == agent {
+                        self.cancel_leg(i).await;
+                    }
+                }
+                let _ = self.driver.send(DriverMsg::RingAnswered {
+                    caller: self.caller_id,
+                    agent,
+                });
+            }
+            ClientEvent::Final(resp) => {
+                leg.state = LegState::Done;
+                leg.final_status = Some(resp.status);
+                self.after_leg_failure(idx).await;
+            }
+            ClientEvent::Timeout => {
+                if matches!(leg.state, LegState::Calling | LegState::Ringing) {
+                    leg.state = LegState::Done;
+                    leg.final_status = Some(408);
+                    self.after_leg_failure(idx).await;
+                }
+            }
+        }
+    }
+
+    /// When every contact of an agent has failed, the engine hears why (not for legs we
+    /// cancelled ourselves: the engine stopped that ring).
+    async fn after_leg_failure(&mut self, idx: usize) {
+        let agent = self.legs[idx].agent.clone();
+        let mine: Vec<&AgentLeg> = self.legs.iter().filter(|l| l.agent == agent).collect();
+        if mine.iter().any(|l| l.state != LegState::Done) {
+            return;
+        }
+        let statuses: Vec<u16> = mine.iter().filter_map(|l| l.final_status).collect();
+        if statuses.contains(&487) || self.phase != Phase::Waiting {
+            return;
+        }
+        let reason = if statuses.iter().any(|s| ring_failure(*s) == RingFailure::Rejected) {
+            RingFailure::Rejected
+        } else if statuses.iter().any(|s| ring_failure(*s) == RingFailure::NoAnswer) {
+            RingFailure::NoAnswer
+        } else {
+            RingFailure::Unreachable
+        };
+        let _ = self.driver.send(DriverMsg::RingFailed {
+            caller: self.caller_id,
+            agent,
+            reason,
+        });
+    }
+
+    async fn connect(&mut self, agent: &str) {
+        let Some(idx) = self
+            .legs
+            .iter()
+            .position(|l| l.agent == agent && l.state == LegState::Answered)
+        else {
+            warn!(call = %self.id, %agent, "connect: the agent's leg is gone");
+            return;
+        };
+        self.session.stop_playing(Leg::A);
+        self.prompt = None;
+        if let Some(addr) = self.legs[idx].answer.as_ref().and_then(|a| a.audio_endpoint()) {
+            self.session.set_peer(Leg::B, addr);
+        }
+        self.connected = Some(idx);
+        self.phase = Phase::Connected;
+        self.answered = Some(SystemTime::now());
+        self.agent = Some(agent.to_owned());
+        self.router.note_answered();
+        let records = |n: &str| {
+            self.router
+                .store()
+                .extension(self.tenant.tenant_id, n)
+                .is_some_and(|e| e.recording == RecordingPolicy::Always)
+        };
+        if records(agent) || records(&self.caller) {
+            let meta = RecordingMeta {
+                tenant: self.tenant.tenant_id,
+                call_id: self.id,
+                object_key: recording_key(self.tenant.tenant_id, self.id, self.started),
+            };
+            if let Err(e) = self.session.start_recording(meta) {
+                warn!(call = %self.id, "recording not started: {e}");
+            }
+        }
+        info!(call = %self.id, %agent, "queue call connected");
+    }
+
+    async fn on_request(&mut self, req: SipRequest, inbound: Inbound, tx: ServerTx) {
+        let reply =
+            |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, inbound.source);
+        let call_id = req.call_id().ok().map(str::to_owned);
+        let from_caller = call_id.as_deref() == Some(self.caller_dialog.call_id.as_str());
+        let leg = if from_caller {
+            None
+        } else {
+            let from_tag = req.from().ok().and_then(|f| f.tag().map(str::to_owned));
+            self.legs.iter().position(|l| {
+                Some(l.dialog.call_id.as_str()) == call_id.as_deref() && l.dialog.remote_tag == from_tag
+            })
+        };
+        if !from_caller && leg.is_none() {
+            tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
+            return;
+        }
+        match req.method {
+            Method::Bye => {
+                tx.respond(reply(200, "OK")).await;
+                if from_caller {
+                    self.leave(Party::Caller).await;
+                } else if leg.is_some() && leg == self.connected {
+                    self.legs[leg.unwrap_or_default()].state = LegState::Done;
+                    self.hangup = HangupSide::Callee;
+                    self.bye_caller().await;
+                    let _ = self.driver.send(DriverMsg::CallEnded {
+                        caller: self.caller_id,
+                        by: Party::Agent,
+                    });
+                    self.end();
+                } else if let Some(i) = leg {
+                    // an answered leg that was never connected
+                    self.legs[i].state = LegState::Done;
+                }
+            }
+            Method::Invite => {
+                // hold/resume: the relay stays in the path; answer with the same address
+                let body = if from_caller {
+                    if let Some(addr) = parse_sdp(&req.body).and_then(|s| s.audio_endpoint()) {
+                        self.session.set_peer(Leg::A, addr);
+                    }
+                    self.answer_a.clone()
+                } else {
+                    let Some(sdp) = parse_sdp(&req.body) else {
+                        tx.respond(reply(488, "Not Acceptable Here")).await;
+                        return;
+                    };
+                    if let Some(addr) = sdp.audio_endpoint() {
+                        self.session.set_peer(Leg::B, addr);
+                    }
+                    sdp.relay_answer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
+                        .to_string()
+                        .into_bytes()
+                };
+                let d = match leg {
+                    None => &self.caller_dialog,
+                    Some(i) => &self.legs[i].dialog,
+                };
+                let ok = reply(200, "OK")
+                    .with_header("Contact", dialog::contact(d.local_addr, d.transport))
+                    .with_body("application/sdp", body);
+                tx.respond(ok).await;
+            }
+            Method::Info | Method::Update if req.body.is_empty() || req.method == Method::Info => {
+                tx.respond(reply(200, "OK")).await;
+            }
+            _ => tx.respond(reply(501, "Not Implemented")).await,
+        }
+    }
+
+    /// The caller hung up (or never acknowledged): the engine hears it, the agent side ends.
+    async fn leave(&mut self, _by: Party) {
+        self.hangup = HangupSide::Caller;
+        self.unacked = None;
+        match self.phase {
+            Phase::Connected => {
+                if let Some(i) = self.connected {
+                    let leg = &mut self.legs[i];
+                    leg.state = LegState::Done;
+                    let bye = leg.dialog.request(Method::Bye, None);
+                    let target = leg.target.clone();
+                    drop(self.client.request(bye, &target).await);
+                }
+                let _ = self.driver.send(DriverMsg::CallEnded {
+                    caller: self.caller_id,
+                    by: Party::Caller,
+                });
+            }
+            Phase::Waiting => {
+                for i in 0..self.legs.len() {
+                    self.cancel_leg(i).await;
+                }
+                if self.joined {
+                    let _ = self.driver.send(DriverMsg::CallerLeft {
+                        caller: self.caller_id,
+                    });
+                }
+            }
+            Phase::Ended => {}
+        }
+        self.end();
+    }
+
+    async fn bye_caller(&mut self) {
+        let bye = self.caller_dialog.request(Method::Bye, None);
+        let target = self.caller_target.clone();
+        drop(self.client.request(bye, &target).await);
+    }
+
+    /// The edge ends the call (the engine routed the caller away, or hung up).
+    async fn hang_up_caller(&mut self) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        for i in 0..self.legs.len() {
+            self.cancel_leg(i).await;
+        }
+        if let Some(i) = self.connected {
+            let leg = &mut self.legs[i];
+            leg.state = LegState::Done;
+            let bye = leg.dialog.request(Method::Bye, None);
+            let target = leg.target.clone();
+            drop(self.client.request(bye, &target).await);
+        }
+        self.hangup = HangupSide::System;
+        self.unacked = None;
+        // the engine asked for this (it forgot the caller already)
+        self.bye_caller().await;
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if self.phase != Phase::Ended {
+            self.phase = Phase::Ended;
+            self.ended = Some(SystemTime::now());
+            self.session.stop_playing(Leg::A);
+        }
+    }
+
+    async fn finish(&mut self) {
+        self.end();
+        let stats = self.session.close().await;
+        self.router
+            .forget_dialog(&self.caller_dialog.call_id, &self.caller_dialog.local_tag);
+        for l in &self.legs {
+            self.router.forget_dialog(&l.dialog.call_id, &l.dialog.local_tag);
+        }
+        self.router.note_ended();
+        let ended = self.ended.unwrap_or_else(SystemTime::now);
+        let record = CallRecord {
+            call_id: self.id,
+            from: self.caller.clone(),
+            from_name: self.caller_name.clone(),
+            to: self.queue.clone(),
+            started_ms: super::task::ms(self.started),
+            answered_ms: self.answered.map(super::task::ms),
+            ended_ms: super::task::ms(ended),
+            disposition: if self.answered.is_some() {
+                CallDisposition::Answered
+            } else if self.hangup == HangupSide::Caller {
+                CallDisposition::Cancelled
+            } else {
+                CallDisposition::NoAnswer
+            },
+            hangup_side: self.hangup,
+            recording_key: stats.recording_key.clone(),
+        };
+        info!(call = %self.id, agent = ?self.agent, relayed = stats.packets_a_to_b + stats.packets_b_to_a, "queue call ended");
+        if let Some(events) = self.router.events() {
+            if let Err(e) = events.emit(Some(self.tenant.tenant_id), Event::CallEnded(record)) {
+                warn!(call = %self.id, "call log event not queued: {e}");
+            }
+        }
+    }
+}

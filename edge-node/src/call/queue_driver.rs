@@ -1,0 +1,647 @@
+//! Drives a tenant's [`QueueEngine`] from live calls (issue 5, point 3): one tokio task per
+//! tenant owns the engine (an agent may sit in several queues, so one engine serves all of a
+//! tenant's queues), feeds it what happens (callers joining and leaving, agents' phones
+//! answering, feature codes, registrations, configuration changes) with the time, and turns
+//! its outputs into commands for the queue call tasks ([`QueueCommand`]) and events on the
+//! `events` stream.
+//!
+//! Decisions where the issue is silent:
+//! - Queue and agent ids are assigned by the driver (queue number and extension number map to
+//!   a counter), so the engine keeps its compact ids while the events carry numbers.
+//! - Registration: an agent counts as registered while the registrar holds a reachable
+//!   binding for the extension, sampled every [`SYNC_INTERVAL`] and at every queue call.
+//! - Time routing (business hours, holidays) is not yet in the snapshot: every queue is open.
+//! - Queue options (shared wrap-up, pause reasons) are not yet in the snapshot: defaults
+//!   apply, and a pause-reason code is accepted as a pause without reason.
+
+use super::feature_codes::AgentCode;
+use super::CallSender;
+use crate::queue::{
+    AgentId, CallerId, Destination, Event as EngineEvent, EventKind, Input, LegEndReason, Millis, Output,
+    Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen, RingFailure, Scope,
+};
+use crate::sip::registrar::Registrar;
+use crate::sync::snapshots::SnapshotStore;
+use crate::EventSink;
+use pbx_contract::bus::Event;
+use pbx_contract::{CallId, QueueEventRecord, TenantId, TenantSnapshot};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// How often the driver re-reads the tenant's queues and the agents' registrations.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the driver asks of a queue call task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueCommand {
+    /// Ring these agents (extension numbers) for the caller.
+    Ring {
+        agents: Vec<String>,
+        alert_info: Option<String>,
+    },
+    StopRinging {
+        agents: Vec<String>,
+    },
+    /// Bridge the caller with this agent, whose leg answered.
+    Connect {
+        agent: String,
+    },
+    /// Play these prompts (names of system or tenant prompts) one after the other, then go
+    /// back to the waiting music; `report_done` asks for [`DriverMsg::PromptDone`].
+    Play {
+        prompts: Vec<String>,
+        language: String,
+        report_done: bool,
+    },
+    /// Leave the queue for this destination.
+    Route {
+        destination: Destination,
+    },
+    /// Hang up the caller's leg.
+    End,
+}
+
+/// What call tasks and the router tell the driver.
+#[derive(Debug)]
+pub enum DriverMsg {
+    Join {
+        caller: CallerId,
+        call_id: CallId,
+        queue: String,
+        number: String,
+        call: CallSender,
+    },
+    PromptDone {
+        caller: CallerId,
+    },
+    RingAnswered {
+        caller: CallerId,
+        agent: String,
+    },
+    RingFailed {
+        caller: CallerId,
+        agent: String,
+        reason: RingFailure,
+    },
+    Key {
+        caller: CallerId,
+        key: char,
+    },
+    /// The caller hung up before being connected.
+    CallerLeft {
+        caller: CallerId,
+    },
+    /// The connected call ended, hung up by `by`.
+    CallEnded {
+        caller: CallerId,
+        by: Party,
+    },
+    /// An agent dialled a feature code; the reply names the prompt to confirm with.
+    Agent {
+        extension: String,
+        code: AgentCode,
+        reply: oneshot::Sender<Result<&'static str, String>>,
+    },
+}
+
+pub type DriverSender = mpsc::UnboundedSender<DriverMsg>;
+
+/// What the driver needs from the edge.
+#[derive(Clone)]
+pub struct DriverContext {
+    pub store: SnapshotStore,
+    pub registrar: Arc<Registrar>,
+    pub events: Option<EventSink>,
+}
+
+/// Starts the driver task of a tenant.
+pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        tenant,
+        ctx,
+        engine: QueueEngine::new(tenant_seed(tenant)),
+        epoch: Instant::now(),
+        snapshot: None,
+        queue_ids: HashMap::new(),
+        queue_numbers: HashMap::new(),
+        agent_ids: HashMap::new(),
+        agent_numbers: HashMap::new(),
+        registered: HashMap::new(),
+        calls: HashMap::new(),
+        call_ids: HashMap::new(),
+        languages: HashMap::new(),
+        leaving: Vec::new(),
+    };
+    tokio::spawn(driver.run(rx));
+    tx
+}
+
+fn tenant_seed(tenant: TenantId) -> u64 {
+    let s = tenant.to_string();
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+struct Driver {
+    tenant: TenantId,
+    ctx: DriverContext,
+    engine: QueueEngine,
+    epoch: Instant,
+    snapshot: Option<Arc<TenantSnapshot>>,
+    queue_ids: HashMap<String, QueueId>,
+    queue_numbers: HashMap<QueueId, String>,
+    agent_ids: HashMap<String, AgentId>,
+    agent_numbers: HashMap<AgentId, String>,
+    registered: HashMap<AgentId, bool>,
+    /// Queue call tasks by caller, with the call id used in events.
+    calls: HashMap<CallerId, CallSender>,
+    call_ids: HashMap<CallerId, CallId>,
+    /// Each caller's prompt language (the queue's).
+    languages: HashMap<CallerId, String>,
+    /// Callers gone, forgotten once their last events are out.
+    leaving: Vec<CallerId>,
+}
+
+fn ms_since_epoch() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Driver {
+    fn now(&self) -> Millis {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverMsg>) {
+        self.sync().await;
+        let mut sync_at = Instant::now() + SYNC_INTERVAL;
+        loop {
+            let timer = self
+                .engine
+                .poll_timeout()
+                .map(|at| self.epoch + Duration::from_millis(at));
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.on_msg(msg).await,
+                    None => break,
+                },
+                _ = super::task::sleep_until(timer) => {
+                    let now = self.now();
+                    self.engine.handle_timeout(now);
+                }
+                _ = tokio::time::sleep_until(sync_at) => {
+                    self.sync().await;
+                    sync_at = Instant::now() + SYNC_INTERVAL;
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn input(&mut self, input: Input) -> Result<(), crate::queue::QueueError> {
+        let now = self.now();
+        let r = self.engine.handle_input(now, input);
+        if let Err(e) = &r {
+            debug!(tenant = %self.tenant, "queue engine refused an input: {e}");
+        }
+        r
+    }
+
+    fn agent_id(&mut self, number: &str) -> AgentId {
+        if let Some(id) = self.agent_ids.get(number) {
+            return *id;
+        }
+        let id = AgentId(self.agent_ids.len() as u64 + 1);
+        self.agent_ids.insert(number.to_owned(), id);
+        self.agent_numbers.insert(id, number.to_owned());
+        id
+    }
+
+    fn queue_id(&mut self, number: &str) -> QueueId {
+        if let Some(id) = self.queue_ids.get(number) {
+            return *id;
+        }
+        let id = QueueId(self.queue_ids.len() as u64 + 1);
+        self.queue_ids.insert(number.to_owned(), id);
+        self.queue_numbers.insert(id, number.to_owned());
+        id
+    }
+
+    /// Applies a changed snapshot to the engine, and samples registrations.
+    async fn sync(&mut self) {
+        let Some(snapshot) = self.ctx.store.get(self.tenant) else {
+            return;
+        };
+        if !self.snapshot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snapshot)) {
+            let before: Vec<String> = self
+                .snapshot
+                .as_ref()
+                .map(|s| s.queues.iter().map(|q| q.number.clone()).collect())
+                .unwrap_or_default();
+            for q in &snapshot.queues {
+                let queue = self.queue_id(&q.number);
+                let config = q.clone().map_agents(|ext| self.agent_id(&ext));
+                let _ = self.input(Input::ConfigureQueue {
+                    queue,
+                    config: Box::new(config),
+                });
+            }
+            for gone in before.iter().filter(|n| snapshot.queue_by_number(n).is_none()) {
+                let queue = self.queue_id(gone);
+                let _ = self.input(Input::RemoveQueue { queue });
+            }
+            self.snapshot = Some(snapshot);
+        }
+        let agents: Vec<(String, AgentId)> = self.agent_ids.iter().map(|(n, id)| (n.clone(), *id)).collect();
+        for (number, agent) in agents {
+            let reachable = match self.ctx.registrar.bindings(self.tenant, &number).await {
+                Ok(b) => b.iter().any(|b| self.ctx.registrar.is_reachable(b.source)),
+                Err(e) => {
+                    warn!("queue driver: reading bindings of {number}: {e}");
+                    continue;
+                }
+            };
+            if self.registered.get(&agent) != Some(&reachable) {
+                self.registered.insert(agent, reachable);
+                let _ = self.input(Input::AgentRegistered {
+                    agent,
+                    registered: reachable,
+                });
+            }
+        }
+    }
+
+    async fn on_msg(&mut self, msg: DriverMsg) {
+        match msg {
+            DriverMsg::Join {
+                caller,
+                call_id,
+                queue,
+                number,
+                call,
+            } => {
+                self.sync().await;
+                let language = self
+                    .snapshot
+                    .as_ref()
+                    .and_then(|s| s.queue_by_number(&queue))
+                    .and_then(|q| q.prompts.language.clone())
+                    .unwrap_or_else(|| "en".to_owned());
+                self.languages.insert(caller, language);
+                self.call_ids.insert(caller, call_id);
+                let Some(&queue_id) = self.queue_ids.get(&queue) else {
+                    let _ = call.send(super::CallInput::Queue(QueueCommand::End));
+                    return;
+                };
+                self.calls.insert(caller, call.clone());
+                if self
+                    .input(Input::CallerJoined {
+                        caller,
+                        queue: queue_id,
+                        number,
+                        open: QueueOpen::Open,
+                    })
+                    .is_err()
+                {
+                    self.leaving.push(caller);
+                    let _ = call.send(super::CallInput::Queue(QueueCommand::End));
+                }
+            }
+            DriverMsg::PromptDone { caller } => {
+                let _ = self.input(Input::JoinPromptFinished { caller });
+            }
+            DriverMsg::RingAnswered { caller, agent } => {
+                let agent = self.agent_id(&agent);
+                let _ = self.input(Input::RingAnswered { caller, agent });
+            }
+            DriverMsg::RingFailed {
+                caller,
+                agent,
+                reason,
+            } => {
+                let agent = self.agent_id(&agent);
+                let _ = self.input(Input::RingFailed {
+                    caller,
+                    agent,
+                    reason,
+                });
+            }
+            DriverMsg::Key { caller, key } => {
+                let _ = self.input(Input::KeyPressed { caller, key });
+            }
+            DriverMsg::CallerLeft { caller } => {
+                let _ = self.input(Input::CallerLeft { caller });
+                self.forget(caller);
+            }
+            DriverMsg::CallEnded { caller, by } => {
+                let _ = self.input(Input::CallEnded { caller, by });
+                self.forget(caller);
+            }
+            DriverMsg::Agent {
+                extension,
+                code,
+                reply,
+            } => {
+                self.sync().await;
+                let _ = reply.send(self.agent_code(&extension, code));
+            }
+        }
+    }
+
+    fn forget(&mut self, caller: CallerId) {
+        self.leaving.push(caller);
+    }
+
+    /// Applies an agent feature code; Ok(confirmation prompt) or Err(why not).
+    fn agent_code(&mut self, extension: &str, code: AgentCode) -> Result<&'static str, String> {
+        let agent = self.agent_id(extension);
+        let queue_of = |d: &mut Driver, number: &str| -> Result<QueueId, String> {
+            let id = d
+                .queue_ids
+                .get(number)
+                .copied()
+                .ok_or_else(|| format!("no queue {number}"))?;
+            if d.engine.is_logged_in(agent, id).is_none() {
+                return Err(format!("extension {extension} is not an agent of queue {number}"));
+            }
+            Ok(id)
+        };
+        let (input, prompt) = match code {
+            AgentCode::LogoutAll => (
+                Input::AgentLogout {
+                    agent,
+                    scope: Scope::All,
+                },
+                "agent-logged-out",
+            ),
+            AgentCode::ToggleLogin { queue } => {
+                let q = queue_of(self, &queue)?;
+                if self.engine.is_logged_in(agent, q) == Some(true) {
+                    (
+                        Input::AgentLogout {
+                            agent,
+                            scope: Scope::Queue(q),
+                        },
+                        "agent-logged-out",
+                    )
+                } else {
+                    (
+                        Input::AgentLogin {
+                            agent,
+                            scope: Scope::Queue(q),
+                        },
+                        "agent-logged-in",
+                    )
+                }
+            }
+            AgentCode::TogglePause { queue, reason_code } => {
+                let q = queue_of(self, &queue)?;
+                if self.engine.pause_state(agent, q).is_some() {
+                    (
+                        Input::AgentResume {
+                            agent,
+                            scope: Scope::Queue(q),
+                        },
+                        "agent-resumed",
+                    )
+                } else {
+                    (
+                        Input::AgentPause {
+                            agent,
+                            scope: Scope::Queue(q),
+                            reason: reason_code.filter(|c| self.has_pause_reason(c)),
+                        },
+                        "agent-paused",
+                    )
+                }
+            }
+        };
+        self.input(input).map_err(|e| e.to_string())?;
+        Ok(prompt)
+    }
+
+    fn has_pause_reason(&self, _code: &str) -> bool {
+        // pause reasons are not in the snapshot yet (see the module docs)
+        false
+    }
+
+    fn send(&self, caller: CallerId, cmd: QueueCommand) {
+        if let Some(call) = self.calls.get(&caller) {
+            let _ = call.send(super::CallInput::Queue(cmd));
+        }
+    }
+
+    fn number(&self, agent: AgentId) -> String {
+        self.agent_numbers.get(&agent).cloned().unwrap_or_default()
+    }
+
+    fn numbers(&self, agents: &[AgentId]) -> Vec<String> {
+        agents.iter().map(|a| self.number(*a)).collect()
+    }
+
+    fn prompt_names(prompt: &EnginePrompt) -> Vec<String> {
+        let digits =
+            |n: u64| -> Vec<String> { n.to_string().chars().map(|c| format!("digit-{c}")).collect() };
+        match prompt {
+            EnginePrompt::Join { prompt }
+            | EnginePrompt::PeriodicAnnouncement { prompt }
+            | EnginePrompt::Holiday { prompt }
+            | EnginePrompt::SurveyEnd { prompt } => vec![prompt.clone()],
+            EnginePrompt::Position { position } => {
+                let mut v = vec!["queue-position".to_owned()];
+                v.extend(digits(u64::from(*position)));
+                v
+            }
+            EnginePrompt::EstimatedWait { secs } => {
+                let mut v = vec!["queue-wait".to_owned()];
+                v.extend(digits(secs.div_ceil(60).max(1)));
+                v.push("minutes".to_owned());
+                v
+            }
+            EnginePrompt::ThankYou => vec!["thank-you".to_owned()],
+        }
+    }
+
+    /// Carries out the engine's outputs.
+    fn drain(&mut self) {
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::RingAgents {
+                    caller,
+                    agents,
+                    alert_info,
+                    ..
+                } => {
+                    let agents = self.numbers(&agents);
+                    self.send(caller, QueueCommand::Ring { agents, alert_info });
+                }
+                Output::StopRinging { caller, agents } => {
+                    let agents = self.numbers(&agents);
+                    self.send(caller, QueueCommand::StopRinging { agents });
+                }
+                Output::Connect { caller, agent, .. } => {
+                    let agent = self.number(agent);
+                    self.send(caller, QueueCommand::Connect { agent });
+                }
+                Output::PlayPrompt { caller, prompt } => {
+                    let report_done = matches!(prompt, EnginePrompt::Join { .. });
+                    let language = self
+                        .languages
+                        .get(&caller)
+                        .cloned()
+                        .unwrap_or_else(|| "en".into());
+                    self.send(
+                        caller,
+                        QueueCommand::Play {
+                            prompts: Self::prompt_names(&prompt),
+                            language,
+                            report_done,
+                        },
+                    );
+                }
+                Output::RouteCaller {
+                    caller, destination, ..
+                } => {
+                    self.send(caller, QueueCommand::Route { destination });
+                    self.leaving.push(caller);
+                }
+                Output::EndCallerLeg { caller, reason } => {
+                    if reason != LegEndReason::SurveyDone {
+                        debug!("queue caller {caller:?} leg ended: {reason:?}");
+                    }
+                    self.send(caller, QueueCommand::End);
+                    self.leaving.push(caller);
+                }
+                Output::OfferCallback { caller, .. } => {
+                    // Callback by phone is not wired yet: the caller keeps waiting.
+                    let _ = self.input(Input::CallbackDeclined { caller });
+                }
+                Output::StartCallback { .. } | Output::DialCallbackCustomer { .. } => {
+                    warn!(tenant = %self.tenant, "queue callback requested: not wired to calls yet");
+                }
+                Output::PlaySurvey { caller, .. } => {
+                    // The survey is not wired to calls yet: the caller's leg ends.
+                    self.send(caller, QueueCommand::End);
+                    self.leaving.push(caller);
+                }
+                Output::AgentAutoPaused { agent, queue, .. } => {
+                    debug!(tenant = %self.tenant, agent = %self.number(agent), queue = ?self.queue_numbers.get(&queue), "agent auto-paused");
+                }
+                Output::Event(e) => self.emit(e),
+            }
+        }
+        for caller in std::mem::take(&mut self.leaving) {
+            self.calls.remove(&caller);
+            self.call_ids.remove(&caller);
+            self.languages.remove(&caller);
+        }
+    }
+
+    fn emit(&self, e: EngineEvent) {
+        let Some(events) = &self.ctx.events else {
+            return;
+        };
+        let caller = match &e.kind {
+            EventKind::CallerJoined { caller, .. }
+            | EventKind::AgentRinging { caller, .. }
+            | EventKind::AgentRingMissed { caller, .. }
+            | EventKind::CallAnswered { caller, .. }
+            | EventKind::CallEnded { caller, .. }
+            | EventKind::CallAbandoned { caller, .. }
+            | EventKind::CallMissed { caller, .. }
+            | EventKind::CallbackRequested { caller, .. }
+            | EventKind::CallbackSucceeded { caller, .. }
+            | EventKind::CallbackFailed { caller, .. }
+            | EventKind::SurveyScore { caller, .. } => Some(*caller),
+            EventKind::AgentState { .. } => None,
+        };
+        let record = QueueEventRecord {
+            at_ms: ms_since_epoch(),
+            call_id: caller.and_then(|c| self.call_ids.get(&c).copied()),
+            event: queue_event_json(&e.kind, &self.queue_numbers, &self.agent_numbers),
+        };
+        if let Err(err) = events.emit(Some(self.tenant), Event::QueueEvent(record)) {
+            warn!("queue event not queued: {err}");
+        }
+    }
+}
+
+/// The engine's event as JSON, with queue and agent ids replaced by their numbers.
+fn queue_event_json(
+    kind: &EventKind,
+    queues: &HashMap<QueueId, String>,
+    agents: &HashMap<AgentId, String>,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(kind).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(q) = obj.get("queue").and_then(|q| q.as_u64()) {
+            obj.insert(
+                "queue".into(),
+                queues
+                    .get(&QueueId(q))
+                    .cloned()
+                    .map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+        if let Some(a) = obj.get("agent").and_then(|a| a.as_u64()) {
+            obj.insert(
+                "agent".into(),
+                agents
+                    .get(&AgentId(a))
+                    .cloned()
+                    .map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_become_prompt_names() {
+        assert_eq!(
+            Driver::prompt_names(&EnginePrompt::Position { position: 12 }),
+            ["queue-position", "digit-1", "digit-2"]
+        );
+        assert_eq!(
+            Driver::prompt_names(&EnginePrompt::EstimatedWait { secs: 61 }),
+            ["queue-wait", "digit-2", "minutes"]
+        );
+        assert_eq!(
+            Driver::prompt_names(&EnginePrompt::EstimatedWait { secs: 5 }),
+            ["queue-wait", "digit-1", "minutes"]
+        );
+    }
+
+    #[test]
+    fn events_carry_queue_and_agent_numbers() {
+        let queues = HashMap::from([(QueueId(1), "6400".to_owned())]);
+        let agents = HashMap::from([(AgentId(3), "101".to_owned())]);
+        let v = queue_event_json(
+            &EventKind::CallAnswered {
+                caller: CallerId(9),
+                queue: QueueId(1),
+                agent: AgentId(3),
+                wait_ms: 1500,
+            },
+            &queues,
+            &agents,
+        );
+        assert_eq!(v["type"], "call_answered");
+        assert_eq!(v["queue"], "6400");
+        assert_eq!(v["agent"], "101");
+        assert_eq!(v["caller"], 9);
+        assert_eq!(v["wait_ms"], 1500);
+    }
+}

@@ -1,0 +1,285 @@
+//! A call queue on `pbx up`, with sipp phones (issue 5 acceptance, first part): a caller
+//! dials queue 6400 and is answered by the edge, which plays the join prompt and the waiting
+//! music into the caller's RTP; agent 102 signs in with the feature code `*76400` (and hears
+//! the confirmation, then the edge hangs up); the queue rings 102, which answers and later
+//! hangs up, and the edge hangs the caller up. Then 102 signs out (`*76400` again), a second
+//! caller waits and gives up. Both queue calls are in the call log.
+
+use crate::calls::{free_udp_port, sipp_client, start, tail, Uas, SECRET};
+use crate::support::*;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A caller whose SDP says 127.0.0.1:`rtp_port` (field4 of uac_queue_wait_bye.xml).
+fn queue_caller(dir: &Path, sip: &str, ext: &str, dial: &str, rtp_port: u16) -> (bool, String) {
+    let csv: PathBuf = dir.join(format!("queue-caller-{}.csv", uuid::Uuid::new_v4().simple()));
+    std::fs::write(
+        &csv,
+        format!(
+            "SEQUENTIAL\n{ext};[authentication username={ext} password={SECRET}];acme.localhost;{dial};{rtp_port};\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new("sipp")
+        .arg("-sf")
+        .arg(crate::calls::scenario("uac_queue_wait_bye.xml"))
+        .arg("-inf")
+        .arg(&csv)
+        .args([
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_udp_port().to_string(),
+        ])
+        .args([
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-nostdin",
+            "-recv_timeout",
+            "8000",
+        ])
+        .arg(sip)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running sipp: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// An even port bound for RTP, as the caller's media address.
+fn rtp_socket() -> UdpSocket {
+    for _ in 0..100 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        if s.local_addr().map(|a| a.port() % 2 == 0).unwrap_or(false) {
+            return s;
+        }
+    }
+    panic!("no even port");
+}
+
+/// RTP received for `window`: (packets, payload bytes that are not G.711 silence).
+fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize) {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let until = Instant::now() + window;
+    let (mut packets, mut loud) = (0, 0);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            if n > 12 && buf[0] >> 6 == 2 {
+                packets += 1;
+                // PCMU silence is 0xff/0x7f; anything far from it is sound
+                loud += buf[12..n].iter().filter(|&&b| (b & 0x7f) < 0x70).count();
+            }
+        }
+    }
+    (packets, loud)
+}
+
+#[tokio::test]
+async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by_code() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pbx = start(tmp.path()).await;
+    let token =
+        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+    let token = token.trim().to_owned();
+    let client = http_client();
+    let queue = serde_json::json!({
+        "number": "6400", "name": "Support", "strategy": "ring_all",
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "prompts": {"join_prompt": "queue-join"},
+    });
+    let url = format!("{}/api/v1/tenants/acme/queues", pbx.api);
+    let r = call(&client, reqwest::Method::POST, &url, Some(&token), Some(&queue)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let edge = pbx
+        .proc
+        .stdout_lines()
+        .iter()
+        .find_map(|l| {
+            l.split("Edge node health: ")
+                .nth(1)
+                .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
+        })
+        .unwrap_or_else(|| panic!("no edge line"));
+    eventually("the edge has queue 6400", Duration::from_secs(10), || {
+        let (client, edge) = (client.clone(), edge.clone());
+        async move {
+            let tenants = edge_tenants(&client, &edge).await?;
+            let text = serde_json::to_string(&tenants).unwrap_or_default();
+            if text.contains("\"6400\"") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        }
+    })
+    .await;
+
+    // 102 registers where its sipp answers queue calls.
+    let agent_port = free_udp_port();
+    let mut registered = false;
+    for _ in 0..50 {
+        let (ok, _) = sipp_client(
+            &pbx.dir,
+            "register_ok.xml",
+            agent_port,
+            &pbx.sip,
+            "102",
+            "acme.localhost",
+            "",
+        );
+        if ok {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(registered, "102 never registered:\n{}", pbx.proc.tail(30));
+    let agent = Uas::start(&pbx.dir, "uas_answer_hangup.xml", agent_port);
+
+    // The caller joins and hears sound while nobody is signed in.
+    let media = rtp_socket();
+    let rtp_port = media
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
+    let heard = tokio::task::spawn_blocking(move || listen(&media, Duration::from_millis(2500)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        heard.0 >= 60 && heard.1 > 2000,
+        "the waiting caller should hear the join prompt and music: {} packets, {} loud bytes\n{}",
+        heard.0,
+        heard.1,
+        pbx.proc.tail(30)
+    );
+
+    // 102 signs in by feature code: answered, confirmation played, hung up by the edge.
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call_wait_bye.xml",
+            free_udp_port(),
+            &sip,
+            "102",
+            "acme.localhost",
+            "*76400",
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok, "*76400:\n{}\n--- pbx:\n{}", tail(&out, 30), pbx.proc.tail(30));
+
+    // The queue rings 102, which answers and hangs up after 1 s; the caller gets the BYE.
+    let (caller_ok, caller_out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    let (agent_ok, agent_out) = tokio::task::spawn_blocking(move || agent.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        caller_ok && agent_ok,
+        "caller ok={caller_ok}, agent ok={agent_ok}\n--- caller:\n{}\n--- agent:\n{}\n--- pbx:\n{}",
+        tail(&caller_out, 30),
+        tail(&agent_out, 30),
+        pbx.proc.tail(40)
+    );
+
+    // 102 signs out (the same code toggles); a second caller waits 1 s and gives up.
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call_wait_bye.xml",
+            free_udp_port(),
+            &sip,
+            "102",
+            "acme.localhost",
+            "*76400",
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok, "*76400 again:\n{}", tail(&out, 30));
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call.xml",
+            free_udp_port(),
+            &sip,
+            "103",
+            "acme.localhost",
+            "6400",
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "the second caller:\n{}\n--- pbx:\n{}",
+        tail(&out, 30),
+        pbx.proc.tail(30)
+    );
+
+    // The call log: the answered queue call (hung up by the agent) and the abandoned one.
+    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", pbx.api);
+    let items = eventually(
+        "both queue calls in the call log",
+        Duration::from_secs(15),
+        || {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            async move {
+                let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
+                let items: Vec<serde_json::Value> = r.json["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|i| i["to"] == "6400")
+                    .collect();
+                if items.len() >= 2 {
+                    Ok(items)
+                } else {
+                    Err(r.text)
+                }
+            }
+        },
+    )
+    .await;
+    let by_from = |from: &str| {
+        items
+            .iter()
+            .find(|i| i["from"] == from)
+            .cloned()
+            .unwrap_or_else(|| panic!("no call from {from}: {items:#?}"))
+    };
+    let answered = by_from("101");
+    assert_eq!(answered["disposition"], "answered", "{answered:#}");
+    assert_eq!(answered["hangup_side"], "callee", "{answered:#}");
+    let talk = answered["talk_ms"].as_i64().unwrap_or(-1);
+    assert!((900..10_000).contains(&talk), "talk {talk} ms: {answered:#}");
+    let abandoned = by_from("103");
+    assert_eq!(abandoned["disposition"], "cancelled", "{abandoned:#}");
+    assert_eq!(abandoned["hangup_side"], "caller", "{abandoned:#}");
+    assert!(abandoned["answered_ms"].is_null(), "{abandoned:#}");
+
+    let mut proc = pbx.proc;
+    let status = proc.stop("TERM").await;
+    assert!(status.success(), "{}", proc.tail(40));
+}

@@ -283,3 +283,188 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
     let status = proc.stop("TERM").await;
     assert!(status.success(), "{}", proc.tail(40));
 }
+
+/// RFC 4733 end packets (three, same timestamp) for each key, 120 ms apart.
+fn press_keys(sock: &UdpSocket, to: std::net::SocketAddr, keys: &str, ts0: u32) {
+    for (i, key) in keys.chars().enumerate() {
+        let event = match key {
+            '0'..='9' => key as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            _ => continue,
+        };
+        let ts = ts0.wrapping_add(i as u32 * 1600);
+        for n in 0..3u16 {
+            let mut p = vec![0x80, 101];
+            p.extend_from_slice(&((i as u16) * 3 + n).to_be_bytes());
+            p.extend_from_slice(&ts.to_be_bytes());
+            p.extend_from_slice(&0x5eed_u32.to_be_bytes());
+            p.extend_from_slice(&[event, 0x80 | 10, 0x03, 0x20]);
+            let _ = sock.send_to(&p, to);
+        }
+        std::thread::sleep(Duration::from_millis(120));
+    }
+}
+
+/// Where the edge plays from: the source of the first RTP packet that arrives.
+fn edge_media_addr(sock: &UdpSocket) -> Option<std::net::SocketAddr> {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = [0u8; 2048];
+    sock.recv_from(&mut buf).ok().map(|(_, from)| from)
+}
+
+#[tokio::test]
+async fn a_queue_callback_dials_the_agent_then_the_customer() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pbx = start(tmp.path()).await;
+    let token =
+        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+    let token = token.trim().to_owned();
+    let client = http_client();
+    let data = pbx.dir.join("data").to_string_lossy().into_owned();
+    // the customer's phone: a callback number has at least 5 digits
+    let out = pbx_cli(
+        &[
+            "extension",
+            "create",
+            "--tenant",
+            "acme",
+            "--number",
+            "10555",
+            "--secret",
+            SECRET,
+            "--data-dir",
+            &data,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // callbacks are an Enterprise feature
+    let r = call(
+        &client,
+        reqwest::Method::PATCH,
+        &format!("{}/api/v1/tenants/acme", pbx.api),
+        Some(&token),
+        Some(&serde_json::json!({"plan": "enterprise"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let queue = serde_json::json!({
+        "number": "6400", "name": "Support", "strategy": "ring_all",
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
+    });
+    let r = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/api/v1/tenants/acme/queues", pbx.api),
+        Some(&token),
+        Some(&queue),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.json["settings"]["callback"].is_object(), "{}", r.text);
+
+    let register = |ext: &'static str, port: u16| {
+        let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+        async move {
+            for _ in 0..50 {
+                let d = dir.clone();
+                let s = sip.clone();
+                let (ok, _) = tokio::task::spawn_blocking(move || {
+                    sipp_client(&d, "register_ok.xml", port, &s, ext, "acme.localhost", "")
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+                if ok {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{ext} never registered");
+        }
+    };
+    let (agent_port, customer_port) = (free_udp_port(), free_udp_port());
+    register("102", agent_port).await;
+    register("10555", customer_port).await;
+    // the agent answers and waits for the edge's BYE; the customer answers, talks 1 s, hangs up
+    let agent = Uas::start(&pbx.dir, "uas_answer.xml", agent_port);
+    let customer = Uas::start(&pbx.dir, "uas_answer_hangup.xml", customer_port);
+
+    // 101 waits in the queue (nobody signed in), presses 5 for a callback, keys in 10555#,
+    // hears the confirmation and is hung up.
+    let media = rtp_socket();
+    let rtp_port = media
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
+    tokio::task::spawn_blocking(move || {
+        let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
+        press_keys(&media, edge, "5", 1000);
+        std::thread::sleep(Duration::from_millis(500));
+        press_keys(&media, edge, "10555#", 90_000);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "the caller asking for a callback:\n{}\n--- pbx:\n{}",
+        tail(&out, 30),
+        pbx.proc.tail(40)
+    );
+
+    // 102 signs in: the queue rings 102 for the callback, then calls 10555 and bridges them.
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "uac_call_wait_bye.xml",
+            free_udp_port(),
+            &sip,
+            "102",
+            "acme.localhost",
+            "*76400",
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok, "*76400:\n{}", tail(&out, 30));
+    let (agent_ok, agent_out) = tokio::task::spawn_blocking(move || agent.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (customer_ok, customer_out) = tokio::task::spawn_blocking(move || customer.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent_ok && customer_ok,
+        "agent ok={agent_ok}, customer ok={customer_ok}\n--- agent:\n{}\n--- customer:\n{}\n--- pbx:\n{}",
+        tail(&agent_out, 30),
+        tail(&customer_out, 30),
+        pbx.proc.tail(40)
+    );
+
+    // The call log: the callback, answered, hung up by the customer (the caller side).
+    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", pbx.api);
+    let callback = eventually("the callback in the call log", Duration::from_secs(15), || {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
+            r.json["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["from"] == "10555").cloned())
+                .ok_or(r.text)
+        }
+    })
+    .await;
+    assert_eq!(callback["to"], "6400", "{callback:#}");
+    assert_eq!(callback["disposition"], "answered", "{callback:#}");
+    assert_eq!(callback["hangup_side"], "caller", "{callback:#}");
+
+    let mut proc = pbx.proc;
+    let status = proc.stop("TERM").await;
+    assert!(status.success(), "{}", proc.tail(40));
+}

@@ -413,7 +413,7 @@ impl CallRouter {
     }
 
     /// The tenant's queue driver, started on first use.
-    fn queue_driver(&self, tenant: TenantId) -> queue_driver::DriverSender {
+    fn queue_driver(self: &Arc<Self>, tenant: TenantId) -> queue_driver::DriverSender {
         let mut drivers = lock(&self.queue_drivers);
         if let Some(d) = drivers.get(&tenant).filter(|d| !d.is_closed()) {
             return d.clone();
@@ -424,10 +424,15 @@ impl CallRouter {
                 store: self.store.clone(),
                 registrar: Arc::clone(&self.registrar),
                 events: self.events.clone(),
+                router: Arc::downgrade(self),
             },
         );
         drivers.insert(tenant, d.clone());
         d
+    }
+
+    pub(crate) fn client(&self) -> Option<SipClient> {
+        self.client.get().cloned()
     }
 
     pub(crate) fn note_started(&self) {

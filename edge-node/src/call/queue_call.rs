@@ -45,6 +45,8 @@ pub(crate) enum Mode {
     Queue,
     /// Play these prompts, then hang up (the confirmation of a feature code).
     Announce { prompts: Vec<String>, language: String },
+    /// A callback: no caller leg to answer; the driver drives it.
+    Callback,
 }
 
 /// What the router hands a new queue call.
@@ -80,6 +82,39 @@ struct AgentLeg {
     final_status: Option<u16>,
     /// The agent's SDP answer, applied to the relay when the engine connects.
     answer: Option<SessionDescription>,
+    /// A leg to the customer of a callback (not an agent).
+    customer: bool,
+}
+
+/// What the driver hands a callback call: the caller keeps its engine id (and the queue
+/// events their call id) from the call in which it asked for the callback; the callback is a
+/// call of its own in the call log.
+pub(crate) struct CallbackSetup {
+    pub tenant: Arc<TenantSnapshot>,
+    pub caller: CallerId,
+    pub queue: String,
+    pub number: String,
+    pub driver: DriverSender,
+}
+
+/// How long a callback's customer may ring before the callback counts as not answered.
+const CUSTOMER_RING: Duration = Duration::from_secs(30);
+/// How long a caller has to key in a callback number.
+const NUMBER_ENTRY: Duration = Duration::from_secs(20);
+
+/// The offer of a call the edge starts itself (a callback): PCMU, PCMA, telephone-event.
+/// Addresses and ports are rewritten by `relay_offer`, as for a caller's offer.
+fn own_offer(advertise: IpAddr) -> Option<SessionDescription> {
+    let ip = match advertise {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    };
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN {ip} {advertise}\r\ns=-\r\nc=IN {ip} {advertise}\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+    );
+    SessionDescription::parse(&sdp).ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +135,12 @@ struct QueueCall {
     caller: String,
     caller_name: Option<String>,
     queue: String,
-    invite: SipRequest,
+    /// The caller's INVITE and its server transaction (none for a callback).
+    uas: Option<(SipRequest, ServerTx)>,
     source: std::net::SocketAddr,
-    tx: ServerTx,
     caller_dialog: Dialog,
-    caller_target: Target,
+    /// Where the caller side's requests go (a callback's: once the customer answered).
+    caller_target: Option<Target>,
     session: RelaySession,
     advertise: IpAddr,
     origin_b: SdpOrigin,
@@ -130,6 +166,15 @@ struct QueueCall {
     agent: Option<String>,
     /// In the queue engine (not for announcements).
     joined: bool,
+    /// The engine let the caller go (routed away, or a callback registered): a hang-up
+    /// from now on is not news to it.
+    released: bool,
+    /// A callback call: the number to call back, once the agent answers.
+    callback: Option<String>,
+    /// The callback's customer leg rings until then.
+    customer_deadline: Option<Instant>,
+    /// Keys of a callback number being entered, and until when.
+    collecting: Option<(String, Instant)>,
 }
 
 /// Starts a queue call; answers the caller with an error when it cannot.
@@ -206,10 +251,9 @@ pub(crate) async fn start(
         caller,
         queue,
         source: inbound.source,
-        invite,
-        tx,
+        uas: Some((invite, tx)),
         caller_dialog,
-        caller_target: inbound.target.clone(),
+        caller_target: Some(inbound.target.clone()),
         session,
         advertise,
         origin_b: SdpOrigin::new(),
@@ -229,9 +273,91 @@ pub(crate) async fn start(
         hangup: HangupSide::System,
         agent: None,
         joined: false,
+        released: false,
+        callback: None,
+        customer_deadline: None,
+        collecting: None,
     };
     tokio::spawn(call.run(rx, media_rx, mode));
     None
+}
+
+/// Starts the call of a callback: it has no caller leg yet; the driver rings the agents
+/// through it, and [`QueueCommand::DialCustomer`] calls the customer once one answers.
+pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> Option<CallSender> {
+    let client = router.client()?;
+    let relay = router.media().cloned()?;
+    let advertise = relay.advertise_ip();
+    let offer = own_offer(advertise)?;
+    let (me, rx) = mpsc::unbounded_channel();
+    let tenant = setup.tenant;
+    let queue = setup.queue;
+    let driver = setup.driver;
+    let caller_id = setup.caller;
+    let id = CallId::new();
+    let number = setup.number;
+    let me2 = me.clone();
+    tokio::spawn(async move {
+        let session = match relay.open_session().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("callback: no media relay ports: {e}");
+                let _ = driver.send(DriverMsg::CallbackResult {
+                    caller: caller_id,
+                    result: crate::queue::CallbackLegResult::AgentHungUp,
+                });
+                return;
+            }
+        };
+        let local = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        // a placeholder until the customer's leg exists (an empty Call-ID matches no request)
+        let caller_dialog =
+            Dialog::callee_side("", "", "", "", "", local, crate::sip::server::TransportKind::Udp);
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        session.watch(media_tx, [None, None]);
+        router.note_started();
+        let call = QueueCall {
+            router,
+            client,
+            me: me2,
+            driver,
+            id,
+            caller_id,
+            tenant,
+            caller: queue.clone(),
+            caller_name: None,
+            queue,
+            uas: None,
+            source: local,
+            caller_dialog,
+            caller_target: None,
+            session,
+            advertise,
+            origin_b: SdpOrigin::new(),
+            offer,
+            payload_type: 0,
+            answer_a: Vec::new(),
+            legs: Vec::new(),
+            connected: None,
+            phase: Phase::Waiting,
+            unacked: None,
+            prompt: None,
+            next_prompt_id: 1,
+            end_after_prompt: false,
+            started: SystemTime::now(),
+            answered: None,
+            ended: None,
+            hangup: HangupSide::System,
+            agent: None,
+            joined: true,
+            released: false,
+            callback: Some(number),
+            customer_deadline: None,
+            collecting: None,
+        };
+        call.run(rx, media_rx, Mode::Callback).await;
+    });
+    Some(me)
 }
 
 fn ring_failure(status: u16) -> RingFailure {
@@ -249,8 +375,11 @@ impl QueueCall {
         mut media: mpsc::UnboundedReceiver<MediaEvent>,
         mode: Mode,
     ) {
-        self.answer_caller().await;
+        if !matches!(mode, Mode::Callback) {
+            self.answer_caller().await;
+        }
         match mode {
+            Mode::Callback => {}
             Mode::Queue => {
                 self.joined = true;
                 let _ = self.driver.send(DriverMsg::Join {
@@ -264,6 +393,8 @@ impl QueueCall {
                 info!(call = %self.id, tenant = %self.tenant.tenant_id, from = %self.caller, queue = %self.queue, "caller joined queue");
             }
             Mode::Announce { prompts, language } => {
+                // answered by the system itself
+                self.answered = Some(SystemTime::now());
                 self.end_after_prompt = true;
                 if self.play(&prompts, &language, false).is_err() {
                     self.hang_up_caller().await;
@@ -283,7 +414,11 @@ impl QueueCall {
                 linger.get_or_insert_with(|| Instant::now() + Duration::from_secs(32));
             }
             let resend_at = self.unacked.as_ref().map(|u| u.1);
+            let entry_at = self.collecting.as_ref().map(|c| c.1);
+            let customer_at = self.customer_deadline;
             tokio::select! {
+                _ = sleep_until(entry_at) => self.on_number_timeout(),
+                _ = sleep_until(customer_at) => self.on_customer_timeout().await,
                 input = rx.recv() => match input {
                     Some(input) => self.on_input(input).await,
                     None => break,
@@ -296,22 +431,20 @@ impl QueueCall {
         self.finish().await;
     }
 
-    fn respond_caller(&self, status: u16, reason: &str) -> SipResponse {
-        SipResponse::for_request(&self.invite, status, reason, self.source)
+    async fn answer_caller(&mut self) {
+        let Some((invite, tx)) = &self.uas else {
+            return;
+        };
+        let ok = SipResponse::for_request(invite, 200, "OK", self.source)
             .with_to_tag(&self.caller_dialog.local_tag)
             .with_server(&self.router.config().product)
-    }
-
-    async fn answer_caller(&mut self) {
-        let ok = self
-            .respond_caller(200, "OK")
             .with_header(
                 "Contact",
                 dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
             )
             .with_header("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")
             .with_body("application/sdp", self.answer_a.clone());
-        self.tx.respond(ok.clone()).await;
+        tx.respond(ok.clone()).await;
         let t1 = self.router.config().t1;
         let now = Instant::now();
         self.unacked = Some((ok, now + t1, t1, now + t1 * 64));
@@ -328,7 +461,9 @@ impl QueueCall {
             return;
         }
         if now >= next {
-            self.tx.respond(resp.clone()).await;
+            if let Some((_, tx)) = &self.uas {
+                tx.respond(resp.clone()).await;
+            }
             let interval = (interval * 2).min(self.router.config().t2);
             self.unacked = Some((resp, now + interval, interval, give_up));
         } else {
@@ -426,6 +561,20 @@ impl QueueCall {
                     self.play_music();
                 }
             }
+            MediaEvent::Dtmf { leg: Leg::A, key } if self.collecting.is_some() => {
+                if key == '#' {
+                    let digits = self.collecting.take().map(|c| c.0).unwrap_or_default();
+                    let _ = self.driver.send(DriverMsg::CallbackNumber {
+                        caller: self.caller_id,
+                        number: (!digits.is_empty()).then_some(digits),
+                        declined: false,
+                    });
+                } else if let Some((digits, _)) = self.collecting.as_mut() {
+                    if key.is_ascii_digit() && digits.len() < 32 {
+                        digits.push(key);
+                    }
+                }
+            }
             MediaEvent::Dtmf { leg: Leg::A, key } if self.phase == Phase::Waiting && self.joined => {
                 debug!(call = %self.id, %key, "caller pressed a key");
                 let _ = self.driver.send(DriverMsg::Key {
@@ -489,6 +638,7 @@ impl QueueCall {
             }
             QueueCommand::Connect { agent } => self.connect(&agent).await,
             QueueCommand::Route { destination } => {
+                self.released = true;
                 match destination {
                     Destination::PlayPromptThenExit(prompt) => {
                         let language = self.language();
@@ -506,8 +656,179 @@ impl QueueCall {
                 }
                 self.hang_up_caller().await;
             }
-            QueueCommand::End => self.hang_up_caller().await,
+            QueueCommand::End => {
+                self.released = true;
+                self.hang_up_caller().await
+            }
+            QueueCommand::CollectCallbackNumber => {
+                self.collecting = Some((String::new(), Instant::now() + NUMBER_ENTRY));
+                let language = self.language();
+                let _ = self.play(&["callback-offer".to_owned()], &language, false);
+            }
+            QueueCommand::DialCustomer { number } => self.dial_customer(&number).await,
         }
+    }
+
+    fn on_number_timeout(&mut self) {
+        if self.collecting.take().is_some() {
+            let _ = self.driver.send(DriverMsg::CallbackNumber {
+                caller: self.caller_id,
+                number: None,
+                declined: true,
+            });
+        }
+    }
+
+    fn callback_failed(&self, result: crate::queue::CallbackLegResult) {
+        let _ = self.driver.send(DriverMsg::CallbackResult {
+            caller: self.caller_id,
+            result,
+        });
+    }
+
+    /// The callback's agent answered: call the customer (an extension of the tenant; calls
+    /// out through trunks come with trunks), offering the codec the agent chose.
+    async fn dial_customer(&mut self, number: &str) {
+        let Some(agent_leg) = self
+            .legs
+            .iter()
+            .position(|l| !l.customer && l.state == LegState::Answered)
+        else {
+            return;
+        };
+        let codec = self.legs[agent_leg]
+            .answer
+            .as_ref()
+            .and_then(|a| a.audio_formats().into_iter().find(|f| f == "0" || f == "8"))
+            .unwrap_or_else(|| "0".to_owned());
+        self.payload_type = if codec == "8" { 8 } else { 0 };
+        let mut keep = vec![codec];
+        if let Some(te) = self.offer.telephone_event_pt() {
+            keep.push(te.to_string());
+        }
+        self.offer = self.offer.restricted_to(&keep);
+        let tenant_id = self.tenant.tenant_id;
+        let bindings = if self.router.store().extension(tenant_id, number).is_some() {
+            self.router
+                .registrar()
+                .bindings(tenant_id, number)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut origin_a = SdpOrigin::new();
+        let body = match self
+            .offer
+            .relay_offer(self.advertise, self.session.port(Leg::A), &mut origin_a)
+        {
+            Ok(sdp) => sdp.to_string().into_bytes(),
+            Err(_) => Vec::new(),
+        };
+        let fqdn = self.tenant.fqdn.clone();
+        let from = format!("<sip:{}@{fqdn}>", self.queue);
+        let to = format!("<sip:{number}@{fqdn}>");
+        let call_id = format!("{}@edge", dialog::random_token());
+        let tag = dialog::random_token();
+        let mut sent = 0;
+        for binding in bindings {
+            if body.is_empty() || !self.router.registrar().is_reachable(binding.source) {
+                continue;
+            }
+            let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
+                continue;
+            };
+            let Some(local) = self.client.local_addr_for(&target) else {
+                continue;
+            };
+            let mut d = Dialog::callee_side(
+                &call_id,
+                &tag,
+                &from,
+                &to,
+                &binding.contact,
+                local,
+                target.transport(),
+            );
+            let mut invite = d.request(Method::Invite, Some(("application/sdp", body.clone())));
+            invite
+                .headers
+                .push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO");
+            invite
+                .headers
+                .push("User-Agent", self.router.config().product.clone());
+            let idx = self.legs.len();
+            let events = self.client.request(invite.clone(), &target).await;
+            forward_events(events, self.me.clone(), move |ev| CallInput::Fork { idx, ev });
+            self.legs.push(AgentLeg {
+                agent: number.to_owned(),
+                invite,
+                target,
+                dialog: d,
+                state: LegState::Calling,
+                cancel_pending: false,
+                final_status: None,
+                answer: None,
+                customer: true,
+            });
+            sent += 1;
+        }
+        if sent == 0 {
+            info!(call = %self.id, %number, "callback: the customer cannot be reached");
+            self.callback_failed(crate::queue::CallbackLegResult::CustomerNoAnswer);
+            self.hang_up_agents().await;
+            return;
+        }
+        self.router.register_dialog(&call_id, &tag, self.me.clone());
+        self.customer_deadline = Some(Instant::now() + CUSTOMER_RING);
+        self.caller = number.to_owned();
+    }
+
+    async fn on_customer_timeout(&mut self) {
+        if self.customer_deadline.take().is_none() {
+            return;
+        }
+        for i in 0..self.legs.len() {
+            if self.legs[i].customer {
+                self.cancel_leg(i).await;
+            }
+        }
+        self.callback_failed(crate::queue::CallbackLegResult::CustomerNoAnswer);
+        self.hang_up_agents().await;
+    }
+
+    /// Ends a callback that failed: the agent's leg is hung up.
+    async fn hang_up_agents(&mut self) {
+        for i in 0..self.legs.len() {
+            let leg = &mut self.legs[i];
+            if leg.state == LegState::Answered {
+                leg.state = LegState::Done;
+                let bye = leg.dialog.request(Method::Bye, None);
+                let target = leg.target.clone();
+                drop(self.client.request(bye, &target).await);
+            } else {
+                self.cancel_leg(i).await;
+            }
+        }
+        self.hangup = HangupSide::System;
+        self.end();
+    }
+
+    /// The customer of a callback answered: it becomes the caller side.
+    async fn on_customer_answer(&mut self, idx: usize) {
+        self.customer_deadline = None;
+        for i in 0..self.legs.len() {
+            if i != idx && self.legs[i].customer {
+                self.cancel_leg(i).await;
+            }
+        }
+        let leg = &self.legs[idx];
+        if let Some(addr) = leg.answer.as_ref().and_then(|a| a.audio_endpoint()) {
+            self.session.set_peer(Leg::A, addr);
+        }
+        self.caller_dialog = leg.dialog.clone();
+        self.caller_target = Some(leg.target.clone());
+        self.callback_failed(crate::queue::CallbackLegResult::CustomerAnswered);
     }
 
     /// INVITEs every reachable contact of the agent; reports an unreachable agent at once.
@@ -583,6 +904,7 @@ impl QueueCall {
                 cancel_pending: false,
                 final_status: None,
                 answer: None,
+                customer: false,
             });
             sent += 1;
         }
@@ -646,9 +968,13 @@ impl QueueCall {
                 let ack = leg.dialog.ack(cseq);
                 let target = leg.target.clone();
                 self.client.send(ack.to_bytes(), &target).await;
+                let customer = leg.customer;
                 let taken = self.phase != Phase::Waiting
                     || leg.cancel_pending
-                    || self.legs.iter().any(|l| l.state == LegState::Answered);
+                    || self
+                        .legs
+                        .iter()
+                        .any(|l| l.state == LegState::Answered && l.customer == customer);
                 let leg = &mut self.legs[idx];
                 if taken {
                     leg.state = LegState::Done;
@@ -658,6 +984,10 @@ impl QueueCall {
                 }
                 leg.state = LegState::Answered;
                 leg.answer = parse_sdp(&resp.body);
+                if customer {
+                    self.on_customer_answer(idx).await;
+                    return;
+                }
                 let agent = leg.agent.clone();
                 // the agent's other phones stop ringing
                 for i in 0..self.legs.len() {
@@ -688,6 +1018,20 @@ impl QueueCall {
     /// When every contact of an agent has failed, the engine hears why (not for legs we
     /// cancelled ourselves: the engine stopped that ring).
     async fn after_leg_failure(&mut self, idx: usize) {
+        if self.legs[idx].customer {
+            let open = self.legs.iter().any(|l| {
+                l.customer
+                    && matches!(
+                        l.state,
+                        LegState::Calling | LegState::Ringing | LegState::Answered
+                    )
+            });
+            if !open && self.customer_deadline.take().is_some() {
+                self.callback_failed(crate::queue::CallbackLegResult::CustomerNoAnswer);
+                self.hang_up_agents().await;
+            }
+            return;
+        }
         let agent = self.legs[idx].agent.clone();
         let mine: Vec<&AgentLeg> = self.legs.iter().filter(|l| l.agent == agent).collect();
         if mine.iter().any(|l| l.state != LegState::Done) {
@@ -715,7 +1059,7 @@ impl QueueCall {
         let Some(idx) = self
             .legs
             .iter()
-            .position(|l| l.agent == agent && l.state == LegState::Answered)
+            .position(|l| !l.customer && l.agent == agent && l.state == LegState::Answered)
         else {
             warn!(call = %self.id, %agent, "connect: the agent's leg is gone");
             return;
@@ -783,6 +1127,18 @@ impl QueueCall {
                 } else if let Some(i) = leg {
                     // an answered leg that was never connected
                     self.legs[i].state = LegState::Done;
+                    if self.callback.is_some() && !self.legs[i].customer && self.phase == Phase::Waiting {
+                        // the callback's agent hung up before the customer answered
+                        for j in 0..self.legs.len() {
+                            if self.legs[j].customer {
+                                self.cancel_leg(j).await;
+                            }
+                        }
+                        self.customer_deadline = None;
+                        self.callback_failed(crate::queue::CallbackLegResult::AgentHungUp);
+                        self.hangup = HangupSide::Callee;
+                        self.end();
+                    }
                 }
             }
             Method::Invite => {
@@ -842,7 +1198,7 @@ impl QueueCall {
                 for i in 0..self.legs.len() {
                     self.cancel_leg(i).await;
                 }
-                if self.joined {
+                if self.joined && !self.released {
                     let _ = self.driver.send(DriverMsg::CallerLeft {
                         caller: self.caller_id,
                     });
@@ -854,9 +1210,10 @@ impl QueueCall {
     }
 
     async fn bye_caller(&mut self) {
-        let bye = self.caller_dialog.request(Method::Bye, None);
-        let target = self.caller_target.clone();
-        drop(self.client.request(bye, &target).await);
+        if let Some(target) = self.caller_target.clone() {
+            let bye = self.caller_dialog.request(Method::Bye, None);
+            drop(self.client.request(bye, &target).await);
+        }
     }
 
     /// The edge ends the call (the engine routed the caller away, or hung up).

@@ -17,8 +17,9 @@
 use super::feature_codes::AgentCode;
 use super::CallSender;
 use crate::queue::{
-    AgentId, CallerId, Destination, Event as EngineEvent, EventKind, Input, LegEndReason, Millis, Output,
-    Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen, RingFailure, Scope,
+    AgentId, CallbackFailure, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind,
+    Input, LegEndReason, Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen,
+    RingFailure, Scope,
 };
 use crate::sip::registrar::Registrar;
 use crate::sync::snapshots::SnapshotStore;
@@ -63,6 +64,13 @@ pub enum QueueCommand {
     },
     /// Hang up the caller's leg.
     End,
+    /// The caller asked for a callback: collect the number (digits then `#`; `#` alone keeps
+    /// the caller's own) and answer with [`DriverMsg::CallbackNumber`].
+    CollectCallbackNumber,
+    /// A callback's agent answered: call the customer back on `number`.
+    DialCustomer {
+        number: String,
+    },
 }
 
 /// What call tasks and the router tell the driver.
@@ -100,6 +108,18 @@ pub enum DriverMsg {
         caller: CallerId,
         by: Party,
     },
+    /// The number a caller entered for a callback (`None`: the caller's own), or `None`
+    /// with `declined` when the caller let the offer pass.
+    CallbackNumber {
+        caller: CallerId,
+        number: Option<String>,
+        declined: bool,
+    },
+    /// What the customer leg of a callback came to.
+    CallbackResult {
+        caller: CallerId,
+        result: CallbackLegResult,
+    },
     /// An agent dialled a feature code; the reply names the prompt to confirm with.
     Agent {
         extension: String,
@@ -116,12 +136,15 @@ pub struct DriverContext {
     pub store: SnapshotStore,
     pub registrar: Arc<Registrar>,
     pub events: Option<EventSink>,
+    /// To start callback calls (weak: the router owns the drivers).
+    pub router: std::sync::Weak<super::CallRouter>,
 }
 
 /// Starts the driver task of a tenant.
 pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
+        me: tx.downgrade(),
         tenant,
         ctx,
         engine: QueueEngine::new(tenant_seed(tenant)),
@@ -149,6 +172,8 @@ fn tenant_seed(tenant: TenantId) -> u64 {
 }
 
 struct Driver {
+    /// For the callback calls it starts (weak, so the driver stops with the router).
+    me: mpsc::WeakUnboundedSender<DriverMsg>,
     tenant: TenantId,
     ctx: DriverContext,
     engine: QueueEngine,
@@ -337,6 +362,20 @@ impl Driver {
             DriverMsg::Key { caller, key } => {
                 let _ = self.input(Input::KeyPressed { caller, key });
             }
+            DriverMsg::CallbackNumber {
+                caller,
+                number,
+                declined,
+            } => {
+                let _ = if declined {
+                    self.input(Input::CallbackDeclined { caller })
+                } else {
+                    self.input(Input::CallbackNumberEntered { caller, number })
+                };
+            }
+            DriverMsg::CallbackResult { caller, result } => {
+                let _ = self.input(Input::CallbackResult { caller, result });
+            }
             DriverMsg::CallerLeft { caller } => {
                 let _ = self.input(Input::CallerLeft { caller });
                 self.forget(caller);
@@ -513,19 +552,36 @@ impl Driver {
                     self.send(caller, QueueCommand::Route { destination });
                     self.leaving.push(caller);
                 }
+                Output::EndCallerLeg {
+                    caller,
+                    reason: LegEndReason::CallbackRegistered,
+                } => {
+                    // the caller hangs up after the confirmation; the engine keeps its place
+                    self.send(
+                        caller,
+                        QueueCommand::Route {
+                            destination: Destination::PlayPromptThenExit("callback-registered".into()),
+                        },
+                    );
+                }
                 Output::EndCallerLeg { caller, reason } => {
-                    if reason != LegEndReason::SurveyDone {
-                        debug!("queue caller {caller:?} leg ended: {reason:?}");
-                    }
+                    debug!("queue caller {caller:?} leg ended: {reason:?}");
                     self.send(caller, QueueCommand::End);
                     self.leaving.push(caller);
                 }
                 Output::OfferCallback { caller, .. } => {
-                    // Callback by phone is not wired yet: the caller keeps waiting.
-                    let _ = self.input(Input::CallbackDeclined { caller });
+                    self.send(caller, QueueCommand::CollectCallbackNumber);
                 }
-                Output::StartCallback { .. } | Output::DialCallbackCustomer { .. } => {
-                    warn!(tenant = %self.tenant, "queue callback requested: not wired to calls yet");
+                Output::StartCallback {
+                    caller,
+                    queue,
+                    agents,
+                    number,
+                    alert_info,
+                    ..
+                } => self.start_callback(caller, queue, &agents, number, alert_info),
+                Output::DialCallbackCustomer { caller, number, .. } => {
+                    self.send(caller, QueueCommand::DialCustomer { number });
                 }
                 Output::PlaySurvey { caller, .. } => {
                     // The survey is not wired to calls yet: the caller's leg ends.
@@ -545,7 +601,52 @@ impl Driver {
         }
     }
 
-    fn emit(&self, e: EngineEvent) {
+    /// A registered callback's turn: a new call rings the agents, then dials the customer.
+    fn start_callback(
+        &mut self,
+        caller: CallerId,
+        queue: QueueId,
+        agents: &[AgentId],
+        number: String,
+        alert_info: Option<String>,
+    ) {
+        let started = (|| {
+            let router = self.ctx.router.upgrade()?;
+            let driver = self.me.upgrade()?;
+            let tenant = self.snapshot.clone()?;
+            let queue = self.queue_numbers.get(&queue)?.clone();
+            super::queue_call::start_callback(
+                router,
+                super::queue_call::CallbackSetup {
+                    tenant,
+                    caller,
+                    queue,
+                    number,
+                    driver,
+                },
+            )
+        })();
+        match started {
+            Some(call) => {
+                self.calls.insert(caller, call);
+                let agents = self.numbers(agents);
+                self.send(caller, QueueCommand::Ring { agents, alert_info });
+            }
+            None => warn!(tenant = %self.tenant, "callback not started: no SIP client or relay"),
+        }
+    }
+
+    fn emit(&mut self, e: EngineEvent) {
+        // the engine is done with a caller after these
+        match &e.kind {
+            EventKind::CallEnded { caller, .. }
+            | EventKind::CallAbandoned { caller, .. }
+            | EventKind::CallMissed { caller, .. } => self.leaving.push(*caller),
+            EventKind::CallbackFailed { caller, reason, .. } if *reason != CallbackFailure::InvalidNumber => {
+                self.leaving.push(*caller)
+            }
+            _ => {}
+        }
         let Some(events) = &self.ctx.events else {
             return;
         };

@@ -70,15 +70,17 @@ fn rtp_socket() -> UdpSocket {
     panic!("no even port");
 }
 
-/// RTP received for `window`: (packets, payload bytes that are not G.711 silence).
-fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize) {
+/// RTP received for `window`: (packets, payload bytes that are not G.711 silence, where
+/// they came from).
+fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize, Option<std::net::SocketAddr>) {
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap_or_else(|e| panic!("{e}"));
     let until = Instant::now() + window;
-    let (mut packets, mut loud) = (0, 0);
+    let (mut packets, mut loud, mut source) = (0, 0, None);
     let mut buf = [0u8; 2048];
     while Instant::now() < until {
-        if let Ok(n) = sock.recv(&mut buf) {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            source.get_or_insert(from);
             if n > 12 && buf[0] >> 6 == 2 {
                 packets += 1;
                 // PCMU silence is 0xff/0x7f; anything far from it is sound
@@ -86,7 +88,31 @@ fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize) {
             }
         }
     }
-    (packets, loud)
+    (packets, loud, source)
+}
+
+/// The queue events the control plane received (newest 200 entries of the edge node log).
+async fn queue_events(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    let r = try_call(
+        client,
+        reqwest::Method::GET,
+        &format!("{api}/api/v1/edge-nodes"),
+        Some(token),
+        None,
+    )
+    .await?;
+    Ok(r.json["log"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| l["kind"] == "queue_event")
+        .filter_map(|l| l["detail"].as_str().and_then(|d| serde_json::from_str(d).ok()))
+        .collect())
 }
 
 #[tokio::test]
@@ -101,6 +127,7 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
         "number": "6400", "name": "Support", "strategy": "ring_all",
         "members": [{"agent": "102", "kind": "dynamic"}],
         "prompts": {"join_prompt": "queue-join"},
+        "survey": {"prompt": "survey", "end_prompt": "goodbye", "scores": [{"key": "4", "score": 4}]},
     });
     let url = format!("{}/api/v1/tenants/acme/queues", pbx.api);
     let r = call(&client, reqwest::Method::POST, &url, Some(&token), Some(&queue)).await;
@@ -159,9 +186,12 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
         .unwrap_or_else(|e| panic!("{e}"));
     let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
     let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
-    let heard = tokio::task::spawn_blocking(move || listen(&media, Duration::from_millis(2500)))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (heard, media) = tokio::task::spawn_blocking(move || {
+        let heard = listen(&media, Duration::from_millis(2500));
+        (heard, media)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         heard.0 >= 60 && heard.1 > 2000,
         "the waiting caller should hear the join prompt and music: {} packets, {} loud bytes\n{}",
@@ -169,6 +199,19 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
         heard.1,
         pbx.proc.tail(30)
     );
+    // Until the call ends, the caller keeps pressing 4: ignored while waiting and talking,
+    // it is the rating when the survey asks for one after the agent hangs up.
+    let edge = heard.2.unwrap_or_else(|| panic!("no RTP source"));
+    let pressing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let keep = pressing.clone();
+    let presser = std::thread::spawn(move || {
+        let mut ts = 10_000u32;
+        while keep.load(std::sync::atomic::Ordering::Relaxed) {
+            press_keys(&media, edge, "4", ts);
+            ts = ts.wrapping_add(8000);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
 
     // 102 signs in by feature code: answered, confirmation played, hung up by the edge.
     let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
@@ -189,6 +232,8 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
 
     // The queue rings 102, which answers and hangs up after 1 s; the caller gets the BYE.
     let (caller_ok, caller_out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    pressing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = presser.join();
     let (agent_ok, agent_out) = tokio::task::spawn_blocking(move || agent.finish())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -278,6 +323,55 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
     assert_eq!(abandoned["disposition"], "cancelled", "{abandoned:#}");
     assert_eq!(abandoned["hangup_side"], "caller", "{abandoned:#}");
     assert!(abandoned["answered_ms"].is_null(), "{abandoned:#}");
+
+    // The queue events: the first call answered by 102 and rated 4 after 102 hung up, the
+    // second abandoned; 102 signed in and out.
+    let events = eventually("the queue events", Duration::from_secs(15), || {
+        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
+        async move {
+            let events = queue_events(&client, &api, &token).await?;
+            let has = |t: &str| events.iter().any(|e| e["type"] == t);
+            if has("call_answered") && has("survey_score") && has("call_abandoned") {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        }
+    })
+    .await;
+    let of = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} in {events:#?}"))
+    };
+    let answered_event = of("call_answered");
+    assert_eq!(
+        (answered_event["queue"].as_str(), answered_event["agent"].as_str()),
+        (Some("6400"), Some("102"))
+    );
+    assert_eq!(
+        answered_event["call_id"], answered["call_id"],
+        "the queue call is the call log's call"
+    );
+    let score = of("survey_score");
+    assert_eq!(
+        (score["key"].as_str(), score["score"].as_i64()),
+        (Some("4"), Some(4)),
+        "{score:#}"
+    );
+    let gone = of("call_abandoned");
+    assert_eq!(gone["call_id"], abandoned["call_id"]);
+    let logins: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "agent_state" && e["agent"] == "102")
+        .map(|e| e["change"]["state"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert!(
+        logins.contains(&"logged_in".to_owned()) && logins.contains(&"logged_out".to_owned()),
+        "{logins:?}"
+    );
 
     let mut proc = pbx.proc;
     let status = proc.stop("TERM").await;
@@ -463,6 +557,37 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
     assert_eq!(callback["to"], "6400", "{callback:#}");
     assert_eq!(callback["disposition"], "answered", "{callback:#}");
     assert_eq!(callback["hangup_side"], "caller", "{callback:#}");
+
+    // The queue events: the callback was requested on 10555 and succeeded with 102.
+    let events = eventually("the callback events", Duration::from_secs(15), || {
+        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
+        async move {
+            let events = queue_events(&client, &api, &token).await?;
+            if events.iter().any(|e| e["type"] == "callback_succeeded") {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        }
+    })
+    .await;
+    let requested = events
+        .iter()
+        .find(|e| e["type"] == "callback_requested")
+        .unwrap_or_else(|| panic!("no callback_requested in {events:#?}"));
+    assert_eq!(requested["number"], "10555", "{requested:#}");
+    let succeeded = events
+        .iter()
+        .find(|e| e["type"] == "callback_succeeded")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(
+        (succeeded["agent"].as_str(), succeeded["queue"].as_str()),
+        (Some("102"), Some("6400"))
+    );
+    assert_eq!(
+        succeeded["call_id"], requested["call_id"],
+        "one queue call from request to callback"
+    );
 
     let mut proc = pbx.proc;
     let status = proc.stop("TERM").await;

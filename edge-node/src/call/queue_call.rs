@@ -121,8 +121,13 @@ fn own_offer(advertise: IpAddr) -> Option<SessionDescription> {
 enum Phase {
     Waiting,
     Connected,
+    /// The agent hung up; the caller rates the call (until the deadline).
+    Survey,
     Ended,
 }
+
+/// How long a caller has to answer the satisfaction survey.
+const SURVEY_ANSWER: Duration = Duration::from_secs(20);
 
 struct QueueCall {
     router: Arc<CallRouter>,
@@ -175,6 +180,8 @@ struct QueueCall {
     customer_deadline: Option<Instant>,
     /// Keys of a callback number being entered, and until when.
     collecting: Option<(String, Instant)>,
+    /// The survey's answer is awaited until then.
+    survey_deadline: Option<Instant>,
 }
 
 /// Starts a queue call; answers the caller with an error when it cannot.
@@ -277,6 +284,7 @@ pub(crate) async fn start(
         callback: None,
         customer_deadline: None,
         collecting: None,
+        survey_deadline: None,
     };
     tokio::spawn(call.run(rx, media_rx, mode));
     None
@@ -354,6 +362,7 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             callback: Some(number),
             customer_deadline: None,
             collecting: None,
+            survey_deadline: None,
         };
         call.run(rx, media_rx, Mode::Callback).await;
     });
@@ -416,7 +425,9 @@ impl QueueCall {
             let resend_at = self.unacked.as_ref().map(|u| u.1);
             let entry_at = self.collecting.as_ref().map(|c| c.1);
             let customer_at = self.customer_deadline;
+            let survey_at = self.survey_deadline;
             tokio::select! {
+                _ = sleep_until(survey_at) => self.on_survey_timeout().await,
                 _ = sleep_until(entry_at) => self.on_number_timeout(),
                 _ = sleep_until(customer_at) => self.on_customer_timeout().await,
                 input = rx.recv() => match input {
@@ -561,6 +572,12 @@ impl QueueCall {
                     self.play_music();
                 }
             }
+            MediaEvent::Dtmf { leg: Leg::A, key } if self.phase == Phase::Survey => {
+                let _ = self.driver.send(DriverMsg::SurveyKey {
+                    caller: self.caller_id,
+                    key,
+                });
+            }
             MediaEvent::Dtmf { leg: Leg::A, key } if self.collecting.is_some() => {
                 if key == '#' {
                     let digits = self.collecting.take().map(|c| c.0).unwrap_or_default();
@@ -615,7 +632,7 @@ impl QueueCall {
                 language,
                 report_done,
             } => {
-                if self.phase == Phase::Waiting
+                if matches!(self.phase, Phase::Waiting | Phase::Survey)
                     && self.play(&prompts, &language, report_done).is_err()
                     && report_done
                 {
@@ -658,7 +675,20 @@ impl QueueCall {
             }
             QueueCommand::End => {
                 self.released = true;
-                self.hang_up_caller().await
+                if self.prompt.is_some() {
+                    // e.g. the survey's closing prompt: hang up once it has played
+                    self.end_after_prompt = true;
+                } else {
+                    self.hang_up_caller().await
+                }
+            }
+            QueueCommand::Survey { prompt, language } => {
+                if self.phase == Phase::Survey {
+                    self.survey_deadline = Some(Instant::now() + SURVEY_ANSWER);
+                    if self.play(&[prompt], &language, false).is_err() {
+                        warn!(call = %self.id, "survey prompt missing");
+                    }
+                }
             }
             QueueCommand::CollectCallbackNumber => {
                 self.collecting = Some((String::new(), Instant::now() + NUMBER_ENTRY));
@@ -666,6 +696,17 @@ impl QueueCall {
                 let _ = self.play(&["callback-offer".to_owned()], &language, false);
             }
             QueueCommand::DialCustomer { number } => self.dial_customer(&number).await,
+        }
+    }
+
+    async fn on_survey_timeout(&mut self) {
+        if self.survey_deadline.take().is_some() && self.phase == Phase::Survey {
+            // no rating: the caller is let go
+            let _ = self.driver.send(DriverMsg::CallerLeft {
+                caller: self.caller_id,
+            });
+            self.released = true;
+            self.hang_up_caller().await;
         }
     }
 
@@ -1118,12 +1159,19 @@ impl QueueCall {
                 } else if leg.is_some() && leg == self.connected {
                     self.legs[leg.unwrap_or_default()].state = LegState::Done;
                     self.hangup = HangupSide::Callee;
-                    self.bye_caller().await;
                     let _ = self.driver.send(DriverMsg::CallEnded {
                         caller: self.caller_id,
                         by: Party::Agent,
                     });
-                    self.end();
+                    if self.has_survey() {
+                        // the caller stays on the line for the survey the engine asks for
+                        self.phase = Phase::Survey;
+                        self.connected = None;
+                        self.survey_deadline = Some(Instant::now() + SURVEY_ANSWER);
+                    } else {
+                        self.bye_caller().await;
+                        self.end();
+                    }
                 } else if let Some(i) = leg {
                     // an answered leg that was never connected
                     self.legs[i].state = LegState::Done;
@@ -1176,11 +1224,29 @@ impl QueueCall {
         }
     }
 
+    fn has_survey(&self) -> bool {
+        self.callback.is_none()
+            && self
+                .tenant
+                .queue_by_number(&self.queue)
+                .is_some_and(|q| q.survey.is_some())
+    }
+
     /// The caller hung up (or never acknowledged): the engine hears it, the agent side ends.
     async fn leave(&mut self, _by: Party) {
-        self.hangup = HangupSide::Caller;
+        if self.phase != Phase::Survey {
+            // during the survey the call was hung up by the agent already
+            self.hangup = HangupSide::Caller;
+        }
         self.unacked = None;
         match self.phase {
+            Phase::Survey => {
+                if !self.released {
+                    let _ = self.driver.send(DriverMsg::CallerLeft {
+                        caller: self.caller_id,
+                    });
+                }
+            }
             Phase::Connected => {
                 if let Some(i) = self.connected {
                     let leg = &mut self.legs[i];
@@ -1231,7 +1297,10 @@ impl QueueCall {
             let target = leg.target.clone();
             drop(self.client.request(bye, &target).await);
         }
-        self.hangup = HangupSide::System;
+        if self.phase != Phase::Survey {
+            // after a survey the agent is the one who hung up
+            self.hangup = HangupSide::System;
+        }
         self.unacked = None;
         // the engine asked for this (it forgot the caller already)
         self.bye_caller().await;

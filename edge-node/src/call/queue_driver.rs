@@ -17,9 +17,8 @@
 use super::feature_codes::AgentCode;
 use super::CallSender;
 use crate::queue::{
-    AgentId, CallbackFailure, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind,
-    Input, LegEndReason, Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen,
-    RingFailure, Scope,
+    AgentId, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind, Input, LegEndReason,
+    Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen, RingFailure, Scope,
 };
 use crate::sip::registrar::Registrar;
 use crate::sync::snapshots::SnapshotStore;
@@ -71,6 +70,11 @@ pub enum QueueCommand {
     DialCustomer {
         number: String,
     },
+    /// The agent hung up: play the survey prompt and report the key pressed.
+    Survey {
+        prompt: String,
+        language: String,
+    },
 }
 
 /// What call tasks and the router tell the driver.
@@ -96,6 +100,10 @@ pub enum DriverMsg {
         reason: RingFailure,
     },
     Key {
+        caller: CallerId,
+        key: char,
+    },
+    SurveyKey {
         caller: CallerId,
         key: char,
     },
@@ -158,7 +166,6 @@ pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
         calls: HashMap::new(),
         call_ids: HashMap::new(),
         languages: HashMap::new(),
-        leaving: Vec::new(),
     };
     tokio::spawn(driver.run(rx));
     tx
@@ -189,8 +196,6 @@ struct Driver {
     call_ids: HashMap<CallerId, CallId>,
     /// Each caller's prompt language (the queue's).
     languages: HashMap<CallerId, String>,
-    /// Callers gone, forgotten once their last events are out.
-    leaving: Vec<CallerId>,
 }
 
 fn ms_since_epoch() -> i64 {
@@ -224,6 +229,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(sync_at) => {
                     self.sync().await;
+                    self.sweep();
                     sync_at = Instant::now() + SYNC_INTERVAL;
                 }
             }
@@ -336,7 +342,6 @@ impl Driver {
                     })
                     .is_err()
                 {
-                    self.leaving.push(caller);
                     let _ = call.send(super::CallInput::Queue(QueueCommand::End));
                 }
             }
@@ -362,6 +367,9 @@ impl Driver {
             DriverMsg::Key { caller, key } => {
                 let _ = self.input(Input::KeyPressed { caller, key });
             }
+            DriverMsg::SurveyKey { caller, key } => {
+                let _ = self.input(Input::SurveyKey { caller, key });
+            }
             DriverMsg::CallbackNumber {
                 caller,
                 number,
@@ -378,11 +386,9 @@ impl Driver {
             }
             DriverMsg::CallerLeft { caller } => {
                 let _ = self.input(Input::CallerLeft { caller });
-                self.forget(caller);
             }
             DriverMsg::CallEnded { caller, by } => {
                 let _ = self.input(Input::CallEnded { caller, by });
-                self.forget(caller);
             }
             DriverMsg::Agent {
                 extension,
@@ -395,8 +401,15 @@ impl Driver {
         }
     }
 
-    fn forget(&mut self, caller: CallerId) {
-        self.leaving.push(caller);
+    /// Forgets callers whose call is over and whom the engine no longer tracks (a caller
+    /// waiting for a callback has no call but keeps its call id for the events to come).
+    fn sweep(&mut self) {
+        self.calls.retain(|_, call| !call.is_closed());
+        let (engine, calls) = (&self.engine, &self.calls);
+        self.call_ids
+            .retain(|caller, _| calls.contains_key(caller) || engine.has_caller(*caller));
+        let call_ids = &self.call_ids;
+        self.languages.retain(|caller, _| call_ids.contains_key(caller));
     }
 
     /// Applies an agent feature code; Ok(confirmation prompt) or Err(why not).
@@ -550,7 +563,6 @@ impl Driver {
                     caller, destination, ..
                 } => {
                     self.send(caller, QueueCommand::Route { destination });
-                    self.leaving.push(caller);
                 }
                 Output::EndCallerLeg {
                     caller,
@@ -567,7 +579,6 @@ impl Driver {
                 Output::EndCallerLeg { caller, reason } => {
                     debug!("queue caller {caller:?} leg ended: {reason:?}");
                     self.send(caller, QueueCommand::End);
-                    self.leaving.push(caller);
                 }
                 Output::OfferCallback { caller, .. } => {
                     self.send(caller, QueueCommand::CollectCallbackNumber);
@@ -583,21 +594,19 @@ impl Driver {
                 Output::DialCallbackCustomer { caller, number, .. } => {
                     self.send(caller, QueueCommand::DialCustomer { number });
                 }
-                Output::PlaySurvey { caller, .. } => {
-                    // The survey is not wired to calls yet: the caller's leg ends.
-                    self.send(caller, QueueCommand::End);
-                    self.leaving.push(caller);
+                Output::PlaySurvey { caller, prompt } => {
+                    let language = self
+                        .languages
+                        .get(&caller)
+                        .cloned()
+                        .unwrap_or_else(|| "en".into());
+                    self.send(caller, QueueCommand::Survey { prompt, language });
                 }
                 Output::AgentAutoPaused { agent, queue, .. } => {
                     debug!(tenant = %self.tenant, agent = %self.number(agent), queue = ?self.queue_numbers.get(&queue), "agent auto-paused");
                 }
                 Output::Event(e) => self.emit(e),
             }
-        }
-        for caller in std::mem::take(&mut self.leaving) {
-            self.calls.remove(&caller);
-            self.call_ids.remove(&caller);
-            self.languages.remove(&caller);
         }
     }
 
@@ -637,16 +646,6 @@ impl Driver {
     }
 
     fn emit(&mut self, e: EngineEvent) {
-        // the engine is done with a caller after these
-        match &e.kind {
-            EventKind::CallEnded { caller, .. }
-            | EventKind::CallAbandoned { caller, .. }
-            | EventKind::CallMissed { caller, .. } => self.leaving.push(*caller),
-            EventKind::CallbackFailed { caller, reason, .. } if *reason != CallbackFailure::InvalidNumber => {
-                self.leaving.push(*caller)
-            }
-            _ => {}
-        }
         let Some(events) = &self.ctx.events else {
             return;
         };

@@ -322,6 +322,12 @@ impl QueueEngine {
             .unwrap_or_default()
     }
 
+    /// Whether the engine still tracks this caller (waiting, ringing, connected, in a
+    /// survey, or waiting for its callback).
+    pub fn has_caller(&self, caller: CallerId) -> bool {
+        self.callers.contains_key(&caller)
+    }
+
     /// Callers the engine still tracks (waiting, connected, in a survey).
     pub fn caller_count(&self) -> usize {
         self.callers.len()

@@ -589,6 +589,58 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         "one queue call from request to callback"
     );
 
+    // Pause reasons reach the edge: 102 pauses with *076400*03 ("Wrap up"), then resumes.
+    let r = call(
+        &client,
+        reqwest::Method::PUT,
+        &format!("{}/api/v1/tenants/acme/pause-reasons", pbx.api),
+        Some(&token),
+        Some(&serde_json::json!({"pause_reasons": [{"code": "*03", "name": "Wrap up"}]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for code in ["*076400*03", "*076400"] {
+        let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            sipp_client(
+                &dir,
+                "uac_call_wait_bye.xml",
+                free_udp_port(),
+                &sip,
+                "102",
+                "acme.localhost",
+                code,
+            )
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ok, "{code}:\n{}", tail(&out, 30));
+    }
+    let changes = eventually("the pause and the resume", Duration::from_secs(15), || {
+        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
+        async move {
+            let events = queue_events(&client, &api, &token).await?;
+            let changes: Vec<serde_json::Value> = events
+                .iter()
+                .filter(|e| e["type"] == "agent_state" && e["agent"] == "102" && e["queue"] == "6400")
+                .map(|e| e["change"].clone())
+                .collect();
+            if changes.iter().any(|c| c["state"] == "resumed") {
+                Ok(changes)
+            } else {
+                Err(format!("{changes:#?}"))
+            }
+        }
+    })
+    .await;
+    let paused = changes
+        .iter()
+        .find(|c| c["state"] == "paused")
+        .unwrap_or_else(|| panic!("{changes:#?}"));
+    assert_eq!(paused["reason_code"], "*03", "{paused:#}");
+    assert_eq!(paused["reason"], "Wrap up", "{paused:#}");
+
     let mut proc = pbx.proc;
     let status = proc.stop("TERM").await;
     assert!(status.success(), "{}", proc.tail(40));

@@ -75,6 +75,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     };
     let extensions = db::extensions::list(&mut tx, tenant).await?;
     let queues = db::queues::list(&mut tx, tenant).await?;
+    let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
     tx.commit().await?;
     Ok(Some(TenantSnapshot {
         tenant_id: t.id,
@@ -89,6 +90,16 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
             .map(|e| edge_config(state, e))
             .collect::<Result<_>>()?,
         queues: queues.into_iter().map(|q| q.config).collect(),
+        queue_options: pbx_contract::queue::EngineOptions {
+            pause_reasons: pause_reasons
+                .into_iter()
+                .map(|r| pbx_contract::queue::PauseReason {
+                    code: r.code,
+                    name: r.name,
+                })
+                .collect(),
+            ..Default::default()
+        },
     }))
 }
 

@@ -11,8 +11,9 @@
 //! - Registration: an agent counts as registered while the registrar holds a reachable
 //!   binding for the extension, sampled every [`SYNC_INTERVAL`] and at every queue call.
 //! - Time routing (business hours, holidays) is not yet in the snapshot: every queue is open.
-//! - Queue options (shared wrap-up, pause reasons) are not yet in the snapshot: defaults
-//!   apply, and a pause-reason code is accepted as a pause without reason.
+//! - Queue options (pause reasons; shared wrap-up and the default state of new dynamic
+//!   agents have no API yet, so their defaults) come with the snapshot. A pause code with an
+//!   unknown reason, or on a plan without pause reasons, pauses without a reason.
 
 use super::feature_codes::AgentCode;
 use super::CallSender;
@@ -277,6 +278,11 @@ impl Driver {
                 .as_ref()
                 .map(|s| s.queues.iter().map(|q| q.number.clone()).collect())
                 .unwrap_or_default();
+            if self.snapshot.as_ref().map(|s| &s.queue_options) != Some(&snapshot.queue_options) {
+                let _ = self.input(Input::SetOptions {
+                    options: snapshot.queue_options.clone(),
+                });
+            }
             for q in &snapshot.queues {
                 let queue = self.queue_id(&q.number);
                 let config = q.clone().map_agents(|ext| self.agent_id(&ext));
@@ -469,7 +475,7 @@ impl Driver {
                         Input::AgentPause {
                             agent,
                             scope: Scope::Queue(q),
-                            reason: reason_code.filter(|c| self.has_pause_reason(c)),
+                            reason: reason_code.and_then(|c| self.pause_reason(&c)),
                         },
                         "agent-paused",
                     )
@@ -480,9 +486,20 @@ impl Driver {
         Ok(prompt)
     }
 
-    fn has_pause_reason(&self, _code: &str) -> bool {
-        // pause reasons are not in the snapshot yet (see the module docs)
-        false
+    /// The configured pause reason code the dialled one selects (`*03` and `03` are the same
+    /// code), when the plan has pause reasons; otherwise the agent pauses without a reason.
+    fn pause_reason(&self, dialled: &str) -> Option<String> {
+        let snapshot = self.snapshot.as_ref()?;
+        if !snapshot.features.contains(&pbx_contract::Feature::PauseReasons) {
+            return None;
+        }
+        let wanted = dialled.trim_start_matches('*');
+        snapshot
+            .queue_options
+            .pause_reasons
+            .iter()
+            .find(|r| r.code.trim_start_matches('*') == wanted)
+            .map(|r| r.code.clone())
     }
 
     fn send(&self, caller: CallerId, cmd: QueueCommand) {

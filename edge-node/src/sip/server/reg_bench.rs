@@ -63,6 +63,7 @@ fn handler() -> Edge {
             })
             .collect(),
         queues: Vec::new(),
+        queue_options: Default::default(),
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

@@ -78,6 +78,7 @@ impl TestApp {
                 objects: dir_objects.clone(),
                 dir_objects: Some(dir_objects),
                 mailer: Arc::new(OutboxMailer::new(dir.path().join("outbox"), "pbx@localhost").unwrap()),
+                live: Arc::new(pbx_engines::live::MemoryLiveState::new()),
             },
             &master,
             Settings {

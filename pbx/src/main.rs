@@ -342,6 +342,11 @@ async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
             objects,
             dir_objects: None,
             mailer,
+            live: Arc::new(
+                RedisLiveState::connect(&cfg.bus.redis_url)
+                    .await?
+                    .with_prefix(cfg.bus.key_prefix.clone()),
+            ),
         },
         &master,
         settings,

@@ -146,6 +146,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
 
     let db = Db::connect(&format!("sqlite://{}", data.join("pbx.db").display())).await?;
     db.migrate().await?;
+    // one live-state store for the control plane and the edge (queue live state, bindings)
+    let live: Arc<dyn pbx_engines::live::LiveState> = Arc::new(MemoryLiveState::new());
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let dir_objects = Arc::new(DirObjectStore::new(
         data.join("objects"),
@@ -175,6 +177,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             objects: dir_objects.clone(),
             dir_objects: Some(dir_objects.clone()),
             mailer,
+            live: live.clone(),
         },
         &master,
         settings,
@@ -248,7 +251,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             edge_token,
         },
         bus,
-        Arc::new(MemoryLiveState::new()),
+        live,
         Some(sip_opts),
         edge_listener,
         Some(dir_objects_for_edge),

@@ -511,6 +511,30 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         pbx.proc.tail(40)
     );
 
+    // The console's live view: the callback holds the first place; 102 is signed out.
+    let live_url = format!("{}/api/v1/tenants/acme/queues/6400/live", pbx.api);
+    let live = eventually("the queue's live state", Duration::from_secs(10), || {
+        let (client, url, token) = (client.clone(), live_url.clone(), token.clone());
+        async move {
+            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
+            if r.status == 200 && r.json["waiting"][0]["state"] == "callback" {
+                Ok(r.json)
+            } else {
+                Err(format!("{} {}", r.status, r.text))
+            }
+        }
+    })
+    .await;
+    assert_eq!(live["queue"], "6400", "{live:#}");
+    assert_eq!(live["waiting"][0]["position"], 1, "{live:#}");
+    assert_eq!(live["waiting"][0]["number"], "101", "{live:#}");
+    assert!(
+        live["waiting"][0]["wait_ms"].as_u64().unwrap_or(0) > 1000,
+        "{live:#}"
+    );
+    assert_eq!(live["agents"][0]["agent"], "102", "{live:#}");
+    assert_eq!(live["agents"][0]["state"], "logged_out", "{live:#}");
+
     // 102 signs in: the queue rings 102 for the callback, then calls 10555 and bridges them.
     let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
     let (ok, out) = tokio::task::spawn_blocking(move || {

@@ -92,6 +92,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             queues::update_queue,
             queues::delete_queue
         ))
+        .routes(routes!(queues::queue_live_state))
         .routes(routes!(resellers::issue_reseller_api_key))
         .routes(routes!(resellers::suspend_tenant))
         .routes(routes!(resellers::resume_tenant))

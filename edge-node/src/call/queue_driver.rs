@@ -33,8 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-/// How often the driver re-reads the tenant's queues and the agents' registrations.
+/// How often the driver re-reads the tenant's queues and the agents' registrations (and
+/// republishes the live state).
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// The live state of a queue expires this long after the last publication (an edge gone).
+const LIVE_TTL: Duration = Duration::from_secs(10);
+/// The live state is published at most this often when things change.
+const LIVE_MIN_INTERVAL: Duration = Duration::from_millis(300);
 
 /// What the driver asks of a queue call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +159,8 @@ pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
         me: tx.downgrade(),
+        live_published: None,
+        live_dirty: true,
         tenant,
         ctx,
         engine: QueueEngine::new(tenant_seed(tenant)),
@@ -182,6 +189,9 @@ fn tenant_seed(tenant: TenantId) -> u64 {
 struct Driver {
     /// For the callback calls it starts (weak, so the driver stops with the router).
     me: mpsc::WeakUnboundedSender<DriverMsg>,
+    /// When the live state was last published, and whether it may have changed since.
+    live_published: Option<Instant>,
+    live_dirty: bool,
     tenant: TenantId,
     ctx: DriverContext,
     engine: QueueEngine,
@@ -219,22 +229,93 @@ impl Driver {
                 .engine
                 .poll_timeout()
                 .map(|at| self.epoch + Duration::from_millis(at));
+            // a change not yet published for the throttle: publish once it allows
+            let live_at = self
+                .live_published
+                .filter(|_| self.live_dirty)
+                .map(|at| at + LIVE_MIN_INTERVAL);
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.on_msg(msg).await,
+                    Some(msg) => {
+                        self.on_msg(msg).await;
+                        self.live_dirty = true;
+                    }
                     None => break,
                 },
                 _ = super::task::sleep_until(timer) => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
+                    self.live_dirty = true;
                 }
                 _ = tokio::time::sleep_until(sync_at) => {
                     self.sync().await;
                     self.sweep();
                     sync_at = Instant::now() + SYNC_INTERVAL;
+                    // refreshed even without change, so that it does not expire
+                    self.live_dirty = true;
                 }
+                _ = super::task::sleep_until(live_at) => {}
             }
             self.drain();
+            let due = self
+                .live_published
+                .is_none_or(|at| at.elapsed() >= LIVE_MIN_INTERVAL);
+            if due {
+                self.publish_live().await;
+            }
+        }
+    }
+
+    /// Writes every queue's live state to the live-state store.
+    async fn publish_live(&mut self) {
+        if !self.live_dirty {
+            return;
+        }
+        self.live_dirty = false;
+        self.live_published = Some(Instant::now());
+        let now = self.now();
+        let key = pbx_contract::queue::live_state_key(self.tenant);
+        let live = self.ctx.registrar.live_state();
+        let mut queues: Vec<(&String, &QueueId)> = self.queue_ids.iter().collect();
+        queues.sort();
+        for (number, id) in queues {
+            let Some(view) = self.engine.queue_view(*id, now) else {
+                continue;
+            };
+            let state = pbx_contract::queue::LiveQueueState {
+                queue: number.clone(),
+                updated_at_ms: ms_since_epoch(),
+                waiting: view
+                    .waiting
+                    .into_iter()
+                    .map(|w| pbx_contract::queue::LiveWaitingCaller {
+                        call_id: self.call_ids.get(&w.caller).copied(),
+                        number: w.number,
+                        position: w.position,
+                        wait_ms: w.wait_ms,
+                        state: w.state.to_owned(),
+                    })
+                    .collect(),
+                agents: view
+                    .agents
+                    .into_iter()
+                    .map(|a| pbx_contract::queue::LiveAgent {
+                        agent: self.number(a.agent),
+                        kind: a.kind,
+                        state: a.state.to_owned(),
+                        pause_code: a.pause_code,
+                        wrap_up_ms_left: a.wrap_up_ms_left,
+                        calls_answered: a.calls_answered,
+                    })
+                    .collect(),
+            };
+            let Ok(json) = serde_json::to_vec(&state) else {
+                continue;
+            };
+            if let Err(e) = live.put_entry(&key, number, &json, LIVE_TTL).await {
+                warn!(tenant = %self.tenant, "queue live state not published: {e}");
+                return;
+            }
         }
     }
 

@@ -669,3 +669,112 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
     let status = proc.stop("TERM").await;
     assert!(status.success(), "{}", proc.tail(40));
 }
+
+#[tokio::test]
+async fn a_queue_key_event_sends_the_caller_to_an_extension() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pbx = start(tmp.path()).await;
+    let token =
+        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+    let token = token.trim().to_owned();
+    let client = http_client();
+    let queue = serde_json::json!({
+        "number": "6401", "name": "Front desk", "strategy": "linear",
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "key_events": [{"key": "0", "destination": {"type": "extension", "target": "103"}}],
+    });
+    let r = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/api/v1/tenants/acme/queues", pbx.api),
+        Some(&token),
+        Some(&queue),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let operator_port = free_udp_port();
+    let mut registered = false;
+    for _ in 0..50 {
+        let (ok, _) = sipp_client(
+            &pbx.dir,
+            "register_ok.xml",
+            operator_port,
+            &pbx.sip,
+            "103",
+            "acme.localhost",
+            "",
+        );
+        if ok {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(registered, "103 never registered");
+    let operator = Uas::start(&pbx.dir, "uas_answer_hangup.xml", operator_port);
+
+    // Nobody is signed in; the caller presses 0 and is put through to 103, who answers,
+    // talks for a second and hangs up; the edge hangs the caller up.
+    let media = rtp_socket();
+    let rtp_port = media
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6401", rtp_port));
+    tokio::task::spawn_blocking(move || {
+        let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
+        std::thread::sleep(Duration::from_millis(500));
+        press_keys(&media, edge, "0", 4000);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (caller_ok, caller_out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    let (op_ok, op_out) = tokio::task::spawn_blocking(move || operator.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        caller_ok && op_ok,
+        "caller ok={caller_ok}, 103 ok={op_ok}\n--- caller:\n{}\n--- 103:\n{}\n--- pbx:\n{}",
+        tail(&caller_out, 30),
+        tail(&op_out, 30),
+        pbx.proc.tail(40)
+    );
+    // One call in the log: to the queue, answered (by 103), hung up by 103.
+    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=10", pbx.api);
+    let item = eventually("the call in the call log", Duration::from_secs(15), || {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
+            r.json["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["to"] == "6401").cloned())
+                .ok_or(r.text)
+        }
+    })
+    .await;
+    assert_eq!(item["disposition"], "answered", "{item:#}");
+    assert_eq!(item["hangup_side"], "callee", "{item:#}");
+    // The queue saw the caller leave by key 0.
+    let events = eventually("the queue's missed call", Duration::from_secs(15), || {
+        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
+        async move {
+            let events = queue_events(&client, &api, &token).await?;
+            if events.iter().any(|e| e["type"] == "call_missed") {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        }
+    })
+    .await;
+    let missed = events
+        .iter()
+        .find(|e| e["type"] == "call_missed")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(missed["reason"]["reason"], "key_press", "{missed:#}");
+
+    let mut proc = pbx.proc;
+    let status = proc.stop("TERM").await;
+    assert!(status.success(), "{}", proc.tail(40));
+}

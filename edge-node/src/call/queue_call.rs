@@ -84,6 +84,8 @@ struct AgentLeg {
     answer: Option<SessionDescription>,
     /// A leg to the customer of a callback (not an agent).
     customer: bool,
+    /// A leg to where the engine routed the caller (an extension), bridged on answer.
+    routed: bool,
 }
 
 /// What the driver hands a callback call: the caller keeps its engine id (and the queue
@@ -115,6 +117,14 @@ fn own_offer(advertise: IpAddr) -> Option<SessionDescription> {
          a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
     );
     SessionDescription::parse(&sdp).ok()
+}
+
+/// Who a leg the edge places calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegKind {
+    Agent,
+    Customer,
+    Routed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +192,10 @@ struct QueueCall {
     collecting: Option<(String, Instant)>,
     /// The survey's answer is awaited until then.
     survey_deadline: Option<Instant>,
+    /// The extension the caller was routed to rings until then.
+    route_deadline: Option<Instant>,
+    /// What the caller dialled (the call log's `to`; `queue` may change by routing).
+    dialled: String,
 }
 
 /// Starts a queue call; answers the caller with an error when it cannot.
@@ -285,7 +299,11 @@ pub(crate) async fn start(
         customer_deadline: None,
         collecting: None,
         survey_deadline: None,
+        route_deadline: None,
+        dialled: String::new(),
     };
+    let mut call = call;
+    call.dialled = call.queue.clone();
     tokio::spawn(call.run(rx, media_rx, mode));
     None
 }
@@ -363,7 +381,11 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             customer_deadline: None,
             collecting: None,
             survey_deadline: None,
+            route_deadline: None,
+            dialled: String::new(),
         };
+        let mut call = call;
+        call.dialled = call.queue.clone();
         call.run(rx, media_rx, Mode::Callback).await;
     });
     Some(me)
@@ -426,7 +448,9 @@ impl QueueCall {
             let entry_at = self.collecting.as_ref().map(|c| c.1);
             let customer_at = self.customer_deadline;
             let survey_at = self.survey_deadline;
+            let route_at = self.route_deadline;
             tokio::select! {
+                _ = sleep_until(route_at) => self.on_route_timeout().await,
                 _ = sleep_until(survey_at) => self.on_survey_timeout().await,
                 _ = sleep_until(entry_at) => self.on_number_timeout(),
                 _ = sleep_until(customer_at) => self.on_customer_timeout().await,
@@ -665,9 +689,19 @@ impl QueueCall {
                         }
                     }
                     Destination::HangUp => {}
+                    Destination::Extension(number) => {
+                        if self.route_to_extension(&number).await {
+                            return;
+                        }
+                    }
+                    Destination::Queue(number) => {
+                        if self.rejoin(&number) {
+                            return;
+                        }
+                    }
                     other => {
                         // Routing out of the queue to other destinations comes with those
-                        // destinations (IVR, voicemail, ring groups, trunks).
+                        // destinations (voicemail, IVR, ring groups, trunks).
                         warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
                     }
                 }
@@ -766,61 +800,16 @@ impl QueueCall {
             Ok(sdp) => sdp.to_string().into_bytes(),
             Err(_) => Vec::new(),
         };
-        let fqdn = self.tenant.fqdn.clone();
-        let from = format!("<sip:{}@{fqdn}>", self.queue);
-        let to = format!("<sip:{number}@{fqdn}>");
-        let call_id = format!("{}@edge", dialog::random_token());
-        let tag = dialog::random_token();
-        let mut sent = 0;
-        for binding in bindings {
-            if body.is_empty() || !self.router.registrar().is_reachable(binding.source) {
-                continue;
-            }
-            let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
-                continue;
-            };
-            let Some(local) = self.client.local_addr_for(&target) else {
-                continue;
-            };
-            let mut d = Dialog::callee_side(
-                &call_id,
-                &tag,
-                &from,
-                &to,
-                &binding.contact,
-                local,
-                target.transport(),
-            );
-            let mut invite = d.request(Method::Invite, Some(("application/sdp", body.clone())));
-            invite
-                .headers
-                .push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO");
-            invite
-                .headers
-                .push("User-Agent", self.router.config().product.clone());
-            let idx = self.legs.len();
-            let events = self.client.request(invite.clone(), &target).await;
-            forward_events(events, self.me.clone(), move |ev| CallInput::Fork { idx, ev });
-            self.legs.push(AgentLeg {
-                agent: number.to_owned(),
-                invite,
-                target,
-                dialog: d,
-                state: LegState::Calling,
-                cancel_pending: false,
-                final_status: None,
-                answer: None,
-                customer: true,
-            });
-            sent += 1;
-        }
+        let from = format!("<sip:{}@{}>", self.queue, self.tenant.fqdn);
+        let sent = self
+            .invite_contacts(number, bindings, &from, &body, None, LegKind::Customer)
+            .await;
         if sent == 0 {
             info!(call = %self.id, %number, "callback: the customer cannot be reached");
             self.callback_failed(crate::queue::CallbackLegResult::CustomerNoAnswer);
             self.hang_up_agents().await;
             return;
         }
-        self.router.register_dialog(&call_id, &tag, self.me.clone());
         self.customer_deadline = Some(Instant::now() + CUSTOMER_RING);
         self.caller = number.to_owned();
     }
@@ -886,7 +875,6 @@ impl QueueCall {
             Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
             None => format!("<sip:{}@{fqdn}>", self.caller),
         };
-        let agent_uri = format!("<sip:{agent}@{fqdn}>");
         let body = self
             .offer
             .relay_offer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
@@ -899,11 +887,99 @@ impl QueueCall {
             });
             return;
         };
+        let sent = self
+            .invite_contacts(agent, bindings, &caller_uri, &body, alert_info, LegKind::Agent)
+            .await;
+        if sent > 0 {
+            debug!(call = %self.id, %agent, contacts = sent, "ringing agent");
+        } else {
+            let _ = self.driver.send(DriverMsg::RingFailed {
+                caller: self.caller_id,
+                agent: agent.to_owned(),
+                reason: RingFailure::Unreachable,
+            });
+        }
+    }
+
+    /// The engine sent the caller to an extension: it rings there (the music goes on) for the
+    /// extension's ring timeout and is bridged on answer; false when no phone can be rung.
+    async fn route_to_extension(&mut self, number: &str) -> bool {
+        let tenant_id = self.tenant.tenant_id;
+        let Some(ext) = self.router.store().extension(tenant_id, number) else {
+            return false;
+        };
+        let bindings = self
+            .router
+            .registrar()
+            .bindings(tenant_id, number)
+            .await
+            .unwrap_or_default();
+        let Ok(body) = self
+            .offer
+            .relay_offer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
+            .map(|s| s.to_string().into_bytes())
+        else {
+            return false;
+        };
+        let fqdn = self.tenant.fqdn.clone();
+        let from = match &self.caller_name {
+            Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
+            None => format!("<sip:{}@{fqdn}>", self.caller),
+        };
+        let sent = self
+            .invite_contacts(number, bindings, &from, &body, None, LegKind::Routed)
+            .await;
+        if sent == 0 {
+            return false;
+        }
+        let ring = Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
+        self.route_deadline = Some(Instant::now() + ring);
+        info!(call = %self.id, %number, "queue caller routed to an extension");
+        true
+    }
+
+    /// The engine sent the caller to another queue: it joins there as a new caller.
+    fn rejoin(&mut self, number: &str) -> bool {
+        if self.tenant.queue_by_number(number).is_none() || number == self.queue {
+            return false;
+        }
+        self.queue = number.to_owned();
+        self.caller_id = CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed));
+        self.released = false;
+        let _ = self.driver.send(DriverMsg::Join {
+            caller: self.caller_id,
+            call_id: self.id,
+            queue: self.queue.clone(),
+            number: self.caller.clone(),
+            call: self.me.clone(),
+        });
+        info!(call = %self.id, queue = %number, "queue caller moved to another queue");
+        true
+    }
+
+    async fn on_route_timeout(&mut self) {
+        if self.route_deadline.take().is_some() && self.phase == Phase::Waiting {
+            self.hang_up_caller().await;
+        }
+    }
+
+    /// One INVITE (offering `body`) to each reachable binding of extension `number`, as legs
+    /// of one Call-ID; returns how many were sent.
+    async fn invite_contacts(
+        &mut self,
+        number: &str,
+        bindings: Vec<crate::sip::registrar::Binding>,
+        from_uri: &str,
+        body: &[u8],
+        alert_info: Option<&str>,
+        kind: LegKind,
+    ) -> usize {
+        let to_uri = format!("<sip:{number}@{}>", self.tenant.fqdn);
         let call_id = format!("{}@edge", dialog::random_token());
         let tag = dialog::random_token();
         let mut sent = 0;
         for binding in bindings {
-            if !self.router.registrar().is_reachable(binding.source) {
+            if body.is_empty() || !self.router.registrar().is_reachable(binding.source) {
                 continue;
             }
             let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
@@ -915,13 +991,13 @@ impl QueueCall {
             let mut d = Dialog::callee_side(
                 &call_id,
                 &tag,
-                &caller_uri,
-                &agent_uri,
+                from_uri,
+                &to_uri,
                 &binding.contact,
                 local,
                 target.transport(),
             );
-            let mut invite = d.request(Method::Invite, Some(("application/sdp", body.clone())));
+            let mut invite = d.request(Method::Invite, Some(("application/sdp", body.to_vec())));
             invite
                 .headers
                 .push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO");
@@ -937,7 +1013,7 @@ impl QueueCall {
             let events = self.client.request(invite.clone(), &target).await;
             forward_events(events, self.me.clone(), move |ev| CallInput::Fork { idx, ev });
             self.legs.push(AgentLeg {
-                agent: agent.to_owned(),
+                agent: number.to_owned(),
                 invite,
                 target,
                 dialog: d,
@@ -945,20 +1021,15 @@ impl QueueCall {
                 cancel_pending: false,
                 final_status: None,
                 answer: None,
-                customer: false,
+                customer: kind == LegKind::Customer,
+                routed: kind == LegKind::Routed,
             });
             sent += 1;
         }
         if sent > 0 {
             self.router.register_dialog(&call_id, &tag, self.me.clone());
-            debug!(call = %self.id, %agent, contacts = sent, "ringing agent");
-        } else {
-            let _ = self.driver.send(DriverMsg::RingFailed {
-                caller: self.caller_id,
-                agent: agent.to_owned(),
-                reason: RingFailure::Unreachable,
-            });
         }
+        sent
     }
 
     async fn cancel_leg(&mut self, i: usize) {
@@ -1025,11 +1096,22 @@ impl QueueCall {
                 }
                 leg.state = LegState::Answered;
                 leg.answer = parse_sdp(&resp.body);
+                let agent = leg.agent.clone();
+                let routed = leg.routed;
                 if customer {
                     self.on_customer_answer(idx).await;
                     return;
                 }
-                let agent = leg.agent.clone();
+                if routed {
+                    self.route_deadline = None;
+                    for i in 0..self.legs.len() {
+                        if i != idx && self.legs[i].routed {
+                            self.cancel_leg(i).await;
+                        }
+                    }
+                    self.connect_leg(idx);
+                    return;
+                }
                 // the agent's other phones stop ringing
                 for i in 0..self.legs.len() {
                     if i != idx && self.legs[i].agent == agent {
@@ -1059,6 +1141,19 @@ impl QueueCall {
     /// When every contact of an agent has failed, the engine hears why (not for legs we
     /// cancelled ourselves: the engine stopped that ring).
     async fn after_leg_failure(&mut self, idx: usize) {
+        if self.legs[idx].routed {
+            let open = self.legs.iter().any(|l| {
+                l.routed
+                    && matches!(
+                        l.state,
+                        LegState::Calling | LegState::Ringing | LegState::Answered
+                    )
+            });
+            if !open && self.route_deadline.take().is_some() {
+                self.hang_up_caller().await;
+            }
+            return;
+        }
         if self.legs[idx].customer {
             let open = self.legs.iter().any(|l| {
                 l.customer
@@ -1105,6 +1200,13 @@ impl QueueCall {
             warn!(call = %self.id, %agent, "connect: the agent's leg is gone");
             return;
         };
+        self.connect_leg(idx);
+    }
+
+    /// Bridges the caller with an answered leg (an agent, or where the caller was routed).
+    fn connect_leg(&mut self, idx: usize) {
+        let agent = self.legs[idx].agent.clone();
+        let agent = agent.as_str();
         self.session.stop_playing(Leg::A);
         self.prompt = None;
         if let Some(addr) = self.legs[idx].answer.as_ref().and_then(|a| a.audio_endpoint()) {
@@ -1159,10 +1261,12 @@ impl QueueCall {
                 } else if leg.is_some() && leg == self.connected {
                     self.legs[leg.unwrap_or_default()].state = LegState::Done;
                     self.hangup = HangupSide::Callee;
-                    let _ = self.driver.send(DriverMsg::CallEnded {
-                        caller: self.caller_id,
-                        by: Party::Agent,
-                    });
+                    if !self.released {
+                        let _ = self.driver.send(DriverMsg::CallEnded {
+                            caller: self.caller_id,
+                            by: Party::Agent,
+                        });
+                    }
                     if self.has_survey() {
                         // the caller stays on the line for the survey the engine asks for
                         self.phase = Phase::Survey;
@@ -1225,7 +1329,9 @@ impl QueueCall {
     }
 
     fn has_survey(&self) -> bool {
-        self.callback.is_none()
+        // not after the caller was routed out of the queue to an extension
+        !self.released
+            && self.callback.is_none()
             && self
                 .tenant
                 .queue_by_number(&self.queue)
@@ -1255,10 +1361,12 @@ impl QueueCall {
                     let target = leg.target.clone();
                     drop(self.client.request(bye, &target).await);
                 }
-                let _ = self.driver.send(DriverMsg::CallEnded {
-                    caller: self.caller_id,
-                    by: Party::Caller,
-                });
+                if !self.released {
+                    let _ = self.driver.send(DriverMsg::CallEnded {
+                        caller: self.caller_id,
+                        by: Party::Caller,
+                    });
+                }
             }
             Phase::Waiting => {
                 for i in 0..self.legs.len() {
@@ -1329,7 +1437,7 @@ impl QueueCall {
             call_id: self.id,
             from: self.caller.clone(),
             from_name: self.caller_name.clone(),
-            to: self.queue.clone(),
+            to: self.dialled.clone(),
             started_ms: super::task::ms(self.started),
             answered_ms: self.answered.map(super::task::ms),
             ended_ms: super::task::ms(ended),

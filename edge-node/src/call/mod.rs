@@ -435,6 +435,20 @@ impl CallRouter {
         self.client.get().cloned()
     }
 
+    /// A call between extensions was answered (or ended): the tenant's queue driver, if it
+    /// runs, counts it for its agents' ring-in-use.
+    pub(crate) fn note_extension_call(&self, tenant: TenantId, extensions: &[&str], started: bool) {
+        let driver = lock(&self.queue_drivers).get(&tenant).cloned();
+        if let Some(driver) = driver {
+            for ext in extensions {
+                let _ = driver.send(queue_driver::DriverMsg::ExtensionCall {
+                    extension: (*ext).to_owned(),
+                    started,
+                });
+            }
+        }
+    }
+
     pub(crate) fn note_started(&self) {
         self.counters.started.fetch_add(1, Ordering::Relaxed);
     }

@@ -134,6 +134,11 @@ pub enum DriverMsg {
         caller: CallerId,
         result: CallbackLegResult,
     },
+    /// An extension's call that is not a queue call was answered (`started`) or ended.
+    ExtensionCall {
+        extension: String,
+        started: bool,
+    },
     /// An agent dialled a feature code; the reply names the prompt to confirm with.
     Agent {
         extension: String,
@@ -174,6 +179,7 @@ pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
         calls: HashMap::new(),
         call_ids: HashMap::new(),
         languages: HashMap::new(),
+        other_calls: HashMap::new(),
     };
     tokio::spawn(driver.run(rx));
     tx
@@ -207,6 +213,8 @@ struct Driver {
     call_ids: HashMap<CallerId, CallId>,
     /// Each caller's prompt language (the queue's).
     languages: HashMap<CallerId, String>,
+    /// Calls that are not queue calls, per extension (ring-in-use).
+    other_calls: HashMap<String, u32>,
 }
 
 fn ms_since_epoch() -> i64 {
@@ -453,6 +461,22 @@ impl Driver {
             }
             DriverMsg::Key { caller, key } => {
                 let _ = self.input(Input::KeyPressed { caller, key });
+            }
+            DriverMsg::ExtensionCall { extension, started } => {
+                let count = self.other_calls.entry(extension.clone()).or_default();
+                let was_busy = *count > 0;
+                *count = if started {
+                    *count + 1
+                } else {
+                    count.saturating_sub(1)
+                };
+                let busy = *count > 0;
+                if *count == 0 {
+                    self.other_calls.remove(&extension);
+                }
+                if let (Some(&agent), true) = (self.agent_ids.get(&extension), busy != was_busy) {
+                    let _ = self.input(Input::AgentBusy { agent, busy });
+                }
             }
             DriverMsg::SurveyKey { caller, key } => {
                 let _ = self.input(Input::SurveyKey { caller, key });
@@ -805,6 +829,215 @@ fn queue_event_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::CallInput;
+    use crate::sip::auth::{DigestConfig, LockoutPolicy};
+    use crate::sip::registrar::{bindings_key, Binding, RegistrarConfig};
+    use pbx_contract::queue::{LiveQueueState, Member, MemberKind, PauseReason, QueueConfig};
+    use pbx_contract::{ExtensionConfig, ExtensionId, Plan, Secret, TenantState};
+    use pbx_engines::live::{LiveState, MemoryLiveState};
+
+    struct Fx {
+        driver: DriverSender,
+        live: Arc<dyn LiveState>,
+        tenant: TenantId,
+    }
+
+    async fn fixture() -> Fx {
+        let tenant = TenantId::new();
+        let ext = |n: &str| ExtensionConfig {
+            id: ExtensionId::new(),
+            number: n.to_owned(),
+            display_name: format!("Ext {n}"),
+            email: None,
+            sip_secret: Secret::new("x"),
+            recording: Default::default(),
+            ring_timeout_secs: 30,
+        };
+        let mut queue = QueueConfig::<String>::new("6400", "Support");
+        queue.members = vec![Member {
+            agent: "102".to_owned(),
+            kind: MemberKind::Dynamic,
+            skill_level: 1,
+        }];
+        let store = SnapshotStore::new();
+        store.apply_snapshot(TenantSnapshot {
+            tenant_id: tenant,
+            slug: "acme".into(),
+            fqdn: "acme.example.test".into(),
+            plan: Plan::Enterprise,
+            state: TenantState::Active,
+            features: Plan::Enterprise.features(),
+            version: 1,
+            extensions: vec![ext("101"), ext("102")],
+            queues: vec![queue],
+            queue_options: crate::queue::EngineOptions {
+                pause_reasons: vec![PauseReason {
+                    code: "*03".into(),
+                    name: "Wrap up".into(),
+                }],
+                ..Default::default()
+            },
+        });
+        let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
+        // 102's phone is registered
+        let binding = Binding {
+            contact: "sip:102@192.0.2.10:5062".into(),
+            source: "192.0.2.10:5062".parse().unwrap(),
+            transport: "udp".into(),
+            expires_at_ms: i64::MAX,
+            call_id: "c".into(),
+            cseq: 1,
+            user_agent: None,
+        };
+        live.put_entry(
+            &bindings_key(tenant, "102"),
+            &binding.contact,
+            &serde_json::to_vec(&binding).unwrap(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let registrar = Arc::new(Registrar::new(
+            store.clone(),
+            live.clone(),
+            b"driver test",
+            DigestConfig::default(),
+            LockoutPolicy::default(),
+            RegistrarConfig::default(),
+        ));
+        let driver = spawn(
+            tenant,
+            DriverContext {
+                store,
+                registrar,
+                events: None,
+                router: std::sync::Weak::new(),
+            },
+        );
+        Fx { driver, live, tenant }
+    }
+
+    async fn code(fx: &Fx, ext: &str, code: AgentCode) -> Result<&'static str, String> {
+        let (reply, rx) = oneshot::channel();
+        fx.driver
+            .send(DriverMsg::Agent {
+                extension: ext.into(),
+                code,
+                reply,
+            })
+            .unwrap();
+        rx.await.unwrap()
+    }
+
+    /// The live state of 6400 once `check` holds for it (published within 0.3 s of a change).
+    async fn live_state(fx: &Fx, check: impl Fn(&LiveQueueState) -> bool) -> LiveQueueState {
+        let key = pbx_contract::queue::live_state_key(fx.tenant);
+        let mut last = None;
+        for _ in 0..40 {
+            let entries = fx.live.entries(&key).await.unwrap();
+            if let Some((_, v, _)) = entries.iter().find(|(f, _, _)| f == "6400") {
+                let state: LiveQueueState = serde_json::from_slice(v).unwrap();
+                if check(&state) {
+                    return state;
+                }
+                last = Some(state);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("live state never matched; last: {last:#?}");
+    }
+
+    async fn next_command(rx: &mut mpsc::UnboundedReceiver<CallInput>) -> QueueCommand {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+                Ok(Some(CallInput::Queue(cmd))) => return cmd,
+                Ok(Some(_)) => continue,
+                other => panic!("no command: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn feature_codes_ringing_live_state_and_ring_in_use() {
+        let fx = fixture().await;
+        let login = |q: &str| AgentCode::ToggleLogin { queue: q.into() };
+        assert_eq!(code(&fx, "102", login("6400")).await, Ok("agent-logged-in"));
+        assert!(
+            code(&fx, "101", login("6400")).await.is_err(),
+            "101 is no agent of 6400"
+        );
+        assert!(code(&fx, "102", login("6499")).await.is_err(), "no such queue");
+        let s = live_state(&fx, |s| s.agents.first().is_some_and(|a| a.state == "available")).await;
+        assert_eq!(s.agents[0].agent, "102");
+
+        // A caller joins: its call is asked to ring 102; the console sees both ringing.
+        let (call, mut rx) = mpsc::unbounded_channel();
+        let caller = CallerId(7);
+        fx.driver
+            .send(DriverMsg::Join {
+                caller,
+                call_id: CallId::new(),
+                queue: "6400".into(),
+                number: "101".into(),
+                call,
+            })
+            .unwrap();
+        match next_command(&mut rx).await {
+            QueueCommand::Ring { agents, .. } => assert_eq!(agents, ["102"]),
+            other => panic!("{other:?}"),
+        }
+        let s = live_state(&fx, |s| s.waiting.first().is_some_and(|w| w.state == "ringing")).await;
+        assert_eq!((s.waiting[0].number.as_str(), s.waiting[0].position), ("101", 1));
+        assert_eq!(s.agents[0].state, "ringing");
+        fx.driver
+            .send(DriverMsg::RingAnswered {
+                caller,
+                agent: "102".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::Connect { agent: "102".into() }
+        );
+        live_state(&fx, |s| s.waiting.is_empty() && s.agents[0].state == "on_call").await;
+        fx.driver
+            .send(DriverMsg::CallEnded {
+                caller,
+                by: Party::Caller,
+            })
+            .unwrap();
+        live_state(&fx, |s| s.agents[0].state == "available").await;
+
+        // Pause with the configured reason, then resume (the same code toggles).
+        let pause = |reason: Option<&str>| AgentCode::TogglePause {
+            queue: "6400".into(),
+            reason_code: reason.map(str::to_owned),
+        };
+        assert_eq!(code(&fx, "102", pause(Some("*03"))).await, Ok("agent-paused"));
+        let s = live_state(&fx, |s| s.agents[0].state == "paused").await;
+        assert_eq!(s.agents[0].pause_code.as_deref(), Some("*03"));
+        assert_eq!(code(&fx, "102", pause(None)).await, Ok("agent-resumed"));
+
+        // On another call, the agent is busy for the queue (ring-in-use is off).
+        let other = |started| DriverMsg::ExtensionCall {
+            extension: "102".into(),
+            started,
+        };
+        fx.driver.send(other(true)).unwrap();
+        fx.driver.send(other(true)).unwrap();
+        live_state(&fx, |s| s.agents[0].state == "busy").await;
+        fx.driver.send(other(false)).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        live_state(&fx, |s| s.agents[0].state == "busy").await;
+        fx.driver.send(other(false)).unwrap();
+        live_state(&fx, |s| s.agents[0].state == "available").await;
+
+        assert_eq!(
+            code(&fx, "102", AgentCode::LogoutAll).await,
+            Ok("agent-logged-out")
+        );
+        live_state(&fx, |s| s.agents[0].state == "logged_out").await;
+    }
 
     #[test]
     fn announcements_become_prompt_names() {

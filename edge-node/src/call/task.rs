@@ -756,6 +756,9 @@ impl Call {
         self.router.forget_ringing(&self.invite_branch);
         self.router.forget_ringing_callee(self.tenant.tenant_id, &self.me);
         self.router.note_answered();
+        // queue agents on this call are "in use" for ring-in-use
+        self.router
+            .note_extension_call(self.tenant.tenant_id, &[&self.caller, &self.callee], true);
         self.cancel_forks(Some(idx)).await;
         let body = self.relay_answer_body(Side::Callee, Side::Caller, &answer_body);
         if self.record {
@@ -1154,6 +1157,9 @@ impl Call {
         }
         router.forget_ringing(&self.invite_branch);
         router.note_ended();
+        if self.answered.is_some() {
+            router.note_extension_call(self.tenant.tenant_id, &[&self.caller, &self.callee], false);
+        }
         let record = CallRecord {
             call_id: self.id,
             from: self.caller.clone(),

@@ -465,6 +465,37 @@ impl Call {
         }
     }
 
+    /// Music on hold: while `side` offers to hold the call (sendonly, inactive), the other
+    /// party hears the music instead of what the holder sends; it stops on resume.
+    fn music_on_hold(&self, to: Side, offer: &SessionDescription) {
+        let Some(a) = &self.anchor else {
+            return;
+        };
+        if !offer.direction().is_hold() {
+            a.session.stop_playing(to.leg());
+            return;
+        }
+        let payload_type = match offer.audio_formats().iter().find(|f| *f == "0" || *f == "8") {
+            Some(f) if f == "8" => 8,
+            Some(_) => 0,
+            None => return,
+        };
+        let music = crate::media::prompts::system_prompt("en", "moh")
+            .and_then(|wav| crate::media::Prompt::from_wav(wav).ok())
+            .and_then(|p| p.encode(payload_type));
+        if let Some(payload) = music {
+            a.session.play(
+                to.leg(),
+                crate::media::Playback {
+                    id: 0,
+                    payload,
+                    payload_type,
+                    looped: true,
+                },
+            );
+        }
+    }
+
     fn respond_caller(&self, status: u16, reason: &str) -> SipResponse {
         SipResponse::for_request(&self.invite, status, reason, self.source)
             .with_to_tag(&self.caller_dialog.local_tag)
@@ -990,6 +1021,7 @@ impl Call {
                 let body = match parse_sdp(&req.body) {
                     Some(sdp) => {
                         self.learn_peer(side, &sdp);
+                        self.music_on_hold(other, &sdp);
                         match self.offer_to(other, &sdp) {
                             Ok(b) => b,
                             Err(()) => {

@@ -710,6 +710,10 @@ impl Worker {
             }
         }
         let other = 1 - leg;
+        if kind == RTP && s.legs[other].sender.as_ref().is_some_and(RtpSender::is_playing) {
+            // what we play towards that side (music on hold, a prompt) replaces this audio
+            return;
+        }
         let sent = match s.legs[other].latch[kind].peer() {
             Some(dst) => s.legs[other].socks[kind].send_to(pkt, dst).is_ok(),
             None => false,

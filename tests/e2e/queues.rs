@@ -126,7 +126,7 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
     let queue = serde_json::json!({
         "number": "6400", "name": "Support", "strategy": "ring_all",
         "members": [{"agent": "102", "kind": "dynamic"}],
-        "prompts": {"join_prompt": "queue-join"},
+        "prompts": {"join_prompt": "queue-join", "announce_agent_id": true},
         "survey": {"prompt": "survey", "end_prompt": "goodbye", "scores": [{"key": "4", "score": 4}]},
     });
     let url = format!("{}/api/v1/tenants/acme/queues", pbx.api);

@@ -506,10 +506,12 @@ impl QueueCall {
         }
     }
 
+    /// What a waiting caller hears between announcements: the queue's ringback tone when it
+    /// chose one (`ringback` for the shipped one), else its music on hold, else ours.
     fn music_name(&self) -> String {
-        self.tenant
-            .queue_by_number(&self.queue)
-            .and_then(|q| q.prompts.music_on_hold.clone())
+        let prompts = self.tenant.queue_by_number(&self.queue).map(|q| &q.prompts);
+        prompts
+            .and_then(|p| p.ringback.clone().or_else(|| p.music_on_hold.clone()))
             .unwrap_or_else(|| DEFAULT_MUSIC.to_owned())
     }
 
@@ -677,7 +679,14 @@ impl QueueCall {
                     }
                 }
             }
-            QueueCommand::Connect { agent } => self.connect(&agent).await,
+            QueueCommand::Connect {
+                agent,
+                agent_announcement,
+                announce_agent_id,
+            } => {
+                self.connect(&agent).await;
+                self.announce(&agent, agent_announcement, announce_agent_id);
+            }
             QueueCommand::Route { destination } => {
                 self.released = true;
                 match destination {
@@ -1201,6 +1210,44 @@ impl QueueCall {
             return;
         };
         self.connect_leg(idx);
+    }
+
+    /// Announcements at the bridge: the agent hears the queue's agent announcement, and with
+    /// `announce_agent_id` both hear "agent" and the agent's number; while a side hears its
+    /// prompt, the other's audio does not reach it (the relay's playback replaces it).
+    fn announce(&mut self, agent: &str, agent_announcement: Option<String>, announce_agent_id: bool) {
+        if self.phase != Phase::Connected {
+            return;
+        }
+        let language = self.language();
+        let mut id_prompt = Vec::new();
+        if announce_agent_id {
+            id_prompt.push("agent-id".to_owned());
+            id_prompt.extend(
+                agent
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .map(|c| format!("digit-{c}")),
+            );
+        }
+        let to_agent: Vec<String> = agent_announcement.into_iter().chain(id_prompt.clone()).collect();
+        for (leg, names) in [(Leg::A, id_prompt), (Leg::B, to_agent)] {
+            if names.is_empty() {
+                continue;
+            }
+            if let Some(payload) = self.audio(&names, &language) {
+                self.next_prompt_id += 1;
+                self.session.play(
+                    leg,
+                    Playback {
+                        id: self.next_prompt_id,
+                        payload,
+                        payload_type: self.payload_type,
+                        looped: false,
+                    },
+                );
+            }
+        }
     }
 
     /// Bridges the caller with an answered leg (an agent, or where the caller was routed).

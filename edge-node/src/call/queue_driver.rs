@@ -52,9 +52,12 @@ pub enum QueueCommand {
     StopRinging {
         agents: Vec<String>,
     },
-    /// Bridge the caller with this agent, whose leg answered.
+    /// Bridge the caller with this agent, whose leg answered; first play the agent the
+    /// queue's announcement, and announce the agent's number to both (if the queue says so).
     Connect {
         agent: String,
+        agent_announcement: Option<String>,
+        announce_agent_id: bool,
     },
     /// Play these prompts (names of system or tenant prompts) one after the other, then go
     /// back to the waiting music; `report_done` asks for [`DriverMsg::PromptDone`].
@@ -661,9 +664,21 @@ impl Driver {
                     let agents = self.numbers(&agents);
                     self.send(caller, QueueCommand::StopRinging { agents });
                 }
-                Output::Connect { caller, agent, .. } => {
+                Output::Connect {
+                    caller,
+                    agent,
+                    agent_announcement,
+                    announce_agent_id,
+                } => {
                     let agent = self.number(agent);
-                    self.send(caller, QueueCommand::Connect { agent });
+                    self.send(
+                        caller,
+                        QueueCommand::Connect {
+                            agent,
+                            agent_announcement,
+                            announce_agent_id,
+                        },
+                    );
                 }
                 Output::PlayPrompt { caller, prompt } => {
                     let report_done = matches!(prompt, EnginePrompt::Join { .. });
@@ -997,7 +1012,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             next_command(&mut rx).await,
-            QueueCommand::Connect { agent: "102".into() }
+            QueueCommand::Connect {
+                agent: "102".into(),
+                agent_announcement: None,
+                announce_agent_id: false
+            }
         );
         live_state(&fx, |s| s.waiting.is_empty() && s.agents[0].state == "on_call").await;
         fx.driver

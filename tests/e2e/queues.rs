@@ -624,6 +624,21 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // 103's BLF key for "102 paused in 6400 for Wrap up" (subscribe_blf.xml checks the NOTIFYs:
+    // dark, lit on the pause, dark on the resume, then it unsubscribes).
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let blf = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "subscribe_blf.xml",
+            free_udp_port(),
+            &sip,
+            "103",
+            "acme.localhost",
+            "*07102*6400*03",
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     for code in ["*076400*03", "*076400"] {
         let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
         let (ok, out) = tokio::task::spawn_blocking(move || {
@@ -664,6 +679,13 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         .unwrap_or_else(|| panic!("{changes:#?}"));
     assert_eq!(paused["reason_code"], "*03", "{paused:#}");
     assert_eq!(paused["reason"], "Wrap up", "{paused:#}");
+    let (ok, out) = blf.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "the BLF subscription:\n{}\n--- pbx:\n{}",
+        tail(&out, 40),
+        pbx.proc.tail(30)
+    );
 
     let mut proc = pbx.proc;
     let status = proc.stop("TERM").await;

@@ -142,6 +142,13 @@ pub enum DriverMsg {
         extension: String,
         started: bool,
     },
+    /// An agent's pause in a queue (`Some(code)` when paused; None when not paused or not a
+    /// member), for BLF.
+    PauseState {
+        agent: String,
+        queue: String,
+        reply: oneshot::Sender<Option<Option<String>>>,
+    },
     /// An agent dialled a feature code; the reply names the prompt to confirm with.
     Agent {
         extension: String,
@@ -481,6 +488,17 @@ impl Driver {
                     let _ = self.input(Input::AgentBusy { agent, busy });
                 }
             }
+            DriverMsg::PauseState { agent, queue, reply } => {
+                self.sync().await;
+                let state = match (self.agent_ids.get(&agent), self.queue_ids.get(&queue)) {
+                    (Some(a), Some(q)) => self
+                        .engine
+                        .pause_state(*a, *q)
+                        .map(|code| code.map(str::to_owned)),
+                    _ => None,
+                };
+                let _ = reply.send(state);
+            }
             DriverMsg::SurveyKey { caller, key } => {
                 let _ = self.input(Input::SurveyKey { caller, key });
             }
@@ -783,6 +801,18 @@ impl Driver {
     }
 
     fn emit(&mut self, e: EngineEvent) {
+        if let EventKind::AgentState {
+            agent,
+            queue: Some(queue),
+            ..
+        } = &e.kind
+        {
+            // BLF keys follow the agent's pause in that queue
+            if let (Some(router), Some(q)) = (self.ctx.router.upgrade(), self.queue_numbers.get(queue)) {
+                let pause = self.engine.pause_state(*agent, *queue);
+                router.blf_changed(self.tenant, &self.number(*agent), q, pause);
+            }
+        }
         let Some(events) = &self.ctx.events else {
             return;
         };

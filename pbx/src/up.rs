@@ -40,6 +40,8 @@ pub struct UpOptions {
     /// default (5061 / 5066 / 7443 on the SIP address's IP; port 0 when --sip has port 0).
     /// Seconds between NAT keep-alive OPTIONS to UDP phones; 0: none.
     pub sip_keepalive: u64,
+    /// Seconds without media either way after which an answered call is hung up.
+    pub media_timeout: u64,
     pub sip_tls: Option<String>,
     pub sip_ws: Option<String>,
     pub sip_wss: Option<String>,
@@ -232,6 +234,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         wss: wss_addr,
         certificates,
         keepalive_interval: (opts.sip_keepalive > 0).then(|| Duration::from_secs(opts.sip_keepalive)),
+        media_timeout: Duration::from_secs(opts.media_timeout.max(1)),
         digest_algorithms: parse_algorithms(&opts.sip_digest)
             .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
         nonce_lifetime: Duration::from_secs(opts.sip_nonce_lifetime),

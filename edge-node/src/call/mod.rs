@@ -38,6 +38,9 @@ pub struct CallConfig {
     pub t2: Duration,
     /// The `User-Agent`/`Server` product token.
     pub product: String,
+    /// An answered call whose media stopped both ways this long (phones gone without a BYE)
+    /// is hung up; not while on hold.
+    pub media_timeout: Duration,
 }
 
 impl Default for CallConfig {
@@ -46,6 +49,7 @@ impl Default for CallConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             product: format!("pbx-edge/{}", env!("CARGO_PKG_VERSION")),
+            media_timeout: Duration::from_secs(180),
         }
     }
 }

@@ -196,6 +196,8 @@ struct QueueCall {
     route_deadline: Option<Instant>,
     /// What the caller dialled (the call log's `to`; `queue` may change by routing).
     dialled: String,
+    /// A side holds the call (its last re-INVITE offered sendonly or inactive).
+    on_hold: bool,
 }
 
 /// Starts a queue call; answers the caller with an error when it cannot.
@@ -301,6 +303,7 @@ pub(crate) async fn start(
         survey_deadline: None,
         route_deadline: None,
         dialled: String::new(),
+        on_hold: false,
     };
     let mut call = call;
     call.dialled = call.queue.clone();
@@ -383,6 +386,7 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             survey_deadline: None,
             route_deadline: None,
             dialled: String::new(),
+            on_hold: false,
         };
         let mut call = call;
         call.dialled = call.queue.clone();
@@ -449,7 +453,10 @@ impl QueueCall {
             let customer_at = self.customer_deadline;
             let survey_at = self.survey_deadline;
             let route_at = self.route_deadline;
+            let media_check_at = (self.phase == Phase::Connected)
+                .then(|| Instant::now() + super::task::media_check_interval(self.router.config()));
             tokio::select! {
+                _ = sleep_until(media_check_at) => self.check_media().await,
                 _ = sleep_until(route_at) => self.on_route_timeout().await,
                 _ = sleep_until(survey_at) => self.on_survey_timeout().await,
                 _ = sleep_until(entry_at) => self.on_number_timeout(),
@@ -966,6 +973,27 @@ impl QueueCall {
         true
     }
 
+    /// A connected call whose media stopped both ways for the media timeout (both phones
+    /// gone without a BYE) is hung up, so that the agent is free again.
+    async fn check_media(&mut self) {
+        if self.phase != Phase::Connected || self.on_hold {
+            return;
+        }
+        let idle = self.session.media_idle();
+        if idle < self.router.config().media_timeout {
+            return;
+        }
+        info!(call = %self.id, idle_s = idle.as_secs(), "no media either way; hanging up the queue call");
+        if !self.released {
+            let _ = self.driver.send(DriverMsg::CallEnded {
+                caller: self.caller_id,
+                by: Party::Caller,
+            });
+        }
+        self.released = true;
+        self.hang_up_caller().await;
+    }
+
     async fn on_route_timeout(&mut self) {
         if self.route_deadline.take().is_some() && self.phase == Phase::Waiting {
             self.hang_up_caller().await;
@@ -1342,6 +1370,7 @@ impl QueueCall {
             }
             Method::Invite => {
                 // hold/resume: the relay stays in the path; answer with the same address
+                self.on_hold = parse_sdp(&req.body).is_some_and(|s| s.direction().is_hold());
                 let body = if from_caller {
                     if let Some(addr) = parse_sdp(&req.body).and_then(|s| s.audio_endpoint()) {
                         self.session.set_peer(Leg::A, addr);

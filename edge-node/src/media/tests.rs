@@ -675,3 +675,34 @@ async fn what_the_relay_plays_to_a_side_replaces_the_audio_relayed_to_it() {
     assert_eq!(&pkt[8..12], &0xaaaa_u32.to_be_bytes());
     session.close().await;
 }
+
+#[tokio::test]
+async fn a_session_knows_how_long_its_media_has_been_idle() {
+    let spool = tempfile::tempdir().unwrap();
+    let relay = relay(14680, 14699, spool.path()).await;
+    let session = relay.open_session().await.unwrap();
+    let (a, _a_rtcp) = endpoint().await;
+    session.set_peer(Leg::A, a.local_addr().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = session.media_idle();
+    assert!(
+        idle >= Duration::from_millis(250),
+        "idle since the start: {idle:?}"
+    );
+    a.send_to(&rtp_packet(0, 1, 160, 7, &[0xff; 160]), to(session.port(Leg::A)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let idle = session.media_idle();
+    assert!(idle < Duration::from_millis(250), "a packet arrived: {idle:?}");
+    // a stranger's packet after latching does not count as the call's media
+    let (stranger, _s) = endpoint().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stranger
+        .send_to(&rtp_packet(0, 1, 160, 9, &[0xff; 160]), to(session.port(Leg::A)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(session.media_idle() >= Duration::from_millis(350));
+    session.close().await;
+}

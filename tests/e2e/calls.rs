@@ -128,6 +128,18 @@ pub(crate) struct Pbx {
 }
 
 impl Pbx {
+    /// Registers, retrying briefly: the edge applies new extensions within moments.
+    pub(crate) async fn register_soon(&self, ext: &str, domain: &str, port: u16) {
+        for _ in 0..50 {
+            let (ok, _) = sipp_client(&self.dir, "register_ok.xml", port, &self.sip, ext, domain, "");
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{ext}@{domain} never registered:\n{}", self.proc.tail(30));
+    }
+
     pub(crate) fn register(&self, ext: &str, domain: &str, port: u16) {
         let (ok, out) = sipp_client(&self.dir, "register_ok.xml", port, &self.sip, ext, domain, "");
         assert!(ok, "{ext}@{domain} did not register:\n{}", tail(&out, 30));
@@ -294,25 +306,7 @@ async fn calls_between_extensions_with_sipp() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let pbx = start(tmp.path()).await;
     let callee_port = free_udp_port();
-    // the edge applies new extensions within moments: retry the first registration briefly
-    let mut registered = false;
-    for _ in 0..50 {
-        let reg = sipp_client(
-            &pbx.dir,
-            "register_ok.xml",
-            callee_port,
-            &pbx.sip,
-            "102",
-            "acme.localhost",
-            "",
-        );
-        if reg.0 {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(registered, "acme 102 never registered:\n{}", pbx.proc.tail(30));
+    pbx.register_soon("102", "acme.localhost", callee_port).await;
     pbx.register("102", "acme.localhost", callee_port);
 
     // Answered, the caller hangs up; answered, the callee hangs up.
@@ -554,24 +548,7 @@ async fn an_answered_call_without_media_is_hung_up() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let pbx = start_with(tmp.path(), &["--media-timeout", "2"]).await;
     let callee_port = free_udp_port();
-    let mut registered = false;
-    for _ in 0..50 {
-        let (ok, _) = sipp_client(
-            &pbx.dir,
-            "register_ok.xml",
-            callee_port,
-            &pbx.sip,
-            "102",
-            "acme.localhost",
-            "",
-        );
-        if ok {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(registered, "102 never registered:\n{}", pbx.proc.tail(30));
+    pbx.register_soon("102", "acme.localhost", callee_port).await;
     // the callee answers and waits for a BYE; so does the caller
     pbx.call(
         "101",

@@ -5,7 +5,7 @@
 //! hangs up, and the edge hangs the caller up. Then 102 signs out (`*76400` again), a second
 //! caller waits and gives up. Both queue calls are in the call log.
 
-use crate::calls::{free_udp_port, sipp_client, start, tail, Uas, SECRET};
+use crate::calls::{free_udp_port, sipp_client, start, tail, Pbx, Uas, SECRET};
 use crate::support::*;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -115,67 +115,171 @@ async fn queue_events(
         .collect())
 }
 
-#[tokio::test]
-async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by_code() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let pbx = start(tmp.path()).await;
-    let token =
-        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
-    let token = token.trim().to_owned();
-    let client = http_client();
-    let queue = serde_json::json!({
-        "number": "6400", "name": "Support", "strategy": "ring_all",
-        "members": [{"agent": "102", "kind": "dynamic"}],
-        "prompts": {"join_prompt": "queue-join", "announce_agent_id": true},
-        "survey": {"prompt": "survey", "end_prompt": "goodbye", "scores": [{"key": "4", "score": 4}]},
-    });
-    let url = format!("{}/api/v1/tenants/acme/queues", pbx.api);
-    let r = call(&client, reqwest::Method::POST, &url, Some(&token), Some(&queue)).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let edge = pbx
-        .proc
-        .stdout_lines()
-        .iter()
-        .find_map(|l| {
-            l.split("Edge node health: ")
-                .nth(1)
-                .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
-        })
-        .unwrap_or_else(|| panic!("no edge line"));
-    eventually("the edge has queue 6400", Duration::from_secs(10), || {
-        let (client, edge) = (client.clone(), edge.clone());
-        async move {
-            let tenants = edge_tenants(&client, &edge).await?;
+/// `pbx up` with the tenant and extensions of `calls::start`, its operator token, a client.
+struct Fx {
+    pbx: Pbx,
+    token: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Fx {
+    async fn start() -> Fx {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pbx = start(dir.path()).await;
+        let token =
+            std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+        Fx {
+            pbx,
+            token: token.trim().to_owned(),
+            client: http_client(),
+            _dir: dir,
+        }
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> Resp {
+        let url = format!("{}{path}", self.pbx.api);
+        call(&self.client, method, &url, Some(&self.token), body).await
+    }
+
+    /// Creates a queue of acme and waits until the edge holds it.
+    async fn create_queue(&self, queue: serde_json::Value) -> Resp {
+        let r = self
+            .api(reqwest::Method::POST, "/api/v1/tenants/acme/queues", Some(&queue))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let number = format!("\"{}\"", queue["number"].as_str().unwrap_or_default());
+        let edge = self
+            .pbx
+            .proc
+            .stdout_lines()
+            .iter()
+            .find_map(|l| {
+                l.split("Edge node health: ")
+                    .nth(1)
+                    .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
+            })
+            .unwrap_or_else(|| panic!("no edge line"));
+        eventually("the edge has the queue", Duration::from_secs(10), || async {
+            let tenants = edge_tenants(&self.client, &edge).await?;
             let text = serde_json::to_string(&tenants).unwrap_or_default();
-            if text.contains("\"6400\"") {
+            if text.contains(&number) {
                 Ok(())
             } else {
                 Err(text)
             }
-        }
-    })
-    .await;
+        })
+        .await;
+        r
+    }
 
+    /// Registers `ext` of acme from `port`, retrying while the edge learns new extensions.
+    async fn register(&self, ext: &'static str, port: u16) {
+        self.pbx.register_soon(ext, "acme.localhost", port).await;
+    }
+
+    /// `ext` runs the caller scenario `xml` against `number`; it must finish it.
+    async fn dial(&self, xml: &'static str, ext: &'static str, number: &str) {
+        let (dir, sip, dial) = (self.pbx.dir.clone(), self.pbx.sip.clone(), number.to_owned());
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            sipp_client(&dir, xml, free_udp_port(), &sip, ext, "acme.localhost", &dial)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            ok,
+            "{ext} dialling {number} ({xml}):\n{}\n--- pbx:\n{}",
+            tail(&out, 30),
+            self.pbx.proc.tail(30)
+        );
+    }
+
+    /// acme's call log entries, once `check` accepts them.
+    async fn call_logs_until(
+        &self,
+        what: &str,
+        check: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", self.pbx.api);
+        eventually(what, Duration::from_secs(15), || async {
+            let r = try_call(&self.client, reqwest::Method::GET, &url, Some(&self.token), None).await?;
+            let items = r.json["items"].as_array().cloned().unwrap_or_default();
+            if check(&items) {
+                Ok(items)
+            } else {
+                Err(r.text)
+            }
+        })
+        .await
+    }
+
+    /// The queue events received so far, once `check` accepts them.
+    async fn events_until(
+        &self,
+        what: &str,
+        check: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        eventually(what, Duration::from_secs(15), || async {
+            let events = queue_events(&self.client, &self.pbx.api, &self.token).await?;
+            if check(&events) {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        let mut proc = self.pbx.proc;
+        let status = proc.stop("TERM").await;
+        assert!(status.success(), "{}", proc.tail(40));
+    }
+}
+
+/// RFC 4733 end packets (three, same timestamp) for each key, 120 ms apart.
+fn press_keys(sock: &UdpSocket, to: std::net::SocketAddr, keys: &str, ts0: u32) {
+    for (i, key) in keys.chars().enumerate() {
+        let event = match key {
+            '0'..='9' => key as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            _ => continue,
+        };
+        let ts = ts0.wrapping_add(i as u32 * 1600);
+        for n in 0..3u16 {
+            let mut p = vec![0x80, 101];
+            p.extend_from_slice(&((i as u16) * 3 + n).to_be_bytes());
+            p.extend_from_slice(&ts.to_be_bytes());
+            p.extend_from_slice(&0x5eed_u32.to_be_bytes());
+            p.extend_from_slice(&[event, 0x80 | 10, 0x03, 0x20]);
+            let _ = sock.send_to(&p, to);
+        }
+        std::thread::sleep(Duration::from_millis(120));
+    }
+}
+
+/// Where the edge plays from: the source of the first RTP packet that arrives.
+fn edge_media_addr(sock: &UdpSocket) -> Option<std::net::SocketAddr> {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = [0u8; 2048];
+    sock.recv_from(&mut buf).ok().map(|(_, from)| from)
+}
+
+#[tokio::test]
+async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by_code() {
+    let fx = Fx::start().await;
+    let pbx = &fx.pbx;
+    fx.create_queue(serde_json::json!({
+        "number": "6400", "name": "Support", "strategy": "ring_all",
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "prompts": {"join_prompt": "queue-join", "announce_agent_id": true},
+        "survey": {"prompt": "survey", "end_prompt": "goodbye", "scores": [{"key": "4", "score": 4}]},
+    }))
+    .await;
     // 102 registers where its sipp answers queue calls.
     let agent_port = free_udp_port();
-    let mut registered = false;
-    for _ in 0..50 {
-        let (ok, _) = sipp_client(
-            &pbx.dir,
-            "register_ok.xml",
-            agent_port,
-            &pbx.sip,
-            "102",
-            "acme.localhost",
-            "",
-        );
-        if ok {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(registered, "102 never registered:\n{}", pbx.proc.tail(30));
+    fx.register("102", agent_port).await;
     let agent = Uas::start(&pbx.dir, "uas_answer_hangup.xml", agent_port);
 
     // The caller joins and hears sound while nobody is signed in.
@@ -214,21 +318,7 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
     });
 
     // 102 signs in by feature code: answered, confirmation played, hung up by the edge.
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_wait_bye.xml",
-            free_udp_port(),
-            &sip,
-            "102",
-            "acme.localhost",
-            "*76400",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(ok, "*76400:\n{}\n--- pbx:\n{}", tail(&out, 30), pbx.proc.tail(30));
+    fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
 
     // The queue rings 102, which answers and hangs up after 1 s; the caller gets the BYE.
     let (caller_ok, caller_out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
@@ -246,71 +336,19 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
     );
 
     // 102 signs out (the same code toggles); a second caller waits 1 s and gives up.
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_wait_bye.xml",
-            free_udp_port(),
-            &sip,
-            "102",
-            "acme.localhost",
-            "*76400",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(ok, "*76400 again:\n{}", tail(&out, 30));
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call.xml",
-            free_udp_port(),
-            &sip,
-            "103",
-            "acme.localhost",
-            "6400",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        ok,
-        "the second caller:\n{}\n--- pbx:\n{}",
-        tail(&out, 30),
-        pbx.proc.tail(30)
-    );
+    fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
+    fx.dial("uac_call.xml", "103", "6400").await;
 
     // The call log: the answered queue call (hung up by the agent) and the abandoned one.
-    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", pbx.api);
-    let items = eventually(
-        "both queue calls in the call log",
-        Duration::from_secs(15),
-        || {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
-            async move {
-                let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
-                let items: Vec<serde_json::Value> = r.json["items"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|i| i["to"] == "6400")
-                    .collect();
-                if items.len() >= 2 {
-                    Ok(items)
-                } else {
-                    Err(r.text)
-                }
-            }
-        },
-    )
-    .await;
+    let items = fx
+        .call_logs_until("both queue calls in the call log", |items| {
+            items.iter().filter(|i| i["to"] == "6400").count() >= 2
+        })
+        .await;
     let by_from = |from: &str| {
         items
             .iter()
-            .find(|i| i["from"] == from)
+            .find(|i| i["from"] == from && i["to"] == "6400")
             .cloned()
             .unwrap_or_else(|| panic!("no call from {from}: {items:#?}"))
     };
@@ -326,19 +364,12 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
 
     // The queue events: the first call answered by 102 and rated 4 after 102 hung up, the
     // second abandoned; 102 signed in and out.
-    let events = eventually("the queue events", Duration::from_secs(15), || {
-        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
-        async move {
-            let events = queue_events(&client, &api, &token).await?;
+    let events = fx
+        .events_until("the queue events", |events| {
             let has = |t: &str| events.iter().any(|e| e["type"] == t);
-            if has("call_answered") && has("survey_score") && has("call_abandoned") {
-                Ok(events)
-            } else {
-                Err(format!("{events:#?}"))
-            }
-        }
-    })
-    .await;
+            has("call_answered") && has("survey_score") && has("call_abandoned")
+        })
+        .await;
     let of = |t: &str| {
         events
             .iter()
@@ -372,116 +403,47 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
         logins.contains(&"logged_in".to_owned()) && logins.contains(&"logged_out".to_owned()),
         "{logins:?}"
     );
-
-    let mut proc = pbx.proc;
-    let status = proc.stop("TERM").await;
-    assert!(status.success(), "{}", proc.tail(40));
-}
-
-/// RFC 4733 end packets (three, same timestamp) for each key, 120 ms apart.
-fn press_keys(sock: &UdpSocket, to: std::net::SocketAddr, keys: &str, ts0: u32) {
-    for (i, key) in keys.chars().enumerate() {
-        let event = match key {
-            '0'..='9' => key as u8 - b'0',
-            '*' => 10,
-            '#' => 11,
-            _ => continue,
-        };
-        let ts = ts0.wrapping_add(i as u32 * 1600);
-        for n in 0..3u16 {
-            let mut p = vec![0x80, 101];
-            p.extend_from_slice(&((i as u16) * 3 + n).to_be_bytes());
-            p.extend_from_slice(&ts.to_be_bytes());
-            p.extend_from_slice(&0x5eed_u32.to_be_bytes());
-            p.extend_from_slice(&[event, 0x80 | 10, 0x03, 0x20]);
-            let _ = sock.send_to(&p, to);
-        }
-        std::thread::sleep(Duration::from_millis(120));
-    }
-}
-
-/// Where the edge plays from: the source of the first RTP packet that arrives.
-fn edge_media_addr(sock: &UdpSocket) -> Option<std::net::SocketAddr> {
-    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = [0u8; 2048];
-    sock.recv_from(&mut buf).ok().map(|(_, from)| from)
+    fx.stop().await;
 }
 
 #[tokio::test]
 async fn a_queue_callback_dials_the_agent_then_the_customer() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let pbx = start(tmp.path()).await;
-    let token =
-        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
-    let token = token.trim().to_owned();
-    let client = http_client();
+    let fx = Fx::start().await;
+    let pbx = &fx.pbx;
     let data = pbx.dir.join("data").to_string_lossy().into_owned();
     // the customer's phone: a callback number has at least 5 digits
-    let out = pbx_cli(
-        &[
-            "extension",
-            "create",
-            "--tenant",
-            "acme",
-            "--number",
-            "10555",
-            "--secret",
-            SECRET,
-            "--data-dir",
-            &data,
-        ],
-        &[],
-    )
-    .await;
+    let args = [
+        "extension",
+        "create",
+        "--tenant",
+        "acme",
+        "--number",
+        "10555",
+        "--secret",
+        SECRET,
+        "--data-dir",
+        &data,
+    ];
+    let out = pbx_cli(&args, &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     // callbacks are an Enterprise feature
-    let r = call(
-        &client,
-        reqwest::Method::PATCH,
-        &format!("{}/api/v1/tenants/acme", pbx.api),
-        Some(&token),
-        Some(&serde_json::json!({"plan": "enterprise"})),
-    )
-    .await;
+    let plan = serde_json::json!({"plan": "enterprise"});
+    let r = fx
+        .api(reqwest::Method::PATCH, "/api/v1/tenants/acme", Some(&plan))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let queue = serde_json::json!({
-        "number": "6400", "name": "Support", "strategy": "ring_all",
-        "members": [{"agent": "102", "kind": "dynamic"}],
-        "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
-    });
-    let r = call(
-        &client,
-        reqwest::Method::POST,
-        &format!("{}/api/v1/tenants/acme/queues", pbx.api),
-        Some(&token),
-        Some(&queue),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    let r = fx
+        .create_queue(serde_json::json!({
+            "number": "6400", "name": "Support", "strategy": "ring_all",
+            "members": [{"agent": "102", "kind": "dynamic"}],
+            "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
+        }))
+        .await;
     assert!(r.json["settings"]["callback"].is_object(), "{}", r.text);
 
-    let register = |ext: &'static str, port: u16| {
-        let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-        async move {
-            for _ in 0..50 {
-                let d = dir.clone();
-                let s = sip.clone();
-                let (ok, _) = tokio::task::spawn_blocking(move || {
-                    sipp_client(&d, "register_ok.xml", port, &s, ext, "acme.localhost", "")
-                })
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-                if ok {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("{ext} never registered");
-        }
-    };
     let (agent_port, customer_port) = (free_udp_port(), free_udp_port());
-    register("102", agent_port).await;
-    register("10555", customer_port).await;
+    fx.register("102", agent_port).await;
+    fx.register("10555", customer_port).await;
     // the agent answers and waits for the edge's BYE; the customer answers, talks 1 s, hangs up
     let agent = Uas::start(&pbx.dir, "uas_answer.xml", agent_port);
     let customer = Uas::start(&pbx.dir, "uas_answer_hangup.xml", customer_port);
@@ -513,15 +475,12 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
 
     // The console's live view: the callback holds the first place; 102 is signed out.
     let live_url = format!("{}/api/v1/tenants/acme/queues/6400/live", pbx.api);
-    let live = eventually("the queue's live state", Duration::from_secs(10), || {
-        let (client, url, token) = (client.clone(), live_url.clone(), token.clone());
-        async move {
-            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
-            if r.status == 200 && r.json["waiting"][0]["state"] == "callback" {
-                Ok(r.json)
-            } else {
-                Err(format!("{} {}", r.status, r.text))
-            }
+    let live = eventually("the queue's live state", Duration::from_secs(10), || async {
+        let r = try_call(&fx.client, reqwest::Method::GET, &live_url, Some(&fx.token), None).await?;
+        if r.status == 200 && r.json["waiting"][0]["state"] == "callback" {
+            Ok(r.json)
+        } else {
+            Err(format!("{} {}", r.status, r.text))
         }
     })
     .await;
@@ -536,21 +495,7 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
     assert_eq!(live["agents"][0]["state"], "logged_out", "{live:#}");
 
     // 102 signs in: the queue rings 102 for the callback, then calls 10555 and bridges them.
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_wait_bye.xml",
-            free_udp_port(),
-            &sip,
-            "102",
-            "acme.localhost",
-            "*76400",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(ok, "*76400:\n{}", tail(&out, 30));
+    fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
     let (agent_ok, agent_out) = tokio::task::spawn_blocking(move || agent.finish())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -566,44 +511,35 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
     );
 
     // The call log: the callback, answered, hung up by the customer (the caller side).
-    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", pbx.api);
-    let callback = eventually("the callback in the call log", Duration::from_secs(15), || {
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
-        async move {
-            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
-            r.json["items"]
-                .as_array()
-                .and_then(|items| items.iter().find(|i| i["from"] == "10555").cloned())
-                .ok_or(r.text)
-        }
-    })
-    .await;
+    let items = fx
+        .call_logs_until("the callback in the call log", |items| {
+            items.iter().any(|i| i["from"] == "10555")
+        })
+        .await;
+    let callback = items
+        .iter()
+        .find(|i| i["from"] == "10555")
+        .unwrap_or_else(|| panic!("{items:#?}"));
     assert_eq!(callback["to"], "6400", "{callback:#}");
     assert_eq!(callback["disposition"], "answered", "{callback:#}");
     assert_eq!(callback["hangup_side"], "caller", "{callback:#}");
 
     // The queue events: the callback was requested on 10555 and succeeded with 102.
-    let events = eventually("the callback events", Duration::from_secs(15), || {
-        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
-        async move {
-            let events = queue_events(&client, &api, &token).await?;
-            if events.iter().any(|e| e["type"] == "callback_succeeded") {
-                Ok(events)
-            } else {
-                Err(format!("{events:#?}"))
-            }
-        }
-    })
-    .await;
-    let requested = events
-        .iter()
-        .find(|e| e["type"] == "callback_requested")
-        .unwrap_or_else(|| panic!("no callback_requested in {events:#?}"));
+    let events = fx
+        .events_until("the callback events", |events| {
+            events.iter().any(|e| e["type"] == "callback_succeeded")
+        })
+        .await;
+    let of = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} in {events:#?}"))
+    };
+    let requested = of("callback_requested");
     assert_eq!(requested["number"], "10555", "{requested:#}");
-    let succeeded = events
-        .iter()
-        .find(|e| e["type"] == "callback_succeeded")
-        .unwrap_or_else(|| panic!("{events:#?}"));
+    let succeeded = of("callback_succeeded");
     assert_eq!(
         (succeeded["agent"].as_str(), succeeded["queue"].as_str()),
         (Some("102"), Some("6400"))
@@ -614,14 +550,14 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
     );
 
     // Pause reasons reach the edge: 102 pauses with *076400*03 ("Wrap up"), then resumes.
-    let r = call(
-        &client,
-        reqwest::Method::PUT,
-        &format!("{}/api/v1/tenants/acme/pause-reasons", pbx.api),
-        Some(&token),
-        Some(&serde_json::json!({"pause_reasons": [{"code": "*03", "name": "Wrap up"}]})),
-    )
-    .await;
+    let reasons = serde_json::json!({"pause_reasons": [{"code": "*03", "name": "Wrap up"}]});
+    let r = fx
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/tenants/acme/pause-reasons",
+            Some(&reasons),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // 103's BLF key for "102 paused in 6400 for Wrap up" (subscribe_blf.xml checks the NOTIFYs:
@@ -639,44 +575,21 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         )
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    for code in ["*076400*03", "*076400"] {
-        let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-        let (ok, out) = tokio::task::spawn_blocking(move || {
-            sipp_client(
-                &dir,
-                "uac_call_wait_bye.xml",
-                free_udp_port(),
-                &sip,
-                "102",
-                "acme.localhost",
-                code,
-            )
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert!(ok, "{code}:\n{}", tail(&out, 30));
-    }
-    let changes = eventually("the pause and the resume", Duration::from_secs(15), || {
-        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
-        async move {
-            let events = queue_events(&client, &api, &token).await?;
-            let changes: Vec<serde_json::Value> = events
+    fx.dial("uac_call_wait_bye.xml", "102", "*076400*03").await;
+    fx.dial("uac_call_wait_bye.xml", "102", "*076400").await;
+    let events = fx
+        .events_until("the pause and the resume", |events| {
+            events
                 .iter()
-                .filter(|e| e["type"] == "agent_state" && e["agent"] == "102" && e["queue"] == "6400")
-                .map(|e| e["change"].clone())
-                .collect();
-            if changes.iter().any(|c| c["state"] == "resumed") {
-                Ok(changes)
-            } else {
-                Err(format!("{changes:#?}"))
-            }
-        }
-    })
-    .await;
-    let paused = changes
+                .any(|e| e["type"] == "agent_state" && e["change"]["state"] == "resumed")
+        })
+        .await;
+    let paused = events
         .iter()
+        .filter(|e| e["type"] == "agent_state" && e["agent"] == "102" && e["queue"] == "6400")
+        .map(|e| &e["change"])
         .find(|c| c["state"] == "paused")
-        .unwrap_or_else(|| panic!("{changes:#?}"));
+        .unwrap_or_else(|| panic!("{events:#?}"));
     assert_eq!(paused["reason_code"], "*03", "{paused:#}");
     assert_eq!(paused["reason"], "Wrap up", "{paused:#}");
     let (ok, out) = blf.await.unwrap_or_else(|e| panic!("{e}"));
@@ -686,53 +599,21 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         tail(&out, 40),
         pbx.proc.tail(30)
     );
-
-    let mut proc = pbx.proc;
-    let status = proc.stop("TERM").await;
-    assert!(status.success(), "{}", proc.tail(40));
+    fx.stop().await;
 }
 
 #[tokio::test]
 async fn a_queue_key_event_sends_the_caller_to_an_extension() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let pbx = start(tmp.path()).await;
-    let token =
-        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
-    let token = token.trim().to_owned();
-    let client = http_client();
-    let queue = serde_json::json!({
+    let fx = Fx::start().await;
+    let pbx = &fx.pbx;
+    fx.create_queue(serde_json::json!({
         "number": "6401", "name": "Front desk", "strategy": "linear",
         "members": [{"agent": "102", "kind": "dynamic"}],
         "key_events": [{"key": "0", "destination": {"type": "extension", "target": "103"}}],
-    });
-    let r = call(
-        &client,
-        reqwest::Method::POST,
-        &format!("{}/api/v1/tenants/acme/queues", pbx.api),
-        Some(&token),
-        Some(&queue),
-    )
+    }))
     .await;
-    assert_eq!(r.status, 201, "{}", r.text);
     let operator_port = free_udp_port();
-    let mut registered = false;
-    for _ in 0..50 {
-        let (ok, _) = sipp_client(
-            &pbx.dir,
-            "register_ok.xml",
-            operator_port,
-            &pbx.sip,
-            "103",
-            "acme.localhost",
-            "",
-        );
-        if ok {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(registered, "103 never registered");
+    fx.register("103", operator_port).await;
     let operator = Uas::start(&pbx.dir, "uas_answer_hangup.xml", operator_port);
 
     // Nobody is signed in; the caller presses 0 and is put through to 103, who answers,
@@ -763,40 +644,27 @@ async fn a_queue_key_event_sends_the_caller_to_an_extension() {
         pbx.proc.tail(40)
     );
     // One call in the log: to the queue, answered (by 103), hung up by 103.
-    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=10", pbx.api);
-    let item = eventually("the call in the call log", Duration::from_secs(15), || {
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
-        async move {
-            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
-            r.json["items"]
-                .as_array()
-                .and_then(|items| items.iter().find(|i| i["to"] == "6401").cloned())
-                .ok_or(r.text)
-        }
-    })
-    .await;
+    let items = fx
+        .call_logs_until("the call in the call log", |items| {
+            items.iter().any(|i| i["to"] == "6401")
+        })
+        .await;
+    let item = items
+        .iter()
+        .find(|i| i["to"] == "6401")
+        .unwrap_or_else(|| panic!("{items:#?}"));
     assert_eq!(item["disposition"], "answered", "{item:#}");
     assert_eq!(item["hangup_side"], "callee", "{item:#}");
     // The queue saw the caller leave by key 0.
-    let events = eventually("the queue's missed call", Duration::from_secs(15), || {
-        let (client, api, token) = (client.clone(), pbx.api.clone(), token.clone());
-        async move {
-            let events = queue_events(&client, &api, &token).await?;
-            if events.iter().any(|e| e["type"] == "call_missed") {
-                Ok(events)
-            } else {
-                Err(format!("{events:#?}"))
-            }
-        }
-    })
-    .await;
+    let events = fx
+        .events_until("the queue's missed call", |events| {
+            events.iter().any(|e| e["type"] == "call_missed")
+        })
+        .await;
     let missed = events
         .iter()
         .find(|e| e["type"] == "call_missed")
         .unwrap_or_else(|| panic!("{events:#?}"));
     assert_eq!(missed["reason"]["reason"], "key_press", "{missed:#}");
-
-    let mut proc = pbx.proc;
-    let status = proc.stop("TERM").await;
-    assert!(status.success(), "{}", proc.tail(40));
+    fx.stop().await;
 }

@@ -158,6 +158,8 @@ struct QueueCall {
     caller_target: Option<Target>,
     session: RelaySession,
     advertise: IpAddr,
+    /// Our `o=` towards the caller (A) and the agent (B).
+    origin_a: SdpOrigin,
     origin_b: SdpOrigin,
     /// The caller's offer limited to the one voice codec (and telephone-event) we answered.
     offer: SessionDescription,
@@ -279,6 +281,7 @@ pub(crate) async fn start(
         caller_target: Some(inbound.target.clone()),
         session,
         advertise,
+        origin_a,
         origin_b: SdpOrigin::new(),
         offer,
         payload_type,
@@ -362,6 +365,7 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             caller_target: None,
             session,
             advertise,
+            origin_a: SdpOrigin::new(),
             origin_b: SdpOrigin::new(),
             offer,
             payload_type: 0,
@@ -808,10 +812,9 @@ impl QueueCall {
         } else {
             Vec::new()
         };
-        let mut origin_a = SdpOrigin::new();
         let body = match self
             .offer
-            .relay_offer(self.advertise, self.session.port(Leg::A), &mut origin_a)
+            .relay_offer(self.advertise, self.session.port(Leg::A), &mut self.origin_a)
         {
             Ok(sdp) => sdp.to_string().into_bytes(),
             Err(_) => Vec::new(),
@@ -1369,25 +1372,27 @@ impl QueueCall {
                 }
             }
             Method::Invite => {
-                // hold/resume: the relay stays in the path; answer with the same address
-                self.on_hold = parse_sdp(&req.body).is_some_and(|s| s.direction().is_hold());
-                let body = if from_caller {
-                    if let Some(addr) = parse_sdp(&req.body).and_then(|s| s.audio_endpoint()) {
-                        self.session.set_peer(Leg::A, addr);
-                    }
-                    self.answer_a.clone()
-                } else {
-                    let Some(sdp) = parse_sdp(&req.body) else {
-                        tx.respond(reply(488, "Not Acceptable Here")).await;
-                        return;
-                    };
-                    if let Some(addr) = sdp.audio_endpoint() {
-                        self.session.set_peer(Leg::B, addr);
-                    }
-                    sdp.relay_answer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
-                        .to_string()
-                        .into_bytes()
+                // hold/resume: the relay stays in the path; the edge answers itself, with the
+                // same address and codec, in the direction that answers the offer's
+                let Some(sdp) = parse_sdp(&req.body) else {
+                    tx.respond(reply(488, "Not Acceptable Here")).await;
+                    return;
                 };
+                self.on_hold = sdp.direction().is_hold();
+                let (leg_side, origin) = if from_caller {
+                    (Leg::A, &mut self.origin_a)
+                } else {
+                    (Leg::B, &mut self.origin_b)
+                };
+                if let Some(addr) = sdp.audio_endpoint() {
+                    self.session.set_peer(leg_side, addr);
+                }
+                let body = self
+                    .offer
+                    .with_direction(sdp.direction().answer())
+                    .relay_answer(self.advertise, self.session.port(leg_side), origin)
+                    .to_string()
+                    .into_bytes();
                 let d = match leg {
                     None => &self.caller_dialog,
                     Some(i) => &self.legs[i].dialog,

@@ -847,3 +847,206 @@ pub async fn list_mail(conn: &mut Conn, tenant: TenantId) -> Result<Vec<QueueMai
     .await?;
     rows.iter().map(mail_from_row).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::db::{tenants, Db};
+    use crate::on_both_backends;
+    use pbx_contract::{Plan, TenantState};
+
+    async fn tenant(db: &Db, slug: &str) -> TenantId {
+        let mut c = db.acquire().await.unwrap();
+        tenants::insert(
+            &mut c,
+            &tenants::NewTenant {
+                slug,
+                name: slug,
+                plan: Plan::Enterprise,
+                state: TenantState::Active,
+                reseller_id: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id
+    }
+
+    fn missed_at(number: &str, at: i64) -> CallFacts {
+        CallFacts {
+            caller_number: Some(number.into()),
+            joined_ms: Some(at),
+            outcome: Some((Outcome::Missed, Some("max_wait".into()))),
+            ..Default::default()
+        }
+    }
+
+    on_both_backends!(
+        calls_stay_in_their_tenant_and_move_forward_only,
+        |db: Db| async move {
+            let a = tenant(&db, "alpha").await;
+            let b = tenant(&db, "bravo").await;
+            let mut c = db.acquire().await.unwrap();
+            let id = CallId::new();
+            let f = missed_at("555", 1_000);
+            assert_eq!(
+                apply_facts(&mut c, a, id, "6400", 1_000, &f).await.unwrap(),
+                Some(Outcome::Missed)
+            );
+            // Again: the outcome is set already, so no second notice is due.
+            assert_eq!(apply_facts(&mut c, a, id, "6400", 1_000, &f).await.unwrap(), None);
+            // The same call id reported for another tenant changes nothing and shows nothing.
+            let other = CallFacts {
+                caller_number: Some("999".into()),
+                outcome: Some((Outcome::Answered, None)),
+                ..Default::default()
+            };
+            assert_eq!(
+                apply_facts(&mut c, b, id, "6400", 2_000, &other).await.unwrap(),
+                None
+            );
+            assert_eq!(get(&mut c, b, id, None).await.unwrap(), None);
+            let got = get(&mut c, a, id, None).await.unwrap().unwrap();
+            assert_eq!(got.caller_number.as_deref(), Some("555"));
+            assert_eq!(got.outcome, Some(Outcome::Missed));
+            assert_eq!(got.disposition, Some(Disposition::Unhandled));
+            // Forward only, and scoped by tenant.
+            assert!(
+                !advance_disposition(&mut c, b, id, "6400", Disposition::Handled, 5)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                advance_disposition(&mut c, a, id, "6400", Disposition::Handling, 5)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !advance_disposition(&mut c, a, id, "6400", Disposition::Unhandled, 6)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !advance_disposition(&mut c, a, id, "6400", Disposition::Handling, 6)
+                    .await
+                    .unwrap()
+            );
+            // Auto-sync: in the window, behind the target, not the call itself.
+            let early = CallId::new();
+            apply_facts(&mut c, a, early, "6400", 500, &missed_at("555", 500))
+                .await
+                .unwrap();
+            let too_early = CallId::new();
+            apply_facts(&mut c, a, too_early, "6400", 100, &missed_at("555", 100))
+                .await
+                .unwrap();
+            assert_eq!(
+                sync_earlier(&mut c, a, "6400", "555", 200, 1_000, id, Disposition::Handling)
+                    .await
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                sync_earlier(&mut c, a, "6400", "555", 200, 1_000, id, Disposition::Handling)
+                    .await
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                sync_earlier(&mut c, b, "6400", "555", 0, 1_000, id, Disposition::Handled)
+                    .await
+                    .unwrap(),
+                0
+            );
+            let e = get(&mut c, a, early, None).await.unwrap().unwrap();
+            assert_eq!(
+                (e.disposition, e.auto_synced),
+                (Some(Disposition::Handling), true)
+            );
+            let t = get(&mut c, a, too_early, None).await.unwrap().unwrap();
+            assert_eq!(
+                (t.disposition, t.auto_synced),
+                (Some(Disposition::Unhandled), false)
+            );
+            // SLA terms: 3 calls joined in [0, 2000), none answered.
+            assert_eq!(
+                sla_counts(&mut c, a, "6400", 0, 2_000, 20_000).await.unwrap(),
+                (3, 0)
+            );
+            assert_eq!(
+                sla_counts(&mut c, b, "6400", 0, 2_000, 20_000).await.unwrap(),
+                (0, 0)
+            );
+        }
+    );
+
+    on_both_backends!(
+        agent_sessions_open_once_and_close_per_queue,
+        |db: Db| async move {
+            let a = tenant(&db, "alpha").await;
+            let mut c = db.acquire().await.unwrap();
+            assert!(
+                open_session(&mut c, a, "101", "6400", "logged_in", None, None, false, 10)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !open_session(&mut c, a, "101", "6400", "logged_in", None, None, false, 11)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                open_session(&mut c, a, "101", "6401", "logged_in", None, None, false, 12)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                open_session(&mut c, a, "101", "", "wrap_up", None, None, false, 13)
+                    .await
+                    .unwrap()
+            );
+            // An older close does not end a later interval.
+            assert_eq!(
+                close_sessions(&mut c, a, "101", Some("6400"), &["logged_in"], 5)
+                    .await
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                close_sessions(&mut c, a, "101", Some("6400"), &["logged_in"], 20)
+                    .await
+                    .unwrap(),
+                1
+            );
+            // Without a queue: every queue of the agent.
+            assert_eq!(
+                close_sessions(&mut c, a, "101", None, &["logged_in", "wrap_up"], 30)
+                    .await
+                    .unwrap(),
+                2
+            );
+            let all = list_sessions(&mut c, a, &SessionFilter::default(), 10)
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 3);
+            assert!(all.iter().all(|s| s.ended_ms.is_some()));
+            let only = list_sessions(
+                &mut c,
+                a,
+                &SessionFilter {
+                    queue: Some("6401".into()),
+                    ..Default::default()
+                },
+                10,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (only.len(), only[0].started_ms, only[0].ended_ms),
+                (1, 12, Some(30))
+            );
+        }
+    );
+}

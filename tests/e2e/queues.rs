@@ -137,6 +137,14 @@ impl Fx {
         }
     }
 
+    async fn set_plan(&self, plan: &str) {
+        let body = serde_json::json!({ "plan": plan });
+        let r = self
+            .api(reqwest::Method::PATCH, "/api/v1/tenants/acme", Some(&body))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> Resp {
         let url = format!("{}{path}", self.pbx.api);
         call(&self.client, method, &url, Some(&self.token), body).await
@@ -270,6 +278,8 @@ fn edge_media_addr(sock: &UdpSocket) -> Option<std::net::SocketAddr> {
 async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by_code() {
     let fx = Fx::start().await;
     let pbx = &fx.pbx;
+    // queue call logs are an Enterprise feature (queue reports)
+    fx.set_plan("enterprise").await;
     fx.create_queue(serde_json::json!({
         "number": "6400", "name": "Support", "strategy": "ring_all",
         "members": [{"agent": "102", "kind": "dynamic"}],
@@ -403,6 +413,49 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
         logins.contains(&"logged_in".to_owned()) && logins.contains(&"logged_out".to_owned()),
         "{logins:?}"
     );
+
+    // The queue call logs (SPEC Q13): answered by 102 with the survey score; the second
+    // caller abandoned, unhandled until someone handles it.
+    let url = format!("{}/api/v1/tenants/acme/queue-calls?queue=6400", pbx.api);
+    let calls = eventually("the queue call logs", Duration::from_secs(15), || async {
+        let r = try_call(&fx.client, reqwest::Method::GET, &url, Some(&fx.token), None).await?;
+        let items = r.json["items"].as_array().cloned().unwrap_or_default();
+        let done = |id: &serde_json::Value| {
+            items
+                .iter()
+                .any(|i| &i["call_id"] == id && !i["outcome"].is_null())
+        };
+        if done(&answered["call_id"]) && done(&abandoned["call_id"]) {
+            Ok(items)
+        } else {
+            Err(r.text)
+        }
+    })
+    .await;
+    let log_of = |id: &serde_json::Value| {
+        calls
+            .iter()
+            .find(|i| &i["call_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{calls:#?}"))
+    };
+    let first = log_of(&answered["call_id"]);
+    assert_eq!(
+        (
+            first["outcome"].as_str(),
+            first["agent"].as_str(),
+            first["survey_score"].as_i64()
+        ),
+        (Some("answered"), Some("102"), Some(4)),
+        "{first:#}"
+    );
+    let second = log_of(&abandoned["call_id"]);
+    assert_eq!(
+        (second["outcome"].as_str(), second["disposition"].as_str()),
+        (Some("abandoned"), Some("unhandled")),
+        "{second:#}"
+    );
+    assert_eq!(second["caller_number"], "103", "{second:#}");
     fx.stop().await;
 }
 
@@ -427,11 +480,7 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
     let out = pbx_cli(&args, &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     // callbacks are an Enterprise feature
-    let plan = serde_json::json!({"plan": "enterprise"});
-    let r = fx
-        .api(reqwest::Method::PATCH, "/api/v1/tenants/acme", Some(&plan))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    fx.set_plan("enterprise").await;
     let r = fx
         .create_queue(serde_json::json!({
             "number": "6400", "name": "Support", "strategy": "ring_all",

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
-use pbx_control_plane::workers::{billing, events_consumer, lifecycle, outbox_relay};
+use pbx_control_plane::workers::{billing, deletions, events_consumer, lifecycle, outbox_relay};
 use pbx_control_plane::AppState;
 use pbx_edge_node::media::RecordingUploader;
 use pbx_edge_node::sip::service::{SipOptions, SipService};
@@ -48,6 +48,7 @@ pub struct ControlPlaneTasks {
     consumer: JoinHandle<()>,
     lifecycle: JoinHandle<()>,
     billing: JoinHandle<()>,
+    deletions: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
 }
@@ -78,6 +79,7 @@ pub fn start_control_plane(
     let relay = tokio::spawn(outbox_relay::run(state.clone(), rx.clone()));
     let lifecycle = tokio::spawn(lifecycle::run(state.clone(), rx.clone()));
     let billing = tokio::spawn(billing::run(state.clone(), rx.clone()));
+    let deletions = tokio::spawn(deletions::run(state.clone(), rx.clone()));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
         claim_after: events.claim_after,
@@ -91,6 +93,7 @@ pub fn start_control_plane(
         consumer,
         lifecycle,
         billing,
+        deletions,
         state,
         consumer_name: events.consumer,
     }
@@ -107,6 +110,7 @@ impl ControlPlaneTasks {
         let _ = self.consumer.await;
         let _ = self.lifecycle.await;
         let _ = self.billing.await;
+        let _ = self.deletions.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),
             claim_after: Duration::from_secs(3600),

@@ -454,7 +454,8 @@ async fn change_tenant(
     event: &Event,
     actor: &Actor,
 ) -> Result<bool> {
-    if before.state == TenantState::Deleted {
+    // A tenant being deleted stays out of service whatever Stripe says meanwhile.
+    if matches!(before.state, TenantState::Deleted | TenantState::Deleting) {
         return Ok(false);
     }
     let state = state.filter(|s| *s != before.state);

@@ -937,6 +937,51 @@ async fn health_readiness_metrics_and_openapi() {
     t.cleanup().await;
 }
 
+/// Every route of the router is an operation of the OpenAPI document: each handler in a
+/// `routes!` of `api_routes` is one operation, and the only routes outside the document are
+/// the document itself, `/metrics` and the presigned object URLs.
+#[test]
+fn every_route_is_in_the_openapi_document() {
+    let src = include_str!("mod.rs");
+    let start = src.find("fn api_routes()").unwrap();
+    let end = src
+        .find("/// The OpenAPI document of every route above.")
+        .unwrap();
+    let handlers: usize = src[start..end]
+        .split("routes!(")
+        .skip(1)
+        .map(|chunk| {
+            let inner = &chunk[..chunk.find(')').unwrap()];
+            inner.split(',').filter(|h| !h.trim().is_empty()).count()
+        })
+        .sum();
+    let doc = serde_json::to_value(crate::api::openapi()).unwrap();
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| methods.iter().filter(|m| item.get(**m).is_some()).count())
+        .sum();
+    assert_eq!(
+        operations, handlers,
+        "a handler is missing from the OpenAPI document"
+    );
+    let router = &src[src.find("pub fn router(").unwrap()..];
+    let undocumented: Vec<&str> = router
+        .split(".route(")
+        .skip(1)
+        .map(|c| c.trim_start().split('"').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        undocumented,
+        vec!["/api/openapi.json", "/metrics", "/objects/{*key}"],
+        "a route outside the OpenAPI document"
+    );
+}
+
 on_both_backends!(
     extension_call_settings_are_validated_defaulted_and_reach_the_edge,
     |db: Db| async move {

@@ -472,6 +472,7 @@ on_both_backends!(
             "/api/v1/tenants/{slug}/suspend",
             "/api/v1/tenants/{slug}/resume",
             "/api/v1/resellers/{reseller_id}/api-keys",
+            "/api/v1/tenant-deletions/{id}",
         ] {
             assert!(doc.body["paths"][path].is_object(), "{path} not in openapi.json");
         }

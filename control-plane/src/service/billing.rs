@@ -57,7 +57,7 @@ pub struct WebhookReceipt {
 }
 
 fn stripe(state: &AppState) -> Result<&StripeClient> {
-    state.stripe.as_ref().ok_or(Error::Unavailable(NOT_CONFIGURED))
+    state.stripe.as_ref().ok_or(Error::NotConfigured(NOT_CONFIGURED))
 }
 
 /// The seats billed for `extensions` extensions: Stripe needs at least one.

@@ -323,6 +323,12 @@ async fn erase_objects(state: &AppState, job: &mut Deletion) -> Result<()> {
 async fn erase_rows(state: &AppState, job: &Deletion) -> Result<()> {
     let mut tx = state.db.begin().await?;
     let Some(tenant) = db::tenants::get(&mut tx, job.tenant_id).await? else {
+        // Another control plane's worker finished this job meanwhile.
+        if let Some(d) = db::tenant_deletions::get(&mut tx, &job.id).await? {
+            if d.step == Step::Done {
+                return Ok(());
+            }
+        }
         return Err(Error::Internal(format!(
             "tenant {} vanished before its rows were erased",
             job.tenant_id

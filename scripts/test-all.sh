@@ -38,6 +38,12 @@ cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --features binary --locked
 cargo --version; cargo nextest --version | head -1
 
+say "Python tools"
+# Property-based API tests (tests/e2e/schemathesis.rs); 4.x runs on Python 3.9+.
+command -v schemathesis >/dev/null || python3 -m pip install -q "schemathesis==4.32.5"
+schemathesis --version
+export PBX_TEST_REQUIRE_SCHEMATHESIS=1
+
 say "PostgreSQL"
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   cluster=$(ls /etc/postgresql | sort -V | tail -1)

@@ -11,15 +11,18 @@ pub enum TenantState {
     Active,
     PastDue,
     Suspended,
+    /// Deletion requested: out of service at once while the deletion job exports and erases.
+    Deleting,
     Deleted,
 }
 
 impl TenantState {
-    pub const ALL: [TenantState; 5] = [
+    pub const ALL: [TenantState; 6] = [
         TenantState::Trial,
         TenantState::Active,
         TenantState::PastDue,
         TenantState::Suspended,
+        TenantState::Deleting,
         TenantState::Deleted,
     ];
 
@@ -29,6 +32,7 @@ impl TenantState {
             TenantState::Active => "active",
             TenantState::PastDue => "past_due",
             TenantState::Suspended => "suspended",
+            TenantState::Deleting => "deleting",
             TenantState::Deleted => "deleted",
         }
     }

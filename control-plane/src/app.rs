@@ -28,7 +28,7 @@ pub struct Settings {
     /// of `X-Forwarded-For` (the one that proxy appended). Otherwise that header is ignored
     /// and the client address is the connection's peer.
     pub trust_forwarded_for: bool,
-    /// Stripe billing (SPEC P5); without it the billing routes answer 503.
+    /// Stripe billing (SPEC P5); without it the billing routes answer 404.
     pub stripe: Option<crate::stripe::StripeSettings>,
 }
 

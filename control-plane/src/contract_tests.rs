@@ -194,6 +194,18 @@ async fn config_changes_reach_the_edge(db: Db, bus: Arc<dyn Bus>) {
     .await;
     app.call(&app.operator_key, Method::DELETE, "/api/v1/tenants/alpha", None)
         .await;
+    // Deleting: out of service on the edge at once, gone once the deletion job ran.
+    eventually("deleting tenant out of service on the edge", || {
+        let s = store.clone();
+        async move {
+            s.get(tenant)
+                .is_some_and(|t| t.state == pbx_contract::TenantState::Deleting)
+        }
+    })
+    .await;
+    crate::service::deletions::run_once(&app.state, Default::default())
+        .await
+        .unwrap();
     eventually("deleted tenant gone from the edge", || {
         let s = store.clone();
         async move { s.get(tenant).is_none() }

@@ -48,6 +48,10 @@ pub enum Error {
     /// `[stripe]` section); the message is shown to the client.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// A feature this deployment does not offer (billing without `[stripe]`): 404 with the
+    /// message, not a 5xx, since retrying cannot help and nothing failed.
+    #[error("{0}")]
+    NotConfigured(&'static str),
     /// A third-party API (Stripe) failed or answered unexpectedly; logged, not shown.
     #[error("upstream service failed: {0}")]
     Upstream(String),
@@ -77,7 +81,7 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::NotConfigured(_) => StatusCode::NOT_FOUND,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MalformedBody(_) | Error::BadSignature(_) => StatusCode::BAD_REQUEST,
             Error::Conflict { .. } => StatusCode::CONFLICT,

@@ -149,18 +149,33 @@ impl StripeClient {
 
     /// POSTs a form (Stripe's bracket notation is in the keys) and parses the JSON answer.
     async fn post<T: DeserializeOwned>(&self, path: &str, form: &[(String, String)]) -> Result<T> {
+        Ok(self.send(reqwest::Method::POST, path, form).await?)
+    }
+
+    /// Sends a request (a form unless empty) and parses the JSON answer; a failure keeps
+    /// Stripe's status so callers can tell "no such object" from an outage.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(String, String)],
+    ) -> std::result::Result<T, StripeError> {
         let err = |status: Option<u16>, message: String| StripeError {
             endpoint: path.to_owned(),
             status,
             message,
         };
         let url = format!("{}{path}", self.settings.api_base.trim_end_matches('/'));
-        let resp = self
-            .http()?
-            .post(url)
+        let mut req = self
+            .http()
+            .map_err(|e| err(None, e.to_string()))?
+            .request(method, url)
             // bearer_auth marks the header sensitive: reqwest never prints it.
-            .bearer_auth(self.settings.secret_key.expose())
-            .form(form)
+            .bearer_auth(self.settings.secret_key.expose());
+        if !form.is_empty() {
+            req = req.form(form);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| err(None, e.without_url().to_string()))?;
@@ -182,10 +197,10 @@ impl StripeClient {
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|b| b.error.message)
                 .unwrap_or_else(|_| "no error message".into());
-            return Err(err(Some(status.as_u16()), message).into());
+            return Err(err(Some(status.as_u16()), message));
         }
         serde_json::from_slice(&body)
-            .map_err(|e| err(Some(status.as_u16()), format!("unexpected answer: {e}")).into())
+            .map_err(|e| err(Some(status.as_u16()), format!("unexpected answer: {e}")))
     }
 
     /// `POST /v1/customers`: the tenant's customer, tagged with its id and slug.
@@ -233,6 +248,33 @@ impl StripeClient {
         }
         let form = vec![pair("quantity", &quantity.to_string())];
         self.post(&format!("/v1/subscription_items/{item}"), &form).await
+    }
+}
+
+impl StripeClient {
+    /// `DELETE /v1/subscriptions/{id}`: cancels the subscription at once (tenant deletion).
+    /// A subscription Stripe no longer has (404) counts as cancelled, so a retry after a
+    /// crash does not fail; returns the status Stripe reported, `None` in that case.
+    pub async fn cancel_subscription(&self, subscription: &str) -> Result<Option<String>> {
+        if subscription.is_empty()
+            || !subscription
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(Error::Internal(format!(
+                "malformed subscription id {subscription:?}"
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Cancelled {
+            status: String,
+        }
+        let path = format!("/v1/subscriptions/{subscription}");
+        match self.send::<Cancelled>(reqwest::Method::DELETE, &path, &[]).await {
+            Ok(c) => Ok(Some(c.status)),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -42,22 +42,31 @@ impl TestApp {
     }
 
     pub async fn start_with_bus(db: Db, bus: Arc<dyn Bus>) -> Self {
-        Self::start_full(db, bus, false, None, None).await
+        Self::start_full(db, bus, false, None, None, None).await
     }
 
     /// As [`TestApp::start`], with Stripe billing configured.
     pub async fn start_with_stripe(db: Db, stripe: crate::stripe::StripeSettings) -> Self {
-        Self::start_full(db, Arc::new(MemoryBus::new()), false, Some(stripe), None).await
+        Self::start_full(db, Arc::new(MemoryBus::new()), false, Some(stripe), None, None).await
+    }
+
+    /// As [`TestApp::start`], with Stripe (optional) and another object store (e.g. S3).
+    pub async fn start_with_objects(
+        db: Db,
+        stripe: Option<crate::stripe::StripeSettings>,
+        objects: Arc<dyn pbx_engines::objects::ObjectStore>,
+    ) -> Self {
+        Self::start_full(db, Arc::new(MemoryBus::new()), false, stripe, None, Some(objects)).await
     }
 
     /// As [`TestApp::start`], as if behind a trusted proxy that sets `X-Forwarded-For`.
     pub async fn start_behind_proxy(db: Db) -> Self {
-        Self::start_full(db, Arc::new(MemoryBus::new()), true, None, None).await
+        Self::start_full(db, Arc::new(MemoryBus::new()), true, None, None, None).await
     }
 
     /// As [`TestApp::start`], sending mail with `mailer` (e.g. SMTP to an aiosmtpd sink).
     pub async fn start_with_mailer(db: Db, mailer: Arc<dyn pbx_engines::mail::Mailer>) -> Self {
-        Self::start_full(db, Arc::new(MemoryBus::new()), false, None, Some(mailer)).await
+        Self::start_full(db, Arc::new(MemoryBus::new()), false, None, Some(mailer), None).await
     }
 
     async fn start_full(
@@ -66,6 +75,7 @@ impl TestApp {
         trust_forwarded_for: bool,
         stripe: Option<crate::stripe::StripeSettings>,
         mailer: Option<Arc<dyn pbx_engines::mail::Mailer>>,
+        objects: Option<Arc<dyn pbx_engines::objects::ObjectStore>>,
     ) -> Self {
         crate::crypto::install_crypto_provider();
         let _ = tracing_subscriber::fmt()
@@ -81,8 +91,9 @@ impl TestApp {
             Engines {
                 db,
                 bus,
-                objects: dir_objects.clone(),
-                dir_objects: Some(dir_objects),
+                objects: objects.clone().unwrap_or_else(|| dir_objects.clone()),
+                // A store of its own presigns its own URLs.
+                dir_objects: objects.is_none().then_some(dir_objects),
                 mailer: mailer.unwrap_or_else(|| {
                     Arc::new(OutboxMailer::new(dir.path().join("outbox"), "pbx@localhost").unwrap())
                 }),

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
-use pbx_control_plane::workers::{billing, events_consumer, lifecycle, outbox_relay, queue_mail};
+use pbx_control_plane::workers::{billing, deletions, events_consumer, lifecycle, outbox_relay, queue_mail};
 use pbx_control_plane::AppState;
 use pbx_edge_node::media::RecordingUploader;
 use pbx_edge_node::sip::service::{SipOptions, SipService};
@@ -49,6 +49,7 @@ pub struct ControlPlaneTasks {
     lifecycle: JoinHandle<()>,
     billing: JoinHandle<()>,
     queue_mail: JoinHandle<()>,
+    deletions: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
 }
@@ -80,6 +81,7 @@ pub fn start_control_plane(
     let lifecycle = tokio::spawn(lifecycle::run(state.clone(), rx.clone()));
     let billing = tokio::spawn(billing::run(state.clone(), rx.clone()));
     let queue_mail = tokio::spawn(queue_mail::run(state.clone(), rx.clone()));
+    let deletions = tokio::spawn(deletions::run(state.clone(), rx.clone()));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
         claim_after: events.claim_after,
@@ -94,6 +96,7 @@ pub fn start_control_plane(
         lifecycle,
         billing,
         queue_mail,
+        deletions,
         state,
         consumer_name: events.consumer,
     }
@@ -111,6 +114,7 @@ impl ControlPlaneTasks {
         let _ = self.lifecycle.await;
         let _ = self.billing.await;
         let _ = self.queue_mail.await;
+        let _ = self.deletions.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),
             claim_after: Duration::from_secs(3600),

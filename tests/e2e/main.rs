@@ -6,6 +6,7 @@
 //! - `production`: `pbx migrate`, `pbx control-plane` and `pbx edge-node` on PostgreSQL,
 //!   Redis, s3s-fs and aiosmtpd (see `pbx_engines::testkit` for how to provide them).
 //! - `bad_config`: configuration mistakes.
+//! - `schemathesis`: property-based API tests of `pbx up` (no 5xx for any input).
 
 mod bad_config;
 mod baresip;
@@ -13,6 +14,7 @@ mod calls;
 mod production;
 mod queues;
 mod rfc4475;
+mod schemathesis;
 mod sip;
 mod support;
 mod transports;

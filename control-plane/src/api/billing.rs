@@ -16,9 +16,8 @@ use http::HeaderMap;
 /// subscription already (change plans in the portal).
 #[utoipa::path(post, path = "/api/v1/tenants/{slug}/billing/checkout", tag = "billing", params(("slug" = String, Path)),
     request_body = CheckoutRequest,
-    responses((status = 200, body = BillingUrl), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem),
-        (status = 503, body = Problem, description = "billing is not configured")))]
+    responses((status = 200, body = BillingUrl), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such tenant, or billing is not configured"),
+        (status = 409, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem)))]
 pub async fn checkout(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -31,8 +30,8 @@ pub async fn checkout(
 /// A Stripe customer-portal session (invoices, payment method, plan, cancel); 404 before
 /// the first checkout.
 #[utoipa::path(post, path = "/api/v1/tenants/{slug}/billing/portal", tag = "billing", params(("slug" = String, Path)),
-    responses((status = 200, body = BillingUrl), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 502, body = Problem), (status = 503, body = Problem, description = "billing is not configured")))]
+    responses((status = 200, body = BillingUrl), (status = 403, body = Problem), (status = 404, body = Problem, description = "no such tenant or customer, or billing is not configured"),
+        (status = 502, body = Problem)))]
 pub async fn portal(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -46,7 +45,7 @@ pub async fn portal(
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "billing", security(()),
     request_body(content = String, content_type = "application/json", description = "a Stripe event, as signed"),
     responses((status = 200, body = WebhookReceipt), (status = 400, body = Problem),
-        (status = 503, body = Problem, description = "billing is not configured")))]
+        (status = 404, body = Problem, description = "billing is not configured")))]
 pub async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,

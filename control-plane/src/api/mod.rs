@@ -73,6 +73,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             tenants::delete_tenant
         ))
         .routes(routes!(tenants::tenant_audit_log))
+        .routes(routes!(tenants::get_tenant_deletion))
         .routes(routes!(tenants::platform_audit_log))
         .routes(routes!(extensions::list_extensions, extensions::create_extension))
         .routes(routes!(
@@ -152,6 +153,8 @@ pub fn metrics_text() -> String {
 mod tests;
 #[cfg(test)]
 mod tests_billing;
+#[cfg(test)]
+mod tests_deletion;
 #[cfg(test)]
 mod tests_reseller;
 #[cfg(test)]

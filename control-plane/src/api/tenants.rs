@@ -3,9 +3,11 @@ use crate::app::AppState;
 use crate::auth::{access, Ctx};
 use crate::db::{self, audit::AuditRecord};
 use crate::error::{Problem, Result};
+use crate::service::deletions::{self, DeletionView};
 use crate::service::tenants::{self as svc, CreateTenant, CreatedTenant, TenantView, UpdateTenant};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pbx_contract::Role;
 
@@ -48,16 +50,37 @@ pub async fn update_tenant(
     svc::update(&state, &ctx, &slug, req).await.map(Json)
 }
 
-/// Erase a tenant with its users and extensions (operator or its reseller).
+/// Delete a tenant (operator or its reseller): it stops at once (state `deleting`) and a
+/// job exports its data, cancels its Stripe subscription, then erases its objects and rows.
+/// 202 with the job; follow `Location` for its report.
 #[utoipa::path(delete, path = "/api/v1/tenants/{slug}", tag = "tenants", params(("slug" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 202, body = DeletionView, headers(("Location" = String, description = "The deletion job"))),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn delete_tenant(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(slug): Path<String>,
-) -> Result<StatusCode> {
-    svc::delete(&state, &ctx, &slug).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response> {
+    let job = deletions::request(&state, &ctx, &slug).await?;
+    let location = format!("/api/v1/tenant-deletions/{}", job.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(http::header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
+}
+
+/// A tenant deletion job and its report: the steps done, counts erased and a presigned URL of
+/// the export archive (operator, or the reseller that owned the tenant).
+#[utoipa::path(get, path = "/api/v1/tenant-deletions/{id}", tag = "tenants", params(("id" = String, Path)),
+    responses((status = 200, body = DeletionView), (status = 404, body = Problem)))]
+pub async fn get_tenant_deletion(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Json<DeletionView>> {
+    deletions::get(&state, &ctx, &id).await.map(Json)
 }
 
 /// The tenant's audit log, newest first (last 500 entries).

@@ -838,7 +838,7 @@ on_both_backends!(
 );
 
 #[tokio::test]
-async fn billing_without_stripe_settings_answers_503() {
+async fn billing_without_stripe_settings_answers_404() {
     let t = db::testing::sqlite().await;
     let app = TestApp::start(t.db.clone()).await;
     let (_, admin) = app.tenant_with_admin("acme").await;
@@ -849,12 +849,12 @@ async fn billing_without_stripe_settings_answers_503() {
         let r = app
             .call(&admin, Method::POST, path, Some(json!({"plan": "enterprise"})))
             .await;
-        assert_problem(&r, StatusCode::SERVICE_UNAVAILABLE, None);
+        assert_problem(&r, StatusCode::NOT_FOUND, None);
         assert_eq!(r.body["detail"], "billing is not configured");
     }
     let body = event("evt_1", "invoice.paid", now_secs(), invoice("in_1"));
     let r = post_webhook(&app, Some(&sign(WEBHOOK_SECRET, now_secs(), &body)), &body).await;
-    assert_problem(&r, StatusCode::SERVICE_UNAVAILABLE, None);
+    assert_problem(&r, StatusCode::NOT_FOUND, None);
     assert_eq!(r.body["detail"], "billing is not configured");
     // Extensions work as before, and the worker has nothing to do.
     create_extension(&app, &admin, "acme", "101").await;

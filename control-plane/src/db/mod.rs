@@ -19,6 +19,7 @@ pub mod queues;
 pub mod refresh_tokens;
 pub mod resellers;
 pub mod signups;
+pub mod tenant_deletions;
 pub mod tenants;
 pub mod usage;
 pub mod users;

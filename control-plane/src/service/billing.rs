@@ -57,7 +57,7 @@ pub struct WebhookReceipt {
 }
 
 fn stripe(state: &AppState) -> Result<&StripeClient> {
-    state.stripe.as_ref().ok_or(Error::Unavailable(NOT_CONFIGURED))
+    state.stripe.as_ref().ok_or(Error::NotConfigured(NOT_CONFIGURED))
 }
 
 /// The seats billed for `extensions` extensions: Stripe needs at least one.
@@ -454,7 +454,8 @@ async fn change_tenant(
     event: &Event,
     actor: &Actor,
 ) -> Result<bool> {
-    if before.state == TenantState::Deleted {
+    // A tenant being deleted stays out of service whatever Stripe says meanwhile.
+    if matches!(before.state, TenantState::Deleted | TenantState::Deleting) {
         return Ok(false);
     }
     let state = state.filter(|s| *s != before.state);

@@ -210,8 +210,14 @@ pub async fn update(state: &AppState, ctx: &Ctx, slug: &str, input: UpdateTenant
             "only the operator or the reseller changes plan and state".into(),
         ));
     }
-    if input.state == Some(TenantState::Deleted) {
+    if matches!(input.state, Some(TenantState::Deleted | TenantState::Deleting)) {
         return Err(Error::invalid("state", "delete the tenant with DELETE instead"));
+    }
+    // No way back once the deletion job owns the tenant.
+    if matches!(before.state, TenantState::Deleted | TenantState::Deleting)
+        && (input.state.is_some() || input.plan.is_some() || input.name.is_some())
+    {
+        return Err(Error::conflict("state", "the tenant is being deleted"));
     }
     let after = db::tenants::update(
         &mut tx,
@@ -244,32 +250,6 @@ pub async fn update(state: &AppState, ctx: &Ctx, slug: &str, input: UpdateTenant
     tx.commit().await?;
     state.outbox_notify.notify_one();
     Ok(TenantView::new(&after, state.settings.fqdn(&after.slug)))
-}
-
-/// Erases the tenant with its users and extensions; the audit trail keeps a record.
-pub async fn delete(state: &AppState, ctx: &Ctx, slug: &str) -> Result<()> {
-    let mut tx = state.db.begin().await?;
-    // Visibility first: another tenant's slug is 404 whatever the role.
-    let before = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
-    ctx.require_role(&[Role::Operator, Role::Reseller])?;
-    db::tenants::delete(&mut tx, before.id).await?;
-    db::audit::record(
-        &mut tx,
-        &ctx.actor(),
-        &AuditEntry {
-            tenant: Some(before.id),
-            action: "tenant.delete",
-            entity: "tenant",
-            entity_id: &before.id.to_string(),
-            before: Some(audit_json(&before)),
-            after: None,
-        },
-    )
-    .await?;
-    config_publish::publish_deleted(&mut tx, before.id, before.config_version).await?;
-    tx.commit().await?;
-    state.outbox_notify.notify_one();
-    Ok(())
 }
 
 /// Used by `pbx up` and tests: the id of a tenant by slug, without access checks.

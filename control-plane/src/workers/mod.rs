@@ -1,6 +1,7 @@
 //! Background loops of the control plane.
 
 pub mod billing;
+pub mod deletions;
 pub mod events_consumer;
 pub mod lifecycle;
 pub mod outbox_relay;

@@ -180,6 +180,35 @@ pub async fn store(tx: &mut Conn, tenant: Option<TenantId>, record: &QueueEventR
     Ok(Stored::Applied)
 }
 
+/// Seed 001 (坐席自动暂停): an agent paused automatically after N missed calls gets an e-mail
+/// when the queue asks for it (`agent_options.auto_pause.notify_email`) and the extension has
+/// an address. Filed once per pause (the key carries its time).
+async fn auto_pause_mail(tx: &mut Conn, tenant: TenantId, agent: &str, queue: &str, at: i64) -> Result<()> {
+    let Some(q) = db::queues::get_by_number(tx, tenant, queue).await? else {
+        return Ok(());
+    };
+    let notify = q.config.agent_options.auto_pause.is_some_and(|a| a.notify_email);
+    let Some(email) = db::extensions::get_by_number(tx, tenant, agent)
+        .await?
+        .and_then(|e| e.email)
+    else {
+        return Ok(());
+    };
+    if !notify {
+        return Ok(());
+    }
+    let subject = format!("You were paused in queue {} ({queue})", q.config.name);
+    let body = format!(
+        "Extension {agent} was paused automatically in queue {} ({queue}) after missing {} calls in a row.\n\
+         Dial *07{queue} to resume taking the queue's calls.\n",
+        q.config.name,
+        q.config.agent_options.auto_pause.map_or(0, |a| a.missed_calls),
+    );
+    let key = format!("auto_pause:{agent}:{queue}:{at}");
+    db::queue_calls::enqueue_mail(tx, tenant, &key, &[email], &subject, &body).await?;
+    Ok(())
+}
+
 async fn store_agent_state(tx: &mut Conn, tenant: TenantId, ev: &Value, at: i64) -> Result<Stored> {
     let Some(agent) = text(ev, "agent") else {
         return Ok(Stored::Skipped);
@@ -212,6 +241,9 @@ async fn store_agent_state(tx: &mut Conn, tenant: TenantId, ev: &Value, at: i64)
             let reason = change.get("reason").and_then(Value::as_str);
             let auto = change.get("auto").and_then(Value::as_bool).unwrap_or(false);
             db::queue_calls::open_session(tx, tenant, &agent, q, "paused", code, reason, auto, at).await?;
+            if auto {
+                auto_pause_mail(tx, tenant, &agent, q, at).await?;
+            }
         }
         "resumed" => {
             db::queue_calls::close_sessions(tx, tenant, &agent, only, &["paused"], at).await?;

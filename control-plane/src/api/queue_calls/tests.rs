@@ -1004,3 +1004,84 @@ on_both_backends!(a_refused_mail_is_retried_then_given_up, |db: Db| async move {
     );
     assert!(mails[0].last_error.is_some());
 });
+
+on_both_backends!(an_auto_paused_agent_gets_an_email, |db: Db| async move {
+    let app = TestApp::start(db).await;
+    let (t, admin) = tenant(&app, "acme", "enterprise").await;
+    for (number, email) in [("101", Some("agent101@acme.test")), ("102", None)] {
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/extensions",
+                Some(json!({"number": number, "sip_secret": "Secr3t-pass-x", "display_name": format!("Agent {number}"), "email": email})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    queue(
+        &app,
+        &admin,
+        "acme",
+        json!({"number": "6400", "name": "Sales", "strategy": "linear",
+            "members": [{"agent": "101", "kind": "static"}, {"agent": "102", "kind": "static"}],
+            "agent_options": {"auto_pause": {"missed_calls": 3, "notify_email": true}}}),
+    )
+    .await;
+    queue(
+        &app,
+        &admin,
+        "acme",
+        json!({"number": "6401", "name": "Quiet", "strategy": "linear",
+            "members": [{"agent": "101", "kind": "static"}],
+            "agent_options": {"auto_pause": {"missed_calls": 3, "notify_email": false}}}),
+    )
+    .await;
+    let at = 1_800_000_000_000;
+    let auto = json!({"state": "paused", "reason_code": null, "reason": null, "auto": true});
+    let by_hand = json!({"state": "paused", "reason_code": null, "reason": null, "auto": false});
+    // 101 auto-paused in 6400 (mail), again later (a second mail), by hand (none), in 6401
+    // whose queue does not ask for mail (none); 102 has no address (none).
+    feed(&app, t, at, None, agent_state("101", Some("6400"), auto.clone())).await;
+    feed(
+        &app,
+        t,
+        at + 1,
+        None,
+        agent_state("101", Some("6400"), json!({"state": "resumed"})),
+    )
+    .await;
+    feed(
+        &app,
+        t,
+        at + 2,
+        None,
+        agent_state("101", Some("6400"), auto.clone()),
+    )
+    .await;
+    feed(&app, t, at + 3, None, agent_state("101", Some("6400"), by_hand)).await;
+    feed(
+        &app,
+        t,
+        at + 4,
+        None,
+        agent_state("101", Some("6401"), auto.clone()),
+    )
+    .await;
+    feed(&app, t, at + 5, None, agent_state("102", Some("6400"), auto)).await;
+    assert_eq!(
+        mail_keys(&app, t).await,
+        vec![
+            format!("auto_pause:101:6400:{at}"),
+            format!("auto_pause:101:6400:{}", at + 2)
+        ]
+    );
+    let mut c = app.state.db.acquire().await.unwrap();
+    let mails = queue_calls::list_mail(&mut c, t).await.unwrap();
+    assert!(
+        mails[0].subject.contains("paused in queue Sales"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(mails[0].body.contains("*076400"), "{}", mails[0].body);
+});

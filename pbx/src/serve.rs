@@ -48,6 +48,7 @@ pub struct ControlPlaneTasks {
     consumer: JoinHandle<()>,
     lifecycle: JoinHandle<()>,
     billing: JoinHandle<()>,
+    acme: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
 }
@@ -78,6 +79,7 @@ pub fn start_control_plane(
     let relay = tokio::spawn(outbox_relay::run(state.clone(), rx.clone()));
     let lifecycle = tokio::spawn(lifecycle::run(state.clone(), rx.clone()));
     let billing = tokio::spawn(billing::run(state.clone(), rx.clone()));
+    let acme = tokio::spawn(pbx_control_plane::acme::run(state.clone(), rx.clone()));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
         claim_after: events.claim_after,
@@ -91,6 +93,7 @@ pub fn start_control_plane(
         consumer,
         lifecycle,
         billing,
+        acme,
         state,
         consumer_name: events.consumer,
     }
@@ -107,6 +110,7 @@ impl ControlPlaneTasks {
         let _ = self.consumer.await;
         let _ = self.lifecycle.await;
         let _ = self.billing.await;
+        let _ = self.acme.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),
             claim_after: Duration::from_secs(3600),
@@ -243,6 +247,7 @@ pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Valu
                 "state": t.state,
                 "plan": t.plan,
                 "version": t.version,
+                "certificate_not_after_ms": t.certificate.as_ref().map(|c| c.not_after_ms),
                 "extensions": t.extensions.iter().map(|e| serde_json::json!({"number": e.number, "display_name": e.display_name})).collect::<Vec<_>>(),
                 "queues": t.queues.iter().map(|q| serde_json::json!({"number": q.number, "name": q.name})).collect::<Vec<_>>(),
             })

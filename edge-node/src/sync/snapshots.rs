@@ -1,6 +1,7 @@
 //! Sans-IO: every tenant's configuration snapshot held in memory, and the decision what to do
 //! with one `cfg` stream entry. No I/O here; [`super::worker`] drives it.
 
+use crate::sip::tls::{certified_key, SniResolver};
 use pbx_contract::bus::{ConfigChange, ConfigSubject, SnapshotReason};
 use pbx_contract::{ExtensionConfig, ExtensionId, TenantId, TenantSnapshot};
 use std::collections::HashMap;
@@ -227,6 +228,8 @@ impl TenantSnapshots {
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotStore {
     inner: Arc<RwLock<TenantSnapshots>>,
+    /// Where tenant certificates from snapshots go (the TLS/WSS listeners' resolver).
+    certificates: Arc<RwLock<Option<Arc<SniResolver>>>>,
 }
 
 impl SnapshotStore {
@@ -274,7 +277,29 @@ impl SnapshotStore {
     }
 
     pub fn apply_snapshot(&self, snapshot: TenantSnapshot) -> Option<u64> {
+        let previous = self.get(snapshot.tenant_id);
+        if let Some(resolver) = self.resolver() {
+            install_certificate(&resolver, previous.as_deref(), &snapshot);
+        }
         self.write().apply_snapshot(snapshot)
+    }
+
+    fn resolver(&self) -> Option<Arc<SniResolver>> {
+        self.certificates
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// From now on, tenant certificates in snapshots are served by `resolver` for the
+    /// tenant's FQDN; those of the snapshots held already are installed at once.
+    pub fn attach_certificates(&self, resolver: Arc<SniResolver>) {
+        *self.certificates.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&resolver));
+        for tenant in self.tenant_ids() {
+            if let Some(snapshot) = self.get(tenant) {
+                install_certificate(&resolver, None, &snapshot);
+            }
+        }
     }
 
     pub fn upsert_extension(&self, tenant: TenantId, extension: ExtensionConfig, version: u64) -> bool {
@@ -286,7 +311,32 @@ impl SnapshotStore {
     }
 
     pub fn remove_tenant(&self, tenant: TenantId) -> bool {
+        if let (Some(resolver), Some(old)) = (self.resolver(), self.get(tenant)) {
+            if let Some(cert) = &old.certificate {
+                resolver.remove(&cert.name);
+            }
+        }
         self.write().remove_tenant(tenant)
+    }
+}
+
+/// Serves the snapshot's certificate (a renewal replaces the old one in place) and drops one
+/// the tenant no longer has.
+fn install_certificate(resolver: &SniResolver, previous: Option<&TenantSnapshot>, snapshot: &TenantSnapshot) {
+    if let Some(old) = previous.and_then(|p| p.certificate.as_ref()) {
+        if snapshot.certificate.as_ref().map(|c| &c.name) != Some(&old.name) {
+            resolver.remove(&old.name);
+        }
+    }
+    let Some(cert) = &snapshot.certificate else {
+        return;
+    };
+    match certified_key(cert.chain_pem.as_bytes(), cert.key_pem.expose().as_bytes()) {
+        Ok(key) => resolver.insert(&cert.name, key),
+        // Keep serving what we had (or the default) rather than nothing.
+        Err(e) => {
+            tracing::warn!(tenant = %snapshot.tenant_id, name = %cert.name, "tenant certificate refused: {e}")
+        }
     }
 }
 
@@ -318,6 +368,7 @@ pub(crate) mod tests {
             version,
             extensions,
             queues: Vec::new(),
+            certificate: None,
         }
     }
 

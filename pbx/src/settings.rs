@@ -341,6 +341,12 @@ mod tests {
         let stripe = cp.stripe.map(|s| s.to_settings());
         let prices = stripe.map(|s| s.prices.len());
         assert_eq!(prices, Some(3), "the example sells every plan");
+        let acme = cp.acme.unwrap_or_else(|| panic!("the example has [acme]"));
+        assert!(!acme.enabled);
+        assert!(
+            acme.to_settings().unwrap_or_else(|e| panic!("{e:#}")).is_none(),
+            "disabled"
+        );
         EdgeNodeConfig::load(&root.join("edge-node.example.toml")).unwrap_or_else(|e| panic!("{e:#}"));
     }
 

@@ -625,4 +625,53 @@ pub(crate) mod tests {
         assert!(snaps.remove_tenant(ta));
         assert_eq!(snaps.by_fqdn("acme.pbx.example").map(|s| s.tenant_id), Some(tb));
     }
+
+    #[test]
+    fn tenant_certificates_follow_the_snapshots_into_the_sni_resolver() {
+        use crate::sip::tls::self_signed;
+        let cert = |name: &str| {
+            let (chain_pem, key_pem) = self_signed(&[name.to_owned()]).unwrap();
+            pbx_contract::TenantCertificate {
+                name: name.to_owned(),
+                chain_pem,
+                key_pem: Secret::new(key_pem),
+                not_after_ms: i64::MAX,
+            }
+        };
+        let store = SnapshotStore::new();
+        let mut acme = snapshot("acme", 1, vec![]);
+        acme.certificate = Some(cert("acme.pbx.example"));
+        store.apply_snapshot(acme.clone());
+        // Attached later (the SIP service starts after the first sync): installed at once.
+        let resolver = Arc::new(SniResolver::new());
+        store.attach_certificates(Arc::clone(&resolver));
+        let served = |r: &SniResolver| r.lookup(Some("acme.pbx.example")).map(|k| k.cert[0].clone());
+        let first = served(&resolver).expect("installed");
+        // A renewal replaces it.
+        acme.certificate = Some(cert("acme.pbx.example"));
+        acme.version = 2;
+        store.apply_snapshot(acme.clone());
+        let second = served(&resolver).expect("still served");
+        assert_ne!(first, second);
+        // A broken one keeps the previous certificate.
+        acme.certificate = Some(pbx_contract::TenantCertificate {
+            key_pem: Secret::new("garbage"),
+            ..cert("acme.pbx.example")
+        });
+        store.apply_snapshot(acme.clone());
+        assert_eq!(served(&resolver), Some(second));
+        // Gone with the certificate, and with the tenant.
+        acme.certificate = None;
+        store.apply_snapshot(acme.clone());
+        assert!(
+            served(&resolver).is_none(),
+            "dropped with the snapshot's certificate"
+        );
+        acme.certificate = Some(cert("acme.pbx.example"));
+        let t = acme.tenant_id;
+        store.apply_snapshot(acme);
+        assert!(served(&resolver).is_some());
+        assert!(store.remove_tenant(t));
+        assert!(served(&resolver).is_none());
+    }
 }

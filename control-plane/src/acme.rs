@@ -236,7 +236,7 @@ pub async fn run_once(state: &AppState, settings: &AcmeSettings) -> Result<usize
     if due.is_empty() {
         return Ok(0);
     }
-    let account = account(state, settings).await?;
+    let account = account(state, settings).await;
     let mut issued = 0;
     for row in due {
         let claimed = {
@@ -253,7 +253,12 @@ pub async fn run_once(state: &AppState, settings: &AcmeSettings) -> Result<usize
         if !claimed {
             continue;
         }
-        match issue(state, &account, &row.name).await {
+        let result = match &account {
+            Ok(account) => issue(state, account, &row.name).await,
+            // Recorded on every row that waits, so the status route says why.
+            Err(e) => Err(Error::Upstream(format!("ACME account: {e}"))),
+        };
+        match result {
             Ok(cert) => {
                 let key_sealed = state
                     .secrets
@@ -299,7 +304,7 @@ pub async fn run_once(state: &AppState, settings: &AcmeSettings) -> Result<usize
             }
         }
     }
-    Ok(issued)
+    account.map(|_| issued)
 }
 
 /// The worker: runs until `shutdown` turns true; returns at once without `[acme]`.

@@ -355,33 +355,43 @@ crate::on_both_backends!(a_failed_attempt_is_recorded_and_backed_off, |db: Db| a
         interval: Duration::from_secs(60),
     };
     let before = db::now_ms();
-    // The account cannot be created: the pass fails as a whole and the row stays due.
+    // The account cannot be created: the pass fails, and the row records why and backs off.
     assert!(acme::run_once(&app.state, &settings).await.is_err());
     let r = app
         .call(&admin, Method::GET, "/api/v1/tenants/bravo/certificate", None)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.body["state"], "pending");
-    // An order that fails is recorded with its error and retried later.
-    {
-        let mut c = app.state.db.acquire().await.unwrap();
-        certs::store_failure(
-            &mut c,
-            tenant,
-            "bravo.example.test",
-            "boom",
-            before + 60_000,
-            db::now_ms(),
-        )
-        .await
-        .unwrap();
-    }
+    assert_eq!(r.body["state"], "failed", "{}", r.text);
+    assert_eq!(r.body["attempts"], 1);
+    assert!(
+        r.body["last_error"].as_str().unwrap().contains("ACME"),
+        "{}",
+        r.text
+    );
+    let next = r.body["next_attempt_at_ms"].as_i64().unwrap();
+    assert!(next >= before + 60_000, "backed off a minute");
+    // Not due yet: the next pass leaves it alone; made due, it fails again and waits longer.
+    assert!(acme::run_once(&app.state, &settings).await.is_ok());
     let r = app
         .call(&admin, Method::GET, "/api/v1/tenants/bravo/certificate", None)
         .await;
-    assert_eq!(r.body["state"], "failed");
-    assert_eq!(r.body["last_error"], "boom");
     assert_eq!(r.body["attempts"], 1);
+    {
+        let mut c = app.state.db.acquire().await.unwrap();
+        assert!(certs::schedule(&mut c, tenant, "bravo.example.test", 0)
+            .await
+            .unwrap());
+    }
+    let again = db::now_ms();
+    assert!(acme::run_once(&app.state, &settings).await.is_err());
+    let r = app
+        .call(&admin, Method::GET, "/api/v1/tenants/bravo/certificate", None)
+        .await;
+    assert_eq!(r.body["attempts"], 2);
+    assert!(
+        r.body["next_attempt_at_ms"].as_i64().unwrap() >= again + 120_000,
+        "doubled"
+    );
     // Another tenant's certificate is 404 for this admin.
     let r = app
         .call(&admin, Method::GET, "/api/v1/tenants/acme/certificate", None)

@@ -56,4 +56,9 @@ done
 sox -n -r 8000 -c 1 "$tmp/m.wav" synth 2 sine 392 sine 494 : synth 2 sine 440 sine 523 : synth 2 sine 349 sine 440 : synth 2 sine 392 sine 494 vol 0.25 fade t 0.05 0 0.05 2>/dev/null \
   || sox -n -r 8000 -c 1 "$tmp/m.wav" synth 8 sine 440 vol 0.2
 for l in en zh; do sox "$tmp/m.wav" -r 8000 -c 1 -e mu-law "$out/$l/moh.wav"; done
+# Ringback tones, one cadence each (looped by the edge): North America 440+480 Hz 2 s on 4 s
+# off; China 450 Hz 1 s on 4 s off.
+sox -n -r 8000 -c 1 "$tmp/rb-en.wav" synth 2 sine 440 sine 480 vol 0.3 pad 0 4
+sox -n -r 8000 -c 1 "$tmp/rb-zh.wav" synth 1 sine 450 vol 0.3 pad 0 4
+for l in en zh; do sox "$tmp/rb-$l.wav" -r 8000 -c 1 -e mu-law "$out/$l/ringback.wav"; done
 du -sh "$out"

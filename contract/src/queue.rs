@@ -309,6 +309,47 @@ pub struct EngineOptions {
     pub pause_reasons: Vec<PauseReason>,
 }
 
+/// A queue's live state as the edge serving it publishes it in the live-state store (key
+/// [`live_state_key`], field = queue number) every few seconds and on change; the console
+/// reads it through the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveQueueState {
+    pub queue: String,
+    pub updated_at_ms: i64,
+    /// Callers holding a place, in line order.
+    pub waiting: Vec<LiveWaitingCaller>,
+    pub agents: Vec<LiveAgent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveWaitingCaller {
+    /// The queue call's id (the call log's and the queue events' `call_id`).
+    pub call_id: Option<crate::CallId>,
+    pub number: String,
+    pub position: u32,
+    pub wait_ms: u64,
+    /// `waiting`, `join_prompt`, `ringing`, `registering_callback` or `callback`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LiveAgent {
+    /// The agent's extension number.
+    pub agent: String,
+    pub kind: MemberKind,
+    /// `logged_out`, `unregistered`, `on_call`, `ringing`, `paused`, `wrap_up`, `busy` or
+    /// `available`.
+    pub state: String,
+    pub pause_code: Option<String>,
+    pub wrap_up_ms_left: u64,
+    pub calls_answered: u64,
+}
+
+/// The live-state key under which a tenant's queues' [`LiveQueueState`]s are kept.
+pub fn live_state_key(tenant: crate::TenantId) -> String {
+    format!("queues:{tenant}")
+}
+
 pub const MAX_PAUSE_REASONS: usize = 20;
 pub const MIN_CALLBACK_NUMBER_DIGITS: usize = 5;
 pub const MAX_SKILL_LEVEL: u8 = 10;

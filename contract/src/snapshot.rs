@@ -23,6 +23,10 @@ pub struct TenantSnapshot {
     /// snapshots of control planes older than queues: none.
     #[serde(default)]
     pub queues: Vec<QueueConfig<String>>,
+    /// Options of all the tenant's queues (pause reasons, shared wrap-up, the state of new
+    /// dynamic agents). Absent in snapshots of older control planes: defaults.
+    #[serde(default)]
+    pub queue_options: crate::queue::EngineOptions,
     /// The certificate the edge serves on TLS/WSS for `fqdn` (SNI), when the control plane
     /// issued one by ACME. Absent from older control planes: none.
     #[serde(default)]

@@ -47,6 +47,8 @@ pub struct Inner {
     /// Set when objects live in a directory: the API then serves its presigned URLs.
     pub dir_objects: Option<Arc<DirObjectStore>>,
     pub mailer: Arc<dyn Mailer>,
+    /// The live-state store the edges publish queue state to (shared with them).
+    pub live: Arc<dyn pbx_engines::live::LiveState>,
     pub secrets: SecretBox,
     pub jwt: JwtKeys,
     pub settings: Settings,
@@ -74,6 +76,7 @@ pub struct Engines {
     pub objects: Arc<dyn ObjectStore>,
     pub dir_objects: Option<Arc<DirObjectStore>>,
     pub mailer: Arc<dyn Mailer>,
+    pub live: Arc<dyn pbx_engines::live::LiveState>,
 }
 
 impl AppState {
@@ -84,6 +87,7 @@ impl AppState {
             objects: engines.objects,
             dir_objects: engines.dir_objects,
             mailer: engines.mailer,
+            live: engines.live,
             secrets: SecretBox::new(master),
             stripe: settings.stripe.clone().map(crate::stripe::StripeClient::new),
             jwt: JwtKeys::new(master),

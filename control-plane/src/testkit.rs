@@ -42,17 +42,22 @@ impl TestApp {
     }
 
     pub async fn start_with_bus(db: Db, bus: Arc<dyn Bus>) -> Self {
-        Self::start_full(db, bus, false, None).await
+        Self::start_full(db, bus, false, None, None).await
     }
 
     /// As [`TestApp::start`], with Stripe billing configured.
     pub async fn start_with_stripe(db: Db, stripe: crate::stripe::StripeSettings) -> Self {
-        Self::start_full(db, Arc::new(MemoryBus::new()), false, Some(stripe)).await
+        Self::start_full(db, Arc::new(MemoryBus::new()), false, Some(stripe), None).await
     }
 
     /// As [`TestApp::start`], as if behind a trusted proxy that sets `X-Forwarded-For`.
     pub async fn start_behind_proxy(db: Db) -> Self {
-        Self::start_full(db, Arc::new(MemoryBus::new()), true, None).await
+        Self::start_full(db, Arc::new(MemoryBus::new()), true, None, None).await
+    }
+
+    /// As [`TestApp::start`], sending mail with `mailer` (e.g. SMTP to an aiosmtpd sink).
+    pub async fn start_with_mailer(db: Db, mailer: Arc<dyn pbx_engines::mail::Mailer>) -> Self {
+        Self::start_full(db, Arc::new(MemoryBus::new()), false, None, Some(mailer)).await
     }
 
     async fn start_full(
@@ -60,6 +65,7 @@ impl TestApp {
         bus: Arc<dyn Bus>,
         trust_forwarded_for: bool,
         stripe: Option<crate::stripe::StripeSettings>,
+        mailer: Option<Arc<dyn pbx_engines::mail::Mailer>>,
     ) -> Self {
         crate::crypto::install_crypto_provider();
         let _ = tracing_subscriber::fmt()
@@ -77,7 +83,10 @@ impl TestApp {
                 bus,
                 objects: dir_objects.clone(),
                 dir_objects: Some(dir_objects),
-                mailer: Arc::new(OutboxMailer::new(dir.path().join("outbox"), "pbx@localhost").unwrap()),
+                mailer: mailer.unwrap_or_else(|| {
+                    Arc::new(OutboxMailer::new(dir.path().join("outbox"), "pbx@localhost").unwrap())
+                }),
+                live: Arc::new(pbx_engines::live::MemoryLiveState::new()),
             },
             &master,
             Settings {

@@ -75,6 +75,9 @@ enum Cmd {
         /// Seconds between NAT keep-alive OPTIONS to phones registered over UDP (0: none).
         #[arg(long, default_value_t = 25)]
         sip_keepalive: u64,
+        /// Seconds without media either way after which an answered call is hung up.
+        #[arg(long, default_value_t = 180)]
+        media_timeout: u64,
         /// SIP over TLS address, or `off` (default: port 5061 on the --sip IP; port 0 if --sip has 0).
         #[arg(long)]
         sip_tls: Option<String>,
@@ -197,6 +200,7 @@ async fn main() -> Result<()> {
             rtp_ports,
             media_ip,
             sip_keepalive,
+            media_timeout,
             sip_tls,
             sip_ws,
             sip_wss,
@@ -214,6 +218,7 @@ async fn main() -> Result<()> {
                 rtp_ports,
                 media_ip,
                 sip_keepalive,
+                media_timeout,
                 sip_tls,
                 sip_ws,
                 sip_wss,
@@ -346,6 +351,11 @@ async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
             objects,
             dir_objects: None,
             mailer,
+            live: Arc::new(
+                RedisLiveState::connect(&cfg.bus.redis_url)
+                    .await?
+                    .with_prefix(cfg.bus.key_prefix.clone()),
+            ),
         },
         &master,
         settings,
@@ -425,6 +435,7 @@ async fn edge_node(cfg: settings::EdgeNodeConfig) -> Result<()> {
                 digest_algorithms: parse_algorithms(&s.digest_algorithms.join(","))
                     .map_err(|e| anyhow::anyhow!("sip.digest_algorithms: {e}"))?,
                 nonce_lifetime: Duration::from_secs(s.nonce_lifetime_secs),
+                media_timeout: Duration::from_secs(s.media_timeout_secs.max(1)),
                 media: cfg.media.as_ref().map(|m| pbx_edge_node::media::MediaConfig {
                     bind_ip: m.bind_ip,
                     advertise_ip: m.advertise_ip,

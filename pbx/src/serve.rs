@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use pbx_contract::bus::{EVENTS_GROUP, EVENTS_STREAM};
-use pbx_control_plane::workers::{billing, events_consumer, lifecycle, outbox_relay};
+use pbx_control_plane::workers::{billing, events_consumer, lifecycle, outbox_relay, queue_mail};
 use pbx_control_plane::AppState;
 use pbx_edge_node::media::RecordingUploader;
 use pbx_edge_node::sip::service::{SipOptions, SipService};
@@ -48,6 +48,7 @@ pub struct ControlPlaneTasks {
     consumer: JoinHandle<()>,
     lifecycle: JoinHandle<()>,
     billing: JoinHandle<()>,
+    queue_mail: JoinHandle<()>,
     acme: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
@@ -79,6 +80,7 @@ pub fn start_control_plane(
     let relay = tokio::spawn(outbox_relay::run(state.clone(), rx.clone()));
     let lifecycle = tokio::spawn(lifecycle::run(state.clone(), rx.clone()));
     let billing = tokio::spawn(billing::run(state.clone(), rx.clone()));
+    let queue_mail = tokio::spawn(queue_mail::run(state.clone(), rx.clone()));
     let acme = tokio::spawn(pbx_control_plane::acme::run(state.clone(), rx.clone()));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
@@ -93,6 +95,7 @@ pub fn start_control_plane(
         consumer,
         lifecycle,
         billing,
+        queue_mail,
         acme,
         state,
         consumer_name: events.consumer,
@@ -110,6 +113,7 @@ impl ControlPlaneTasks {
         let _ = self.consumer.await;
         let _ = self.lifecycle.await;
         let _ = self.billing.await;
+        let _ = self.queue_mail.await;
         let _ = self.acme.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),

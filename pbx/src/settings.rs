@@ -272,6 +272,9 @@ pub struct EdgeSipSection {
     /// Seconds between NAT keep-alive OPTIONS to phones registered over UDP (0: none).
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// Seconds without media either way after which an answered call is hung up.
+    #[serde(default = "default_media_timeout")]
+    pub media_timeout_secs: u64,
     /// Digest algorithms offered, preferred first.
     #[serde(default = "default_digest")]
     pub digest_algorithms: Vec<String>,
@@ -286,6 +289,10 @@ fn default_digest() -> Vec<String> {
 fn default_nonce_lifetime() -> u64 {
     300
 }
+fn default_media_timeout() -> u64 {
+    180
+}
+
 fn default_keepalive() -> u64 {
     25
 }

@@ -40,6 +40,8 @@ pub struct UpOptions {
     /// default (5061 / 5066 / 7443 on the SIP address's IP; port 0 when --sip has port 0).
     /// Seconds between NAT keep-alive OPTIONS to UDP phones; 0: none.
     pub sip_keepalive: u64,
+    /// Seconds without media either way after which an answered call is hung up.
+    pub media_timeout: u64,
     pub sip_tls: Option<String>,
     pub sip_ws: Option<String>,
     pub sip_wss: Option<String>,
@@ -146,6 +148,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
 
     let db = Db::connect(&format!("sqlite://{}", data.join("pbx.db").display())).await?;
     db.migrate().await?;
+    // one live-state store for the control plane and the edge (queue live state, bindings)
+    let live: Arc<dyn pbx_engines::live::LiveState> = Arc::new(MemoryLiveState::new());
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let dir_objects = Arc::new(DirObjectStore::new(
         data.join("objects"),
@@ -176,6 +180,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             objects: dir_objects.clone(),
             dir_objects: Some(dir_objects.clone()),
             mailer,
+            live: live.clone(),
         },
         &master,
         settings,
@@ -230,6 +235,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         wss: wss_addr,
         certificates,
         keepalive_interval: (opts.sip_keepalive > 0).then(|| Duration::from_secs(opts.sip_keepalive)),
+        media_timeout: Duration::from_secs(opts.media_timeout.max(1)),
         digest_algorithms: parse_algorithms(&opts.sip_digest)
             .map_err(|e| anyhow::anyhow!("--sip-digest: {e}"))?,
         nonce_lifetime: Duration::from_secs(opts.sip_nonce_lifetime),
@@ -249,7 +255,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             edge_token,
         },
         bus,
-        Arc::new(MemoryLiveState::new()),
+        live,
         Some(sip_opts),
         edge_listener,
         Some(dir_objects_for_edge),

@@ -128,6 +128,18 @@ pub(crate) struct Pbx {
 }
 
 impl Pbx {
+    /// Registers, retrying briefly: the edge applies new extensions within moments.
+    pub(crate) async fn register_soon(&self, ext: &str, domain: &str, port: u16) {
+        for _ in 0..50 {
+            let (ok, _) = sipp_client(&self.dir, "register_ok.xml", port, &self.sip, ext, domain, "");
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{ext}@{domain} never registered:\n{}", self.proc.tail(30));
+    }
+
     pub(crate) fn register(&self, ext: &str, domain: &str, port: u16) {
         let (ok, out) = sipp_client(&self.dir, "register_ok.xml", port, &self.sip, ext, domain, "");
         assert!(ok, "{ext}@{domain} did not register:\n{}", tail(&out, 30));
@@ -219,6 +231,11 @@ impl Pbx {
 }
 
 pub(crate) async fn start(dir: &Path) -> Pbx {
+    start_with(dir, &[]).await
+}
+
+/// `pbx up` with extra arguments, and the tenants and extensions of [`start`].
+pub(crate) async fn start_with(dir: &Path, extra: &[&str]) -> Pbx {
     let mut cmd = pbx_command();
     cmd.arg("up").arg("--data-dir").arg(dir.join("data")).args([
         "--http",
@@ -233,6 +250,7 @@ pub(crate) async fn start(dir: &Path) -> Pbx {
         "--edge-http",
         "127.0.0.1:0",
     ]);
+    cmd.args(extra);
     let mut proc = Proc::spawn("pbx-up-calls", cmd);
     proc.wait_stdout("the Data directory line", Duration::from_secs(60), |l| {
         l.contains("Data directory:")
@@ -288,25 +306,7 @@ async fn calls_between_extensions_with_sipp() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let pbx = start(tmp.path()).await;
     let callee_port = free_udp_port();
-    // the edge applies new extensions within moments: retry the first registration briefly
-    let mut registered = false;
-    for _ in 0..50 {
-        let reg = sipp_client(
-            &pbx.dir,
-            "register_ok.xml",
-            callee_port,
-            &pbx.sip,
-            "102",
-            "acme.localhost",
-            "",
-        );
-        if reg.0 {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(registered, "acme 102 never registered:\n{}", pbx.proc.tail(30));
+    pbx.register_soon("102", "acme.localhost", callee_port).await;
     pbx.register("102", "acme.localhost", callee_port);
 
     // Answered, the caller hangs up; answered, the callee hangs up.
@@ -535,6 +535,49 @@ async fn calls_between_extensions_with_sipp() {
         Some(serde_json::json!("102"))
     );
 
+    let mut proc = pbx.proc;
+    let status = proc.stop("TERM").await;
+    assert!(status.success(), "{}", proc.tail(40));
+}
+
+/// A call whose phones both stop sending media (here: sipp sends none at all) is hung up by
+/// the edge after the media timeout (`--media-timeout 2`), both sides get the BYE, and the
+/// call log says the system hung up.
+#[tokio::test]
+async fn an_answered_call_without_media_is_hung_up() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pbx = start_with(tmp.path(), &["--media-timeout", "2"]).await;
+    let callee_port = free_udp_port();
+    pbx.register_soon("102", "acme.localhost", callee_port).await;
+    // the callee answers and waits for a BYE; so does the caller
+    pbx.call(
+        "101",
+        "acme.localhost",
+        "102",
+        callee_port,
+        "uac_call_wait_bye.xml",
+        "uas_answer.xml",
+    )
+    .await;
+    let token =
+        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("{}/api/v1/tenants/acme/call-logs", pbx.api);
+    let client = http_client();
+    let item = eventually("the call in the call log", Duration::from_secs(15), || {
+        let (client, url, token) = (client.clone(), url.clone(), token.trim().to_owned());
+        async move {
+            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
+            r.json["items"].get(0).cloned().ok_or(r.text)
+        }
+    })
+    .await;
+    assert_eq!(item["disposition"], "answered", "{item:#}");
+    assert_eq!(item["hangup_side"], "system", "{item:#}");
+    let talk = item["talk_ms"].as_i64().unwrap_or(0);
+    assert!(
+        (1_900..6_000).contains(&talk),
+        "hung up after about 2 s of silence: {talk} ms"
+    );
     let mut proc = pbx.proc;
     let status = proc.stop("TERM").await;
     assert!(status.success(), "{}", proc.tail(40));

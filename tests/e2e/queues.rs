@@ -5,7 +5,7 @@
 //! hangs up, and the edge hangs the caller up. Then 102 signs out (`*76400` again), a second
 //! caller waits and gives up. Both queue calls are in the call log.
 
-use crate::calls::{free_udp_port, sipp_client, start, tail, Uas, SECRET};
+use crate::calls::{free_udp_port, sipp_client, start, tail, Pbx, Uas, SECRET};
 use crate::support::*;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -70,15 +70,17 @@ fn rtp_socket() -> UdpSocket {
     panic!("no even port");
 }
 
-/// RTP received for `window`: (packets, payload bytes that are not G.711 silence).
-fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize) {
+/// RTP received for `window`: (packets, payload bytes that are not G.711 silence, where
+/// they came from).
+fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize, Option<std::net::SocketAddr>) {
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap_or_else(|e| panic!("{e}"));
     let until = Instant::now() + window;
-    let (mut packets, mut loud) = (0, 0);
+    let (mut packets, mut loud, mut source) = (0, 0, None);
     let mut buf = [0u8; 2048];
     while Instant::now() < until {
-        if let Ok(n) = sock.recv(&mut buf) {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            source.get_or_insert(from);
             if n > 12 && buf[0] >> 6 == 2 {
                 packets += 1;
                 // PCMU silence is 0xff/0x7f; anything far from it is sound
@@ -86,69 +88,208 @@ fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize) {
             }
         }
     }
-    (packets, loud)
+    (packets, loud, source)
 }
 
-#[tokio::test]
-async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by_code() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let pbx = start(tmp.path()).await;
-    let token =
-        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
-    let token = token.trim().to_owned();
-    let client = http_client();
-    let queue = serde_json::json!({
-        "number": "6400", "name": "Support", "strategy": "ring_all",
-        "members": [{"agent": "102", "kind": "dynamic"}],
-        "prompts": {"join_prompt": "queue-join"},
-    });
-    let url = format!("{}/api/v1/tenants/acme/queues", pbx.api);
-    let r = call(&client, reqwest::Method::POST, &url, Some(&token), Some(&queue)).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let edge = pbx
-        .proc
-        .stdout_lines()
+/// The queue events the control plane received (newest 200 entries of the edge node log).
+async fn queue_events(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    let r = try_call(
+        client,
+        reqwest::Method::GET,
+        &format!("{api}/api/v1/edge-nodes"),
+        Some(token),
+        None,
+    )
+    .await?;
+    Ok(r.json["log"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
         .iter()
-        .find_map(|l| {
-            l.split("Edge node health: ")
-                .nth(1)
-                .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
-        })
-        .unwrap_or_else(|| panic!("no edge line"));
-    eventually("the edge has queue 6400", Duration::from_secs(10), || {
-        let (client, edge) = (client.clone(), edge.clone());
-        async move {
-            let tenants = edge_tenants(&client, &edge).await?;
+        .filter(|l| l["kind"] == "queue_event")
+        .filter_map(|l| l["detail"].as_str().and_then(|d| serde_json::from_str(d).ok()))
+        .collect())
+}
+
+/// `pbx up` with the tenant and extensions of `calls::start`, its operator token, a client.
+struct Fx {
+    pbx: Pbx,
+    token: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Fx {
+    async fn start() -> Fx {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pbx = start(dir.path()).await;
+        let token =
+            std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+        Fx {
+            pbx,
+            token: token.trim().to_owned(),
+            client: http_client(),
+            _dir: dir,
+        }
+    }
+
+    async fn set_plan(&self, plan: &str) {
+        let body = serde_json::json!({ "plan": plan });
+        let r = self
+            .api(reqwest::Method::PATCH, "/api/v1/tenants/acme", Some(&body))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> Resp {
+        let url = format!("{}{path}", self.pbx.api);
+        call(&self.client, method, &url, Some(&self.token), body).await
+    }
+
+    /// Creates a queue of acme and waits until the edge holds it.
+    async fn create_queue(&self, queue: serde_json::Value) -> Resp {
+        let r = self
+            .api(reqwest::Method::POST, "/api/v1/tenants/acme/queues", Some(&queue))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let number = format!("\"{}\"", queue["number"].as_str().unwrap_or_default());
+        let edge = self
+            .pbx
+            .proc
+            .stdout_lines()
+            .iter()
+            .find_map(|l| {
+                l.split("Edge node health: ")
+                    .nth(1)
+                    .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
+            })
+            .unwrap_or_else(|| panic!("no edge line"));
+        eventually("the edge has the queue", Duration::from_secs(10), || async {
+            let tenants = edge_tenants(&self.client, &edge).await?;
             let text = serde_json::to_string(&tenants).unwrap_or_default();
-            if text.contains("\"6400\"") {
+            if text.contains(&number) {
                 Ok(())
             } else {
                 Err(text)
             }
-        }
-    })
-    .await;
+        })
+        .await;
+        r
+    }
 
+    /// Registers `ext` of acme from `port`, retrying while the edge learns new extensions.
+    async fn register(&self, ext: &'static str, port: u16) {
+        self.pbx.register_soon(ext, "acme.localhost", port).await;
+    }
+
+    /// `ext` runs the caller scenario `xml` against `number`; it must finish it.
+    async fn dial(&self, xml: &'static str, ext: &'static str, number: &str) {
+        let (dir, sip, dial) = (self.pbx.dir.clone(), self.pbx.sip.clone(), number.to_owned());
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            sipp_client(&dir, xml, free_udp_port(), &sip, ext, "acme.localhost", &dial)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            ok,
+            "{ext} dialling {number} ({xml}):\n{}\n--- pbx:\n{}",
+            tail(&out, 30),
+            self.pbx.proc.tail(30)
+        );
+    }
+
+    /// acme's call log entries, once `check` accepts them.
+    async fn call_logs_until(
+        &self,
+        what: &str,
+        check: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", self.pbx.api);
+        eventually(what, Duration::from_secs(15), || async {
+            let r = try_call(&self.client, reqwest::Method::GET, &url, Some(&self.token), None).await?;
+            let items = r.json["items"].as_array().cloned().unwrap_or_default();
+            if check(&items) {
+                Ok(items)
+            } else {
+                Err(r.text)
+            }
+        })
+        .await
+    }
+
+    /// The queue events received so far, once `check` accepts them.
+    async fn events_until(
+        &self,
+        what: &str,
+        check: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        eventually(what, Duration::from_secs(15), || async {
+            let events = queue_events(&self.client, &self.pbx.api, &self.token).await?;
+            if check(&events) {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        let mut proc = self.pbx.proc;
+        let status = proc.stop("TERM").await;
+        assert!(status.success(), "{}", proc.tail(40));
+    }
+}
+
+/// RFC 4733 end packets (three, same timestamp) for each key, 120 ms apart.
+fn press_keys(sock: &UdpSocket, to: std::net::SocketAddr, keys: &str, ts0: u32) {
+    for (i, key) in keys.chars().enumerate() {
+        let event = match key {
+            '0'..='9' => key as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            _ => continue,
+        };
+        let ts = ts0.wrapping_add(i as u32 * 1600);
+        for n in 0..3u16 {
+            let mut p = vec![0x80, 101];
+            p.extend_from_slice(&((i as u16) * 3 + n).to_be_bytes());
+            p.extend_from_slice(&ts.to_be_bytes());
+            p.extend_from_slice(&0x5eed_u32.to_be_bytes());
+            p.extend_from_slice(&[event, 0x80 | 10, 0x03, 0x20]);
+            let _ = sock.send_to(&p, to);
+        }
+        std::thread::sleep(Duration::from_millis(120));
+    }
+}
+
+/// Where the edge plays from: the source of the first RTP packet that arrives.
+fn edge_media_addr(sock: &UdpSocket) -> Option<std::net::SocketAddr> {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = [0u8; 2048];
+    sock.recv_from(&mut buf).ok().map(|(_, from)| from)
+}
+
+#[tokio::test]
+async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by_code() {
+    let fx = Fx::start().await;
+    let pbx = &fx.pbx;
+    // queue call logs are an Enterprise feature (queue reports)
+    fx.set_plan("enterprise").await;
+    fx.create_queue(serde_json::json!({
+        "number": "6400", "name": "Support", "strategy": "ring_all",
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "prompts": {"join_prompt": "queue-join", "announce_agent_id": true},
+        "survey": {"prompt": "survey", "end_prompt": "goodbye", "scores": [{"key": "4", "score": 4}]},
+    }))
+    .await;
     // 102 registers where its sipp answers queue calls.
     let agent_port = free_udp_port();
-    let mut registered = false;
-    for _ in 0..50 {
-        let (ok, _) = sipp_client(
-            &pbx.dir,
-            "register_ok.xml",
-            agent_port,
-            &pbx.sip,
-            "102",
-            "acme.localhost",
-            "",
-        );
-        if ok {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(registered, "102 never registered:\n{}", pbx.proc.tail(30));
+    fx.register("102", agent_port).await;
     let agent = Uas::start(&pbx.dir, "uas_answer_hangup.xml", agent_port);
 
     // The caller joins and hears sound while nobody is signed in.
@@ -159,9 +300,12 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
         .unwrap_or_else(|e| panic!("{e}"));
     let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
     let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
-    let heard = tokio::task::spawn_blocking(move || listen(&media, Duration::from_millis(2500)))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (heard, media) = tokio::task::spawn_blocking(move || {
+        let heard = listen(&media, Duration::from_millis(2500));
+        (heard, media)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         heard.0 >= 60 && heard.1 > 2000,
         "the waiting caller should hear the join prompt and music: {} packets, {} loud bytes\n{}",
@@ -169,26 +313,27 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
         heard.1,
         pbx.proc.tail(30)
     );
+    // Until the call ends, the caller keeps pressing 4: ignored while waiting and talking,
+    // it is the rating when the survey asks for one after the agent hangs up.
+    let edge = heard.2.unwrap_or_else(|| panic!("no RTP source"));
+    let pressing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let keep = pressing.clone();
+    let presser = std::thread::spawn(move || {
+        let mut ts = 10_000u32;
+        while keep.load(std::sync::atomic::Ordering::Relaxed) {
+            press_keys(&media, edge, "4", ts);
+            ts = ts.wrapping_add(8000);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
 
     // 102 signs in by feature code: answered, confirmation played, hung up by the edge.
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_wait_bye.xml",
-            free_udp_port(),
-            &sip,
-            "102",
-            "acme.localhost",
-            "*76400",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(ok, "*76400:\n{}\n--- pbx:\n{}", tail(&out, 30), pbx.proc.tail(30));
+    fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
 
     // The queue rings 102, which answers and hangs up after 1 s; the caller gets the BYE.
     let (caller_ok, caller_out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    pressing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = presser.join();
     let (agent_ok, agent_out) = tokio::task::spawn_blocking(move || agent.finish())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -201,71 +346,19 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
     );
 
     // 102 signs out (the same code toggles); a second caller waits 1 s and gives up.
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call_wait_bye.xml",
-            free_udp_port(),
-            &sip,
-            "102",
-            "acme.localhost",
-            "*76400",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(ok, "*76400 again:\n{}", tail(&out, 30));
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        sipp_client(
-            &dir,
-            "uac_call.xml",
-            free_udp_port(),
-            &sip,
-            "103",
-            "acme.localhost",
-            "6400",
-        )
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        ok,
-        "the second caller:\n{}\n--- pbx:\n{}",
-        tail(&out, 30),
-        pbx.proc.tail(30)
-    );
+    fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
+    fx.dial("uac_call.xml", "103", "6400").await;
 
     // The call log: the answered queue call (hung up by the agent) and the abandoned one.
-    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", pbx.api);
-    let items = eventually(
-        "both queue calls in the call log",
-        Duration::from_secs(15),
-        || {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
-            async move {
-                let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
-                let items: Vec<serde_json::Value> = r.json["items"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|i| i["to"] == "6400")
-                    .collect();
-                if items.len() >= 2 {
-                    Ok(items)
-                } else {
-                    Err(r.text)
-                }
-            }
-        },
-    )
-    .await;
+    let items = fx
+        .call_logs_until("both queue calls in the call log", |items| {
+            items.iter().filter(|i| i["to"] == "6400").count() >= 2
+        })
+        .await;
     let by_from = |from: &str| {
         items
             .iter()
-            .find(|i| i["from"] == from)
+            .find(|i| i["from"] == from && i["to"] == "6400")
             .cloned()
             .unwrap_or_else(|| panic!("no call from {from}: {items:#?}"))
     };
@@ -279,7 +372,348 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
     assert_eq!(abandoned["hangup_side"], "caller", "{abandoned:#}");
     assert!(abandoned["answered_ms"].is_null(), "{abandoned:#}");
 
-    let mut proc = pbx.proc;
-    let status = proc.stop("TERM").await;
-    assert!(status.success(), "{}", proc.tail(40));
+    // The queue events: the first call answered by 102 and rated 4 after 102 hung up, the
+    // second abandoned; 102 signed in and out.
+    let events = fx
+        .events_until("the queue events", |events| {
+            let has = |t: &str| events.iter().any(|e| e["type"] == t);
+            has("call_answered") && has("survey_score") && has("call_abandoned")
+        })
+        .await;
+    let of = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} in {events:#?}"))
+    };
+    let answered_event = of("call_answered");
+    assert_eq!(
+        (answered_event["queue"].as_str(), answered_event["agent"].as_str()),
+        (Some("6400"), Some("102"))
+    );
+    assert_eq!(
+        answered_event["call_id"], answered["call_id"],
+        "the queue call is the call log's call"
+    );
+    let score = of("survey_score");
+    assert_eq!(
+        (score["key"].as_str(), score["score"].as_i64()),
+        (Some("4"), Some(4)),
+        "{score:#}"
+    );
+    let gone = of("call_abandoned");
+    assert_eq!(gone["call_id"], abandoned["call_id"]);
+    let logins: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "agent_state" && e["agent"] == "102")
+        .map(|e| e["change"]["state"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert!(
+        logins.contains(&"logged_in".to_owned()) && logins.contains(&"logged_out".to_owned()),
+        "{logins:?}"
+    );
+
+    // The queue call logs (SPEC Q13): answered by 102 with the survey score; the second
+    // caller abandoned, unhandled until someone handles it.
+    let url = format!("{}/api/v1/tenants/acme/queue-calls?queue=6400", pbx.api);
+    let calls = eventually("the queue call logs", Duration::from_secs(15), || async {
+        let r = try_call(&fx.client, reqwest::Method::GET, &url, Some(&fx.token), None).await?;
+        let items = r.json["items"].as_array().cloned().unwrap_or_default();
+        let done = |id: &serde_json::Value| {
+            items
+                .iter()
+                .any(|i| &i["call_id"] == id && !i["outcome"].is_null())
+        };
+        if done(&answered["call_id"]) && done(&abandoned["call_id"]) {
+            Ok(items)
+        } else {
+            Err(r.text)
+        }
+    })
+    .await;
+    let log_of = |id: &serde_json::Value| {
+        calls
+            .iter()
+            .find(|i| &i["call_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{calls:#?}"))
+    };
+    let first = log_of(&answered["call_id"]);
+    assert_eq!(
+        (
+            first["outcome"].as_str(),
+            first["agent"].as_str(),
+            first["survey_score"].as_i64()
+        ),
+        (Some("answered"), Some("102"), Some(4)),
+        "{first:#}"
+    );
+    let second = log_of(&abandoned["call_id"]);
+    assert_eq!(
+        (second["outcome"].as_str(), second["disposition"].as_str()),
+        (Some("abandoned"), Some("unhandled")),
+        "{second:#}"
+    );
+    assert_eq!(second["caller_number"], "103", "{second:#}");
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_callback_dials_the_agent_then_the_customer() {
+    let fx = Fx::start().await;
+    let pbx = &fx.pbx;
+    let data = pbx.dir.join("data").to_string_lossy().into_owned();
+    // the customer's phone: a callback number has at least 5 digits
+    let args = [
+        "extension",
+        "create",
+        "--tenant",
+        "acme",
+        "--number",
+        "10555",
+        "--secret",
+        SECRET,
+        "--data-dir",
+        &data,
+    ];
+    let out = pbx_cli(&args, &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // callbacks are an Enterprise feature
+    fx.set_plan("enterprise").await;
+    let r = fx
+        .create_queue(serde_json::json!({
+            "number": "6400", "name": "Support", "strategy": "ring_all",
+            "members": [{"agent": "102", "kind": "dynamic"}],
+            "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
+        }))
+        .await;
+    assert!(r.json["settings"]["callback"].is_object(), "{}", r.text);
+
+    let (agent_port, customer_port) = (free_udp_port(), free_udp_port());
+    fx.register("102", agent_port).await;
+    fx.register("10555", customer_port).await;
+    // the agent answers and waits for the edge's BYE; the customer answers, talks 1 s, hangs up
+    let agent = Uas::start(&pbx.dir, "uas_answer.xml", agent_port);
+    let customer = Uas::start(&pbx.dir, "uas_answer_hangup.xml", customer_port);
+
+    // 101 waits in the queue (nobody signed in), presses 5 for a callback, keys in 10555#,
+    // hears the confirmation and is hung up.
+    let media = rtp_socket();
+    let rtp_port = media
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
+    tokio::task::spawn_blocking(move || {
+        let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
+        press_keys(&media, edge, "5", 1000);
+        std::thread::sleep(Duration::from_millis(500));
+        press_keys(&media, edge, "10555#", 90_000);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "the caller asking for a callback:\n{}\n--- pbx:\n{}",
+        tail(&out, 30),
+        pbx.proc.tail(40)
+    );
+
+    // The console's live view: the callback holds the first place; 102 is signed out.
+    let live_url = format!("{}/api/v1/tenants/acme/queues/6400/live", pbx.api);
+    let live = eventually("the queue's live state", Duration::from_secs(10), || async {
+        let r = try_call(&fx.client, reqwest::Method::GET, &live_url, Some(&fx.token), None).await?;
+        if r.status == 200 && r.json["waiting"][0]["state"] == "callback" {
+            Ok(r.json)
+        } else {
+            Err(format!("{} {}", r.status, r.text))
+        }
+    })
+    .await;
+    assert_eq!(live["queue"], "6400", "{live:#}");
+    assert_eq!(live["waiting"][0]["position"], 1, "{live:#}");
+    assert_eq!(live["waiting"][0]["number"], "101", "{live:#}");
+    assert!(
+        live["waiting"][0]["wait_ms"].as_u64().unwrap_or(0) > 1000,
+        "{live:#}"
+    );
+    assert_eq!(live["agents"][0]["agent"], "102", "{live:#}");
+    assert_eq!(live["agents"][0]["state"], "logged_out", "{live:#}");
+
+    // 102 signs in: the queue rings 102 for the callback, then calls 10555 and bridges them.
+    fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
+    let (agent_ok, agent_out) = tokio::task::spawn_blocking(move || agent.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (customer_ok, customer_out) = tokio::task::spawn_blocking(move || customer.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent_ok && customer_ok,
+        "agent ok={agent_ok}, customer ok={customer_ok}\n--- agent:\n{}\n--- customer:\n{}\n--- pbx:\n{}",
+        tail(&agent_out, 30),
+        tail(&customer_out, 30),
+        pbx.proc.tail(40)
+    );
+
+    // The call log: the callback, answered, hung up by the customer (the caller side).
+    let items = fx
+        .call_logs_until("the callback in the call log", |items| {
+            items.iter().any(|i| i["from"] == "10555")
+        })
+        .await;
+    let callback = items
+        .iter()
+        .find(|i| i["from"] == "10555")
+        .unwrap_or_else(|| panic!("{items:#?}"));
+    assert_eq!(callback["to"], "6400", "{callback:#}");
+    assert_eq!(callback["disposition"], "answered", "{callback:#}");
+    assert_eq!(callback["hangup_side"], "caller", "{callback:#}");
+
+    // The queue events: the callback was requested on 10555 and succeeded with 102.
+    let events = fx
+        .events_until("the callback events", |events| {
+            events.iter().any(|e| e["type"] == "callback_succeeded")
+        })
+        .await;
+    let of = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} in {events:#?}"))
+    };
+    let requested = of("callback_requested");
+    assert_eq!(requested["number"], "10555", "{requested:#}");
+    let succeeded = of("callback_succeeded");
+    assert_eq!(
+        (succeeded["agent"].as_str(), succeeded["queue"].as_str()),
+        (Some("102"), Some("6400"))
+    );
+    assert_eq!(
+        succeeded["call_id"], requested["call_id"],
+        "one queue call from request to callback"
+    );
+
+    // Pause reasons reach the edge: 102 pauses with *076400*03 ("Wrap up"), then resumes.
+    let reasons = serde_json::json!({"pause_reasons": [{"code": "*03", "name": "Wrap up"}]});
+    let r = fx
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/tenants/acme/pause-reasons",
+            Some(&reasons),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // 103's BLF key for "102 paused in 6400 for Wrap up" (subscribe_blf.xml checks the NOTIFYs:
+    // dark, lit on the pause, dark on the resume, then it unsubscribes).
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let blf = tokio::task::spawn_blocking(move || {
+        sipp_client(
+            &dir,
+            "subscribe_blf.xml",
+            free_udp_port(),
+            &sip,
+            "103",
+            "acme.localhost",
+            "*07102*6400*03",
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    fx.dial("uac_call_wait_bye.xml", "102", "*076400*03").await;
+    fx.dial("uac_call_wait_bye.xml", "102", "*076400").await;
+    let events = fx
+        .events_until("the pause and the resume", |events| {
+            events
+                .iter()
+                .any(|e| e["type"] == "agent_state" && e["change"]["state"] == "resumed")
+        })
+        .await;
+    let paused = events
+        .iter()
+        .filter(|e| e["type"] == "agent_state" && e["agent"] == "102" && e["queue"] == "6400")
+        .map(|e| &e["change"])
+        .find(|c| c["state"] == "paused")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(paused["reason_code"], "*03", "{paused:#}");
+    assert_eq!(paused["reason"], "Wrap up", "{paused:#}");
+    let (ok, out) = blf.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "the BLF subscription:\n{}\n--- pbx:\n{}",
+        tail(&out, 40),
+        pbx.proc.tail(30)
+    );
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_key_event_sends_the_caller_to_an_extension() {
+    let fx = Fx::start().await;
+    let pbx = &fx.pbx;
+    fx.create_queue(serde_json::json!({
+        "number": "6401", "name": "Front desk", "strategy": "linear",
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "key_events": [{"key": "0", "destination": {"type": "extension", "target": "103"}}],
+    }))
+    .await;
+    let operator_port = free_udp_port();
+    fx.register("103", operator_port).await;
+    let operator = Uas::start(&pbx.dir, "uas_answer_hangup.xml", operator_port);
+
+    // Nobody is signed in; the caller presses 0 and is put through to 103, who answers,
+    // talks for a second and hangs up; the edge hangs the caller up.
+    let media = rtp_socket();
+    let rtp_port = media
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6401", rtp_port));
+    tokio::task::spawn_blocking(move || {
+        let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
+        std::thread::sleep(Duration::from_millis(500));
+        press_keys(&media, edge, "0", 4000);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (caller_ok, caller_out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    let (op_ok, op_out) = tokio::task::spawn_blocking(move || operator.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        caller_ok && op_ok,
+        "caller ok={caller_ok}, 103 ok={op_ok}\n--- caller:\n{}\n--- 103:\n{}\n--- pbx:\n{}",
+        tail(&caller_out, 30),
+        tail(&op_out, 30),
+        pbx.proc.tail(40)
+    );
+    // One call in the log: to the queue, answered (by 103), hung up by 103.
+    let items = fx
+        .call_logs_until("the call in the call log", |items| {
+            items.iter().any(|i| i["to"] == "6401")
+        })
+        .await;
+    let item = items
+        .iter()
+        .find(|i| i["to"] == "6401")
+        .unwrap_or_else(|| panic!("{items:#?}"));
+    assert_eq!(item["disposition"], "answered", "{item:#}");
+    assert_eq!(item["hangup_side"], "callee", "{item:#}");
+    // The queue saw the caller leave by key 0.
+    let events = fx
+        .events_until("the queue's missed call", |events| {
+            events.iter().any(|e| e["type"] == "call_missed")
+        })
+        .await;
+    let missed = events
+        .iter()
+        .find(|e| e["type"] == "call_missed")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(missed["reason"]["reason"], "key_press", "{missed:#}");
+    fx.stop().await;
 }

@@ -77,6 +77,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     };
     let extensions = db::extensions::list(&mut tx, tenant).await?;
     let queues = db::queues::list(&mut tx, tenant).await?;
+    let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
     let fqdn = state.settings.fqdn(&t.slug);
     let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
     tx.commit().await?;
@@ -97,6 +98,16 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
             .map(|e| edge_config(state, e))
             .collect::<Result<_>>()?,
         queues: queues.into_iter().map(|q| q.config).collect(),
+        queue_options: pbx_contract::queue::EngineOptions {
+            pause_reasons: pause_reasons
+                .into_iter()
+                .map(|r| pbx_contract::queue::PauseReason {
+                    code: r.code,
+                    name: r.name,
+                })
+                .collect(),
+            ..Default::default()
+        },
         certificate,
     }))
 }

@@ -12,6 +12,7 @@ pub mod json;
 mod middleware;
 mod objects;
 mod pause_reasons;
+mod queue_calls;
 mod queues;
 mod resellers;
 mod signup;
@@ -93,6 +94,17 @@ fn api_routes() -> OpenApiRouter<AppState> {
             queues::update_queue,
             queues::delete_queue
         ))
+        .routes(routes!(queues::queue_live_state))
+        .routes(routes!(
+            queue_calls::get_queue_notifications,
+            queue_calls::put_queue_notifications
+        ))
+        .routes(routes!(queue_calls::list_queue_calls))
+        .routes(routes!(
+            queue_calls::get_queue_call,
+            queue_calls::update_queue_call
+        ))
+        .routes(routes!(queue_calls::list_agent_sessions))
         .routes(routes!(resellers::issue_reseller_api_key))
         .routes(routes!(resellers::suspend_tenant))
         .routes(routes!(resellers::resume_tenant))

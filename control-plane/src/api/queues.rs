@@ -6,7 +6,7 @@ use crate::service::queues::{self as svc, QueueView};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use pbx_contract::queue::QueueConfig;
+use pbx_contract::queue::{LiveQueueState, QueueConfig};
 
 /// The tenant's call queues (any member of the tenant may read them).
 #[utoipa::path(get, path = "/api/v1/tenants/{slug}/queues", tag = "queues", params(("slug" = String, Path)),
@@ -49,6 +49,20 @@ pub async fn get_queue(
     Path((slug, queue)): Path<(String, String)>,
 ) -> Result<Json<QueueView>> {
     svc::get(&state, &ctx, &slug, &queue).await.map(Json)
+}
+
+/// The queue's live state (plan Enterprise, the queue console): callers waiting, in line
+/// order, with their wait; every agent's state. Published by the edge serving the queue every
+/// 2 s and within 0.3 s of a change; 404 when no edge has served the queue yet.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/queues/{queue}/live", tag = "queues",
+    params(("slug" = String, Path), ("queue" = String, Path, description = "queue id or number")),
+    responses((status = 200, body = LiveQueueState), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn queue_live_state(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, queue)): Path<(String, String)>,
+) -> Result<Json<LiveQueueState>> {
+    svc::live(&state, &ctx, &slug, &queue).await.map(Json)
 }
 
 /// Change a queue's settings with a JSON merge patch (RFC 7396) over its `settings`: objects

@@ -9,6 +9,7 @@ pub mod extensions;
 pub mod lifecycle;
 pub mod pause_reasons;
 pub mod plan_gate;
+pub mod queue_calls;
 pub mod queues;
 pub mod resellers;
 pub mod signup;

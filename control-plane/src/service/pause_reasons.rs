@@ -86,6 +86,8 @@ pub async fn replace(state: &AppState, ctx: &Ctx, slug: &str, input: PauseReason
         },
     )
     .await?;
+    // the edge's snapshot carries them (pause codes dialled by agents)
+    super::config_publish::publish(&mut tx, tenant.id, pbx_contract::bus::ConfigSubject::Tenant).await?;
     tx.commit().await?;
     Ok(input)
 }

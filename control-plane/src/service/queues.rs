@@ -213,6 +213,33 @@ pub async fn get(state: &AppState, ctx: &Ctx, slug: &str, key: &str) -> Result<Q
     Ok(find(&mut conn, tenant.id, key).await?.into())
 }
 
+/// The queue's live state as its edge last published it (SPEC Q11; plan Enterprise: the
+/// queue console). 404 when no edge has served the queue yet (or its state expired).
+pub async fn live(
+    state: &AppState,
+    ctx: &Ctx,
+    slug: &str,
+    key: &str,
+) -> Result<pbx_contract::queue::LiveQueueState> {
+    let mut conn = state.db.acquire().await?;
+    let (tenant, _) = access::tenant_for(&mut conn, &ctx.principal, slug).await?;
+    super::plan_gate::require(&tenant, pbx_contract::Feature::QueueConsole)?;
+    let queue = find(&mut conn, tenant.id, key).await?;
+    drop(conn);
+    let entries = state
+        .live
+        .entries(&pbx_contract::queue::live_state_key(tenant.id))
+        .await
+        .map_err(|_| Error::Unavailable("live state"))?;
+    entries
+        .iter()
+        .find(|(field, _, _)| *field == queue.config.number)
+        .and_then(|(_, value, _)| serde_json::from_slice(value).ok())
+        .ok_or(Error::NotFound(
+            "live state of the queue (no edge has served it yet)",
+        ))
+}
+
 pub async fn create(state: &AppState, ctx: &Ctx, slug: &str, body: Value) -> Result<QueueView> {
     let mut tx = state.db.begin().await?;
     let tenant = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;

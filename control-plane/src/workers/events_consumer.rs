@@ -9,6 +9,7 @@ use crate::db::audit::{Actor, AuditEntry};
 use crate::db::{self, edge_log::LogLine};
 use crate::error::Result;
 use crate::service::call_logs::{self, Stored};
+use crate::service::queue_calls;
 use pbx_contract::bus::{Event, EventEnvelope, LockoutSubject, EVENTS_GROUP, EVENTS_STREAM};
 use pbx_engines::bus::BusEntry;
 use std::time::Duration;
@@ -78,8 +79,11 @@ async fn apply_in(tx: &mut db::Conn, entry: &BusEntry) -> Result<Outcome> {
             Some(software_version.as_str()),
         ),
         Event::EdgeNodeStopping => ("edge_node_stopping", String::new(), Some("stopped"), None),
-        // Kept in the node log until queue call logs are built from them (issue 5, point 5).
+        // Queue call logs and agent sessions; the raw event stays in the node log too.
         Event::QueueEvent(record) => {
+            if queue_calls::store(tx, envelope.tenant, record).await? == queue_calls::Stored::Skipped {
+                metrics::counter!("pbx_queue_events_skipped_total").increment(1);
+            }
             let mut detail = record.event.clone();
             if let (Some(obj), Some(call)) = (detail.as_object_mut(), record.call_id) {
                 obj.insert("call_id".into(), call.to_string().into());

@@ -4,3 +4,4 @@ pub mod billing;
 pub mod events_consumer;
 pub mod lifecycle;
 pub mod outbox_relay;
+pub mod queue_mail;

@@ -7,6 +7,7 @@
 //! BYE, re-INVITE, INFO) by Call-ID and our tag. The SIP messages themselves are built by the
 //! pure functions of [`dialog`].
 
+pub mod blf;
 pub mod dialog;
 pub mod feature_codes;
 mod queue_call;
@@ -37,6 +38,9 @@ pub struct CallConfig {
     pub t2: Duration,
     /// The `User-Agent`/`Server` product token.
     pub product: String,
+    /// An answered call whose media stopped both ways this long (phones gone without a BYE)
+    /// is hung up; not while on hold.
+    pub media_timeout: Duration,
 }
 
 impl Default for CallConfig {
@@ -45,6 +49,7 @@ impl Default for CallConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             product: format!("pbx-edge/{}", env!("CARGO_PKG_VERSION")),
+            media_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct CallRouter {
     parked: Mutex<HashMap<(TenantId, String), CallSender>>,
     /// Each tenant's queue driver, started by its first queue call or agent code.
     queue_drivers: Mutex<HashMap<TenantId, queue_driver::DriverSender>>,
+    /// BLF subscriptions to agents' pause state.
+    blf: blf::BlfRegistry,
     counters: Counters,
 }
 
@@ -136,6 +143,7 @@ impl CallRouter {
             ringing_by_callee: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashMap::new()),
             queue_drivers: Mutex::new(HashMap::new()),
+            blf: blf::BlfRegistry::default(),
             counters: Counters::default(),
         }
     }
@@ -198,6 +206,7 @@ impl CallRouter {
         };
         match req.method {
             Method::Invite if to_tag(&req).is_none() => self.new_call(req, inbound, tx).await,
+            Method::Subscribe => self.subscribe(req, inbound, tx).await,
             Method::Cancel => {
                 let call = tx.branch().and_then(|b| lock(&self.ringing).get(b).cloned());
                 match call {
@@ -412,8 +421,148 @@ impl CallRouter {
         None
     }
 
+    /// A BLF key's SUBSCRIBE (event `dialog`): a new subscription, a refresh, or the end of
+    /// one (`Expires: 0`). The 200 goes out first, then a NOTIFY with the current state.
+    async fn subscribe(
+        self: &Arc<Self>,
+        req: SipRequest,
+        inbound: Inbound,
+        tx: ServerTx,
+    ) -> Option<SipResponse> {
+        let source = inbound.source;
+        let reply = |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, source);
+        let event = req
+            .header("Event")
+            .or_else(|| req.header("o"))
+            .and_then(|e| e.split(';').next())
+            .map(|e| e.trim().to_ascii_lowercase());
+        if event.as_deref() != Some("dialog") {
+            return Some(
+                reply(489, "Bad Event")
+                    .with_to_tag(&dialog::random_token())
+                    .with_header("Allow-Events", "dialog"),
+            );
+        }
+        let requested = req.header("Expires").and_then(|v| v.trim().parse::<u32>().ok());
+        let granted = blf::granted_expires(requested);
+        let client = self.client.get().cloned()?;
+        if let Some(tag) = to_tag(&req) {
+            let call_id = req.call_id().ok()?.to_owned();
+            let found = self.blf.with(&call_id, &tag, |s| {
+                s.expires_at = blf::expiry(granted);
+                (s.tenant, s.resource.clone())
+            });
+            let Some((tenant, resource)) = found else {
+                return Some(reply(481, "Call/Transaction Does Not Exist"));
+            };
+            tx.respond(reply(200, "OK").with_header("Expires", granted.to_string()))
+                .await;
+            let pause = self.pause_state(tenant, &resource).await;
+            let on = blf::lit(&resource, pause.as_ref().map(|p| p.as_deref()));
+            let notify = self
+                .blf
+                .with(&call_id, &tag, |s| (s.notify(on, granted == 0), s.target.clone()));
+            if granted == 0 {
+                self.blf.remove(&call_id, &tag);
+            }
+            blf::send_all(&client, notify.into_iter().collect()).await;
+            return None;
+        }
+        let refuse =
+            |status: u16, reason: &str| Some(reply(status, reason).with_to_tag(&dialog::random_token()));
+        let Some(tenant) = self.store.by_fqdn(&req.uri.host) else {
+            return refuse(404, "Not Found");
+        };
+        if !tenant.state.in_service() {
+            return refuse(403, "Forbidden");
+        }
+        let Some(subscriber) = req
+            .from()
+            .ok()
+            .filter(|f| f.uri.is_sip() && f.uri.host.eq_ignore_ascii_case(&tenant.fqdn))
+            .and_then(|f| f.uri.user.clone())
+        else {
+            return refuse(403, "Forbidden");
+        };
+        if let Err(resp) = self.registrar.authenticate(
+            &req,
+            &tenant,
+            &subscriber,
+            source,
+            SystemTime::now(),
+            AuthScheme::Proxy,
+        ) {
+            return Some(resp);
+        }
+        let user = req.uri.user.clone().unwrap_or_default();
+        let Some(resource) = blf::parse_resource(&user) else {
+            return refuse(404, "Not Found");
+        };
+        let local = client.local_addr_for(&inbound.target).unwrap_or(inbound.local);
+        let tag = dialog::random_token();
+        let Some(dialog) = dialog::Dialog::caller_side(&req, &tag, local, inbound.transport) else {
+            return refuse(400, "Missing Contact");
+        };
+        let ok = reply(200, "OK")
+            .with_to_tag(&tag)
+            .with_header("Expires", granted.to_string())
+            .with_header("Contact", dialog::contact(local, inbound.transport));
+        tx.respond(ok).await;
+        let mut sub = blf::Subscription {
+            tenant: tenant.tenant_id,
+            entity: format!("sip:{user}@{}", tenant.fqdn),
+            id: format!("blf-{user}"),
+            resource,
+            dialog,
+            target: inbound.target.clone(),
+            expires_at: blf::expiry(granted),
+            version: 0,
+            last_lit: None,
+        };
+        let pause = self.pause_state(tenant.tenant_id, &sub.resource).await;
+        let on = blf::lit(&sub.resource, pause.as_ref().map(|p| p.as_deref()));
+        let notify = sub.notify(on, granted == 0);
+        let target = sub.target.clone();
+        if granted > 0 {
+            self.blf.insert(sub);
+        }
+        blf::send_all(&client, vec![(notify, target)]).await;
+        None
+    }
+
+    /// The agent's pause in the queue (`Some(code)` when paused), from the tenant's driver.
+    async fn pause_state(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        resource: &blf::BlfResource,
+    ) -> Option<Option<String>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let _ = self
+            .queue_driver(tenant)
+            .send(queue_driver::DriverMsg::PauseState {
+                agent: resource.agent.clone(),
+                queue: resource.queue.clone(),
+                reply,
+            });
+        rx.await.ok().flatten()
+    }
+
+    /// An agent's pause state changed: the BLF keys watching it are told.
+    pub(crate) fn blf_changed(
+        &self,
+        tenant: TenantId,
+        agent: &str,
+        queue: &str,
+        pause: Option<Option<&str>>,
+    ) {
+        let notifies = self.blf.changed(tenant, agent, queue, pause);
+        if let (false, Some(client)) = (notifies.is_empty(), self.client.get().cloned()) {
+            tokio::spawn(async move { blf::send_all(&client, notifies).await });
+        }
+    }
+
     /// The tenant's queue driver, started on first use.
-    fn queue_driver(&self, tenant: TenantId) -> queue_driver::DriverSender {
+    fn queue_driver(self: &Arc<Self>, tenant: TenantId) -> queue_driver::DriverSender {
         let mut drivers = lock(&self.queue_drivers);
         if let Some(d) = drivers.get(&tenant).filter(|d| !d.is_closed()) {
             return d.clone();
@@ -424,10 +573,29 @@ impl CallRouter {
                 store: self.store.clone(),
                 registrar: Arc::clone(&self.registrar),
                 events: self.events.clone(),
+                router: Arc::downgrade(self),
             },
         );
         drivers.insert(tenant, d.clone());
         d
+    }
+
+    pub(crate) fn client(&self) -> Option<SipClient> {
+        self.client.get().cloned()
+    }
+
+    /// A call between extensions was answered (or ended): the tenant's queue driver, if it
+    /// runs, counts it for its agents' ring-in-use.
+    pub(crate) fn note_extension_call(&self, tenant: TenantId, extensions: &[&str], started: bool) {
+        let driver = lock(&self.queue_drivers).get(&tenant).cloned();
+        if let Some(driver) = driver {
+            for ext in extensions {
+                let _ = driver.send(queue_driver::DriverMsg::ExtensionCall {
+                    extension: (*ext).to_owned(),
+                    started,
+                });
+            }
+        }
     }
 
     pub(crate) fn note_started(&self) {

@@ -45,6 +45,8 @@ pub(crate) enum Mode {
     Queue,
     /// Play these prompts, then hang up (the confirmation of a feature code).
     Announce { prompts: Vec<String>, language: String },
+    /// A callback: no caller leg to answer; the driver drives it.
+    Callback,
 }
 
 /// What the router hands a new queue call.
@@ -80,14 +82,62 @@ struct AgentLeg {
     final_status: Option<u16>,
     /// The agent's SDP answer, applied to the relay when the engine connects.
     answer: Option<SessionDescription>,
+    /// A leg to the customer of a callback (not an agent).
+    customer: bool,
+    /// A leg to where the engine routed the caller (an extension), bridged on answer.
+    routed: bool,
+}
+
+/// What the driver hands a callback call: the caller keeps its engine id (and the queue
+/// events their call id) from the call in which it asked for the callback; the callback is a
+/// call of its own in the call log.
+pub(crate) struct CallbackSetup {
+    pub tenant: Arc<TenantSnapshot>,
+    pub caller: CallerId,
+    pub queue: String,
+    pub number: String,
+    pub driver: DriverSender,
+}
+
+/// How long a callback's customer may ring before the callback counts as not answered.
+const CUSTOMER_RING: Duration = Duration::from_secs(30);
+/// How long a caller has to key in a callback number.
+const NUMBER_ENTRY: Duration = Duration::from_secs(20);
+
+/// The offer of a call the edge starts itself (a callback): PCMU, PCMA, telephone-event.
+/// Addresses and ports are rewritten by `relay_offer`, as for a caller's offer.
+fn own_offer(advertise: IpAddr) -> Option<SessionDescription> {
+    let ip = match advertise {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    };
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN {ip} {advertise}\r\ns=-\r\nc=IN {ip} {advertise}\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+    );
+    SessionDescription::parse(&sdp).ok()
+}
+
+/// Who a leg the edge places calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegKind {
+    Agent,
+    Customer,
+    Routed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Waiting,
     Connected,
+    /// The agent hung up; the caller rates the call (until the deadline).
+    Survey,
     Ended,
 }
+
+/// How long a caller has to answer the satisfaction survey.
+const SURVEY_ANSWER: Duration = Duration::from_secs(20);
 
 struct QueueCall {
     router: Arc<CallRouter>,
@@ -100,13 +150,16 @@ struct QueueCall {
     caller: String,
     caller_name: Option<String>,
     queue: String,
-    invite: SipRequest,
+    /// The caller's INVITE and its server transaction (none for a callback).
+    uas: Option<(SipRequest, ServerTx)>,
     source: std::net::SocketAddr,
-    tx: ServerTx,
     caller_dialog: Dialog,
-    caller_target: Target,
+    /// Where the caller side's requests go (a callback's: once the customer answered).
+    caller_target: Option<Target>,
     session: RelaySession,
     advertise: IpAddr,
+    /// Our `o=` towards the caller (A) and the agent (B).
+    origin_a: SdpOrigin,
     origin_b: SdpOrigin,
     /// The caller's offer limited to the one voice codec (and telephone-event) we answered.
     offer: SessionDescription,
@@ -130,6 +183,23 @@ struct QueueCall {
     agent: Option<String>,
     /// In the queue engine (not for announcements).
     joined: bool,
+    /// The engine let the caller go (routed away, or a callback registered): a hang-up
+    /// from now on is not news to it.
+    released: bool,
+    /// A callback call: the number to call back, once the agent answers.
+    callback: Option<String>,
+    /// The callback's customer leg rings until then.
+    customer_deadline: Option<Instant>,
+    /// Keys of a callback number being entered, and until when.
+    collecting: Option<(String, Instant)>,
+    /// The survey's answer is awaited until then.
+    survey_deadline: Option<Instant>,
+    /// The extension the caller was routed to rings until then.
+    route_deadline: Option<Instant>,
+    /// What the caller dialled (the call log's `to`; `queue` may change by routing).
+    dialled: String,
+    /// A side holds the call (its last re-INVITE offered sendonly or inactive).
+    on_hold: bool,
 }
 
 /// Starts a queue call; answers the caller with an error when it cannot.
@@ -206,12 +276,12 @@ pub(crate) async fn start(
         caller,
         queue,
         source: inbound.source,
-        invite,
-        tx,
+        uas: Some((invite, tx)),
         caller_dialog,
-        caller_target: inbound.target.clone(),
+        caller_target: Some(inbound.target.clone()),
         session,
         advertise,
+        origin_a,
         origin_b: SdpOrigin::new(),
         offer,
         payload_type,
@@ -229,9 +299,104 @@ pub(crate) async fn start(
         hangup: HangupSide::System,
         agent: None,
         joined: false,
+        released: false,
+        callback: None,
+        customer_deadline: None,
+        collecting: None,
+        survey_deadline: None,
+        route_deadline: None,
+        dialled: String::new(),
+        on_hold: false,
     };
+    let mut call = call;
+    call.dialled = call.queue.clone();
     tokio::spawn(call.run(rx, media_rx, mode));
     None
+}
+
+/// Starts the call of a callback: it has no caller leg yet; the driver rings the agents
+/// through it, and [`QueueCommand::DialCustomer`] calls the customer once one answers.
+pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> Option<CallSender> {
+    let client = router.client()?;
+    let relay = router.media().cloned()?;
+    let advertise = relay.advertise_ip();
+    let offer = own_offer(advertise)?;
+    let (me, rx) = mpsc::unbounded_channel();
+    let tenant = setup.tenant;
+    let queue = setup.queue;
+    let driver = setup.driver;
+    let caller_id = setup.caller;
+    let id = CallId::new();
+    let number = setup.number;
+    let me2 = me.clone();
+    tokio::spawn(async move {
+        let session = match relay.open_session().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("callback: no media relay ports: {e}");
+                let _ = driver.send(DriverMsg::CallbackResult {
+                    caller: caller_id,
+                    result: crate::queue::CallbackLegResult::AgentHungUp,
+                });
+                return;
+            }
+        };
+        let local = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        // a placeholder until the customer's leg exists (an empty Call-ID matches no request)
+        let caller_dialog =
+            Dialog::callee_side("", "", "", "", "", local, crate::sip::server::TransportKind::Udp);
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        session.watch(media_tx, [None, None]);
+        router.note_started();
+        let call = QueueCall {
+            router,
+            client,
+            me: me2,
+            driver,
+            id,
+            caller_id,
+            tenant,
+            caller: queue.clone(),
+            caller_name: None,
+            queue,
+            uas: None,
+            source: local,
+            caller_dialog,
+            caller_target: None,
+            session,
+            advertise,
+            origin_a: SdpOrigin::new(),
+            origin_b: SdpOrigin::new(),
+            offer,
+            payload_type: 0,
+            answer_a: Vec::new(),
+            legs: Vec::new(),
+            connected: None,
+            phase: Phase::Waiting,
+            unacked: None,
+            prompt: None,
+            next_prompt_id: 1,
+            end_after_prompt: false,
+            started: SystemTime::now(),
+            answered: None,
+            ended: None,
+            hangup: HangupSide::System,
+            agent: None,
+            joined: true,
+            released: false,
+            callback: Some(number),
+            customer_deadline: None,
+            collecting: None,
+            survey_deadline: None,
+            route_deadline: None,
+            dialled: String::new(),
+            on_hold: false,
+        };
+        let mut call = call;
+        call.dialled = call.queue.clone();
+        call.run(rx, media_rx, Mode::Callback).await;
+    });
+    Some(me)
 }
 
 fn ring_failure(status: u16) -> RingFailure {
@@ -249,8 +414,11 @@ impl QueueCall {
         mut media: mpsc::UnboundedReceiver<MediaEvent>,
         mode: Mode,
     ) {
-        self.answer_caller().await;
+        if !matches!(mode, Mode::Callback) {
+            self.answer_caller().await;
+        }
         match mode {
+            Mode::Callback => {}
             Mode::Queue => {
                 self.joined = true;
                 let _ = self.driver.send(DriverMsg::Join {
@@ -264,6 +432,8 @@ impl QueueCall {
                 info!(call = %self.id, tenant = %self.tenant.tenant_id, from = %self.caller, queue = %self.queue, "caller joined queue");
             }
             Mode::Announce { prompts, language } => {
+                // answered by the system itself
+                self.answered = Some(SystemTime::now());
                 self.end_after_prompt = true;
                 if self.play(&prompts, &language, false).is_err() {
                     self.hang_up_caller().await;
@@ -283,7 +453,18 @@ impl QueueCall {
                 linger.get_or_insert_with(|| Instant::now() + Duration::from_secs(32));
             }
             let resend_at = self.unacked.as_ref().map(|u| u.1);
+            let entry_at = self.collecting.as_ref().map(|c| c.1);
+            let customer_at = self.customer_deadline;
+            let survey_at = self.survey_deadline;
+            let route_at = self.route_deadline;
+            let media_check_at = (self.phase == Phase::Connected)
+                .then(|| Instant::now() + super::task::media_check_interval(self.router.config()));
             tokio::select! {
+                _ = sleep_until(media_check_at) => self.check_media().await,
+                _ = sleep_until(route_at) => self.on_route_timeout().await,
+                _ = sleep_until(survey_at) => self.on_survey_timeout().await,
+                _ = sleep_until(entry_at) => self.on_number_timeout(),
+                _ = sleep_until(customer_at) => self.on_customer_timeout().await,
                 input = rx.recv() => match input {
                     Some(input) => self.on_input(input).await,
                     None => break,
@@ -296,22 +477,20 @@ impl QueueCall {
         self.finish().await;
     }
 
-    fn respond_caller(&self, status: u16, reason: &str) -> SipResponse {
-        SipResponse::for_request(&self.invite, status, reason, self.source)
+    async fn answer_caller(&mut self) {
+        let Some((invite, tx)) = &self.uas else {
+            return;
+        };
+        let ok = SipResponse::for_request(invite, 200, "OK", self.source)
             .with_to_tag(&self.caller_dialog.local_tag)
             .with_server(&self.router.config().product)
-    }
-
-    async fn answer_caller(&mut self) {
-        let ok = self
-            .respond_caller(200, "OK")
             .with_header(
                 "Contact",
                 dialog::contact(self.caller_dialog.local_addr, self.caller_dialog.transport),
             )
             .with_header("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")
             .with_body("application/sdp", self.answer_a.clone());
-        self.tx.respond(ok.clone()).await;
+        tx.respond(ok.clone()).await;
         let t1 = self.router.config().t1;
         let now = Instant::now();
         self.unacked = Some((ok, now + t1, t1, now + t1 * 64));
@@ -328,7 +507,9 @@ impl QueueCall {
             return;
         }
         if now >= next {
-            self.tx.respond(resp.clone()).await;
+            if let Some((_, tx)) = &self.uas {
+                tx.respond(resp.clone()).await;
+            }
             let interval = (interval * 2).min(self.router.config().t2);
             self.unacked = Some((resp, now + interval, interval, give_up));
         } else {
@@ -336,10 +517,12 @@ impl QueueCall {
         }
     }
 
+    /// What a waiting caller hears between announcements: the queue's ringback tone when it
+    /// chose one (`ringback` for the shipped one), else its music on hold, else ours.
     fn music_name(&self) -> String {
-        self.tenant
-            .queue_by_number(&self.queue)
-            .and_then(|q| q.prompts.music_on_hold.clone())
+        let prompts = self.tenant.queue_by_number(&self.queue).map(|q| &q.prompts);
+        prompts
+            .and_then(|p| p.ringback.clone().or_else(|| p.music_on_hold.clone()))
             .unwrap_or_else(|| DEFAULT_MUSIC.to_owned())
     }
 
@@ -426,6 +609,26 @@ impl QueueCall {
                     self.play_music();
                 }
             }
+            MediaEvent::Dtmf { leg: Leg::A, key } if self.phase == Phase::Survey => {
+                let _ = self.driver.send(DriverMsg::SurveyKey {
+                    caller: self.caller_id,
+                    key,
+                });
+            }
+            MediaEvent::Dtmf { leg: Leg::A, key } if self.collecting.is_some() => {
+                if key == '#' {
+                    let digits = self.collecting.take().map(|c| c.0).unwrap_or_default();
+                    let _ = self.driver.send(DriverMsg::CallbackNumber {
+                        caller: self.caller_id,
+                        number: (!digits.is_empty()).then_some(digits),
+                        declined: false,
+                    });
+                } else if let Some((digits, _)) = self.collecting.as_mut() {
+                    if key.is_ascii_digit() && digits.len() < 32 {
+                        digits.push(key);
+                    }
+                }
+            }
             MediaEvent::Dtmf { leg: Leg::A, key } if self.phase == Phase::Waiting && self.joined => {
                 debug!(call = %self.id, %key, "caller pressed a key");
                 let _ = self.driver.send(DriverMsg::Key {
@@ -466,7 +669,7 @@ impl QueueCall {
                 language,
                 report_done,
             } => {
-                if self.phase == Phase::Waiting
+                if matches!(self.phase, Phase::Waiting | Phase::Survey)
                     && self.play(&prompts, &language, report_done).is_err()
                     && report_done
                 {
@@ -487,8 +690,16 @@ impl QueueCall {
                     }
                 }
             }
-            QueueCommand::Connect { agent } => self.connect(&agent).await,
+            QueueCommand::Connect {
+                agent,
+                agent_announcement,
+                announce_agent_id,
+            } => {
+                self.connect(&agent).await;
+                self.announce(&agent, agent_announcement, announce_agent_id);
+            }
             QueueCommand::Route { destination } => {
+                self.released = true;
                 match destination {
                     Destination::PlayPromptThenExit(prompt) => {
                         let language = self.language();
@@ -498,16 +709,175 @@ impl QueueCall {
                         }
                     }
                     Destination::HangUp => {}
+                    Destination::Extension(number) => {
+                        if self.route_to_extension(&number).await {
+                            return;
+                        }
+                    }
+                    Destination::Queue(number) => {
+                        if self.rejoin(&number) {
+                            return;
+                        }
+                    }
                     other => {
                         // Routing out of the queue to other destinations comes with those
-                        // destinations (IVR, voicemail, ring groups, trunks).
+                        // destinations (voicemail, IVR, ring groups, trunks).
                         warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
                     }
                 }
                 self.hang_up_caller().await;
             }
-            QueueCommand::End => self.hang_up_caller().await,
+            QueueCommand::End => {
+                self.released = true;
+                if self.prompt.is_some() {
+                    // e.g. the survey's closing prompt: hang up once it has played
+                    self.end_after_prompt = true;
+                } else {
+                    self.hang_up_caller().await
+                }
+            }
+            QueueCommand::Survey { prompt, language } => {
+                if self.phase == Phase::Survey {
+                    self.survey_deadline = Some(Instant::now() + SURVEY_ANSWER);
+                    if self.play(&[prompt], &language, false).is_err() {
+                        warn!(call = %self.id, "survey prompt missing");
+                    }
+                }
+            }
+            QueueCommand::CollectCallbackNumber => {
+                self.collecting = Some((String::new(), Instant::now() + NUMBER_ENTRY));
+                let language = self.language();
+                let _ = self.play(&["callback-offer".to_owned()], &language, false);
+            }
+            QueueCommand::DialCustomer { number } => self.dial_customer(&number).await,
         }
+    }
+
+    async fn on_survey_timeout(&mut self) {
+        if self.survey_deadline.take().is_some() && self.phase == Phase::Survey {
+            // no rating: the caller is let go
+            let _ = self.driver.send(DriverMsg::CallerLeft {
+                caller: self.caller_id,
+            });
+            self.released = true;
+            self.hang_up_caller().await;
+        }
+    }
+
+    fn on_number_timeout(&mut self) {
+        if self.collecting.take().is_some() {
+            let _ = self.driver.send(DriverMsg::CallbackNumber {
+                caller: self.caller_id,
+                number: None,
+                declined: true,
+            });
+        }
+    }
+
+    fn callback_failed(&self, result: crate::queue::CallbackLegResult) {
+        let _ = self.driver.send(DriverMsg::CallbackResult {
+            caller: self.caller_id,
+            result,
+        });
+    }
+
+    /// The callback's agent answered: call the customer (an extension of the tenant; calls
+    /// out through trunks come with trunks), offering the codec the agent chose.
+    async fn dial_customer(&mut self, number: &str) {
+        let Some(agent_leg) = self
+            .legs
+            .iter()
+            .position(|l| !l.customer && l.state == LegState::Answered)
+        else {
+            return;
+        };
+        let codec = self.legs[agent_leg]
+            .answer
+            .as_ref()
+            .and_then(|a| a.audio_formats().into_iter().find(|f| f == "0" || f == "8"))
+            .unwrap_or_else(|| "0".to_owned());
+        self.payload_type = if codec == "8" { 8 } else { 0 };
+        let mut keep = vec![codec];
+        if let Some(te) = self.offer.telephone_event_pt() {
+            keep.push(te.to_string());
+        }
+        self.offer = self.offer.restricted_to(&keep);
+        let tenant_id = self.tenant.tenant_id;
+        let bindings = if self.router.store().extension(tenant_id, number).is_some() {
+            self.router
+                .registrar()
+                .bindings(tenant_id, number)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let body = match self
+            .offer
+            .relay_offer(self.advertise, self.session.port(Leg::A), &mut self.origin_a)
+        {
+            Ok(sdp) => sdp.to_string().into_bytes(),
+            Err(_) => Vec::new(),
+        };
+        let from = format!("<sip:{}@{}>", self.queue, self.tenant.fqdn);
+        let sent = self
+            .invite_contacts(number, bindings, &from, &body, None, LegKind::Customer)
+            .await;
+        if sent == 0 {
+            info!(call = %self.id, %number, "callback: the customer cannot be reached");
+            self.callback_failed(crate::queue::CallbackLegResult::CustomerNoAnswer);
+            self.hang_up_agents().await;
+            return;
+        }
+        self.customer_deadline = Some(Instant::now() + CUSTOMER_RING);
+        self.caller = number.to_owned();
+    }
+
+    async fn on_customer_timeout(&mut self) {
+        if self.customer_deadline.take().is_none() {
+            return;
+        }
+        for i in 0..self.legs.len() {
+            if self.legs[i].customer {
+                self.cancel_leg(i).await;
+            }
+        }
+        self.callback_failed(crate::queue::CallbackLegResult::CustomerNoAnswer);
+        self.hang_up_agents().await;
+    }
+
+    /// Ends a callback that failed: the agent's leg is hung up.
+    async fn hang_up_agents(&mut self) {
+        for i in 0..self.legs.len() {
+            let leg = &mut self.legs[i];
+            if leg.state == LegState::Answered {
+                leg.state = LegState::Done;
+                let bye = leg.dialog.request(Method::Bye, None);
+                let target = leg.target.clone();
+                drop(self.client.request(bye, &target).await);
+            } else {
+                self.cancel_leg(i).await;
+            }
+        }
+        self.hangup = HangupSide::System;
+        self.end();
+    }
+
+    /// The customer of a callback answered: it becomes the caller side.
+    async fn on_customer_answer(&mut self, idx: usize) {
+        self.customer_deadline = None;
+        for i in 0..self.legs.len() {
+            if i != idx && self.legs[i].customer {
+                self.cancel_leg(i).await;
+            }
+        }
+        let leg = &self.legs[idx];
+        if let Some(addr) = leg.answer.as_ref().and_then(|a| a.audio_endpoint()) {
+            self.session.set_peer(Leg::A, addr);
+        }
+        self.caller_dialog = leg.dialog.clone();
+        self.caller_target = Some(leg.target.clone());
+        self.callback_failed(crate::queue::CallbackLegResult::CustomerAnswered);
     }
 
     /// INVITEs every reachable contact of the agent; reports an unreachable agent at once.
@@ -524,7 +894,6 @@ impl QueueCall {
             Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
             None => format!("<sip:{}@{fqdn}>", self.caller),
         };
-        let agent_uri = format!("<sip:{agent}@{fqdn}>");
         let body = self
             .offer
             .relay_offer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
@@ -537,11 +906,120 @@ impl QueueCall {
             });
             return;
         };
+        let sent = self
+            .invite_contacts(agent, bindings, &caller_uri, &body, alert_info, LegKind::Agent)
+            .await;
+        if sent > 0 {
+            debug!(call = %self.id, %agent, contacts = sent, "ringing agent");
+        } else {
+            let _ = self.driver.send(DriverMsg::RingFailed {
+                caller: self.caller_id,
+                agent: agent.to_owned(),
+                reason: RingFailure::Unreachable,
+            });
+        }
+    }
+
+    /// The engine sent the caller to an extension: it rings there (the music goes on) for the
+    /// extension's ring timeout and is bridged on answer; false when no phone can be rung.
+    async fn route_to_extension(&mut self, number: &str) -> bool {
+        let tenant_id = self.tenant.tenant_id;
+        let Some(ext) = self.router.store().extension(tenant_id, number) else {
+            return false;
+        };
+        let bindings = self
+            .router
+            .registrar()
+            .bindings(tenant_id, number)
+            .await
+            .unwrap_or_default();
+        let Ok(body) = self
+            .offer
+            .relay_offer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
+            .map(|s| s.to_string().into_bytes())
+        else {
+            return false;
+        };
+        let fqdn = self.tenant.fqdn.clone();
+        let from = match &self.caller_name {
+            Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
+            None => format!("<sip:{}@{fqdn}>", self.caller),
+        };
+        let sent = self
+            .invite_contacts(number, bindings, &from, &body, None, LegKind::Routed)
+            .await;
+        if sent == 0 {
+            return false;
+        }
+        let ring = Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
+        self.route_deadline = Some(Instant::now() + ring);
+        info!(call = %self.id, %number, "queue caller routed to an extension");
+        true
+    }
+
+    /// The engine sent the caller to another queue: it joins there as a new caller.
+    fn rejoin(&mut self, number: &str) -> bool {
+        if self.tenant.queue_by_number(number).is_none() || number == self.queue {
+            return false;
+        }
+        self.queue = number.to_owned();
+        self.caller_id = CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed));
+        self.released = false;
+        let _ = self.driver.send(DriverMsg::Join {
+            caller: self.caller_id,
+            call_id: self.id,
+            queue: self.queue.clone(),
+            number: self.caller.clone(),
+            call: self.me.clone(),
+        });
+        info!(call = %self.id, queue = %number, "queue caller moved to another queue");
+        true
+    }
+
+    /// A connected call whose media stopped both ways for the media timeout (both phones
+    /// gone without a BYE) is hung up, so that the agent is free again.
+    async fn check_media(&mut self) {
+        if self.phase != Phase::Connected || self.on_hold {
+            return;
+        }
+        let idle = self.session.media_idle();
+        if idle < self.router.config().media_timeout {
+            return;
+        }
+        info!(call = %self.id, idle_s = idle.as_secs(), "no media either way; hanging up the queue call");
+        if !self.released {
+            let _ = self.driver.send(DriverMsg::CallEnded {
+                caller: self.caller_id,
+                by: Party::Caller,
+            });
+        }
+        self.released = true;
+        self.hang_up_caller().await;
+    }
+
+    async fn on_route_timeout(&mut self) {
+        if self.route_deadline.take().is_some() && self.phase == Phase::Waiting {
+            self.hang_up_caller().await;
+        }
+    }
+
+    /// One INVITE (offering `body`) to each reachable binding of extension `number`, as legs
+    /// of one Call-ID; returns how many were sent.
+    async fn invite_contacts(
+        &mut self,
+        number: &str,
+        bindings: Vec<crate::sip::registrar::Binding>,
+        from_uri: &str,
+        body: &[u8],
+        alert_info: Option<&str>,
+        kind: LegKind,
+    ) -> usize {
+        let to_uri = format!("<sip:{number}@{}>", self.tenant.fqdn);
         let call_id = format!("{}@edge", dialog::random_token());
         let tag = dialog::random_token();
         let mut sent = 0;
         for binding in bindings {
-            if !self.router.registrar().is_reachable(binding.source) {
+            if body.is_empty() || !self.router.registrar().is_reachable(binding.source) {
                 continue;
             }
             let Some(target) = self.client.target_for(binding.source, &binding.transport) else {
@@ -553,13 +1031,13 @@ impl QueueCall {
             let mut d = Dialog::callee_side(
                 &call_id,
                 &tag,
-                &caller_uri,
-                &agent_uri,
+                from_uri,
+                &to_uri,
                 &binding.contact,
                 local,
                 target.transport(),
             );
-            let mut invite = d.request(Method::Invite, Some(("application/sdp", body.clone())));
+            let mut invite = d.request(Method::Invite, Some(("application/sdp", body.to_vec())));
             invite
                 .headers
                 .push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO");
@@ -575,7 +1053,7 @@ impl QueueCall {
             let events = self.client.request(invite.clone(), &target).await;
             forward_events(events, self.me.clone(), move |ev| CallInput::Fork { idx, ev });
             self.legs.push(AgentLeg {
-                agent: agent.to_owned(),
+                agent: number.to_owned(),
                 invite,
                 target,
                 dialog: d,
@@ -583,19 +1061,15 @@ impl QueueCall {
                 cancel_pending: false,
                 final_status: None,
                 answer: None,
+                customer: kind == LegKind::Customer,
+                routed: kind == LegKind::Routed,
             });
             sent += 1;
         }
         if sent > 0 {
             self.router.register_dialog(&call_id, &tag, self.me.clone());
-            debug!(call = %self.id, %agent, contacts = sent, "ringing agent");
-        } else {
-            let _ = self.driver.send(DriverMsg::RingFailed {
-                caller: self.caller_id,
-                agent: agent.to_owned(),
-                reason: RingFailure::Unreachable,
-            });
         }
+        sent
     }
 
     async fn cancel_leg(&mut self, i: usize) {
@@ -646,9 +1120,13 @@ impl QueueCall {
                 let ack = leg.dialog.ack(cseq);
                 let target = leg.target.clone();
                 self.client.send(ack.to_bytes(), &target).await;
+                let customer = leg.customer;
                 let taken = self.phase != Phase::Waiting
                     || leg.cancel_pending
-                    || self.legs.iter().any(|l| l.state == LegState::Answered);
+                    || self
+                        .legs
+                        .iter()
+                        .any(|l| l.state == LegState::Answered && l.customer == customer);
                 let leg = &mut self.legs[idx];
                 if taken {
                     leg.state = LegState::Done;
@@ -659,6 +1137,21 @@ impl QueueCall {
                 leg.state = LegState::Answered;
                 leg.answer = parse_sdp(&resp.body);
                 let agent = leg.agent.clone();
+                let routed = leg.routed;
+                if customer {
+                    self.on_customer_answer(idx).await;
+                    return;
+                }
+                if routed {
+                    self.route_deadline = None;
+                    for i in 0..self.legs.len() {
+                        if i != idx && self.legs[i].routed {
+                            self.cancel_leg(i).await;
+                        }
+                    }
+                    self.connect_leg(idx);
+                    return;
+                }
                 // the agent's other phones stop ringing
                 for i in 0..self.legs.len() {
                     if i != idx && self.legs[i].agent == agent {
@@ -688,6 +1181,33 @@ impl QueueCall {
     /// When every contact of an agent has failed, the engine hears why (not for legs we
     /// cancelled ourselves: the engine stopped that ring).
     async fn after_leg_failure(&mut self, idx: usize) {
+        if self.legs[idx].routed {
+            let open = self.legs.iter().any(|l| {
+                l.routed
+                    && matches!(
+                        l.state,
+                        LegState::Calling | LegState::Ringing | LegState::Answered
+                    )
+            });
+            if !open && self.route_deadline.take().is_some() {
+                self.hang_up_caller().await;
+            }
+            return;
+        }
+        if self.legs[idx].customer {
+            let open = self.legs.iter().any(|l| {
+                l.customer
+                    && matches!(
+                        l.state,
+                        LegState::Calling | LegState::Ringing | LegState::Answered
+                    )
+            });
+            if !open && self.customer_deadline.take().is_some() {
+                self.callback_failed(crate::queue::CallbackLegResult::CustomerNoAnswer);
+                self.hang_up_agents().await;
+            }
+            return;
+        }
         let agent = self.legs[idx].agent.clone();
         let mine: Vec<&AgentLeg> = self.legs.iter().filter(|l| l.agent == agent).collect();
         if mine.iter().any(|l| l.state != LegState::Done) {
@@ -715,11 +1235,56 @@ impl QueueCall {
         let Some(idx) = self
             .legs
             .iter()
-            .position(|l| l.agent == agent && l.state == LegState::Answered)
+            .position(|l| !l.customer && l.agent == agent && l.state == LegState::Answered)
         else {
             warn!(call = %self.id, %agent, "connect: the agent's leg is gone");
             return;
         };
+        self.connect_leg(idx);
+    }
+
+    /// Announcements at the bridge: the agent hears the queue's agent announcement, and with
+    /// `announce_agent_id` both hear "agent" and the agent's number; while a side hears its
+    /// prompt, the other's audio does not reach it (the relay's playback replaces it).
+    fn announce(&mut self, agent: &str, agent_announcement: Option<String>, announce_agent_id: bool) {
+        if self.phase != Phase::Connected {
+            return;
+        }
+        let language = self.language();
+        let mut id_prompt = Vec::new();
+        if announce_agent_id {
+            id_prompt.push("agent-id".to_owned());
+            id_prompt.extend(
+                agent
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .map(|c| format!("digit-{c}")),
+            );
+        }
+        let to_agent: Vec<String> = agent_announcement.into_iter().chain(id_prompt.clone()).collect();
+        for (leg, names) in [(Leg::A, id_prompt), (Leg::B, to_agent)] {
+            if names.is_empty() {
+                continue;
+            }
+            if let Some(payload) = self.audio(&names, &language) {
+                self.next_prompt_id += 1;
+                self.session.play(
+                    leg,
+                    Playback {
+                        id: self.next_prompt_id,
+                        payload,
+                        payload_type: self.payload_type,
+                        looped: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Bridges the caller with an answered leg (an agent, or where the caller was routed).
+    fn connect_leg(&mut self, idx: usize) {
+        let agent = self.legs[idx].agent.clone();
+        let agent = agent.as_str();
         self.session.stop_playing(Leg::A);
         self.prompt = None;
         if let Some(addr) = self.legs[idx].answer.as_ref().and_then(|a| a.audio_endpoint()) {
@@ -774,36 +1339,60 @@ impl QueueCall {
                 } else if leg.is_some() && leg == self.connected {
                     self.legs[leg.unwrap_or_default()].state = LegState::Done;
                     self.hangup = HangupSide::Callee;
-                    self.bye_caller().await;
-                    let _ = self.driver.send(DriverMsg::CallEnded {
-                        caller: self.caller_id,
-                        by: Party::Agent,
-                    });
-                    self.end();
+                    if !self.released {
+                        let _ = self.driver.send(DriverMsg::CallEnded {
+                            caller: self.caller_id,
+                            by: Party::Agent,
+                        });
+                    }
+                    if self.has_survey() {
+                        // the caller stays on the line for the survey the engine asks for
+                        self.phase = Phase::Survey;
+                        self.connected = None;
+                        self.survey_deadline = Some(Instant::now() + SURVEY_ANSWER);
+                    } else {
+                        self.bye_caller().await;
+                        self.end();
+                    }
                 } else if let Some(i) = leg {
                     // an answered leg that was never connected
                     self.legs[i].state = LegState::Done;
+                    if self.callback.is_some() && !self.legs[i].customer && self.phase == Phase::Waiting {
+                        // the callback's agent hung up before the customer answered
+                        for j in 0..self.legs.len() {
+                            if self.legs[j].customer {
+                                self.cancel_leg(j).await;
+                            }
+                        }
+                        self.customer_deadline = None;
+                        self.callback_failed(crate::queue::CallbackLegResult::AgentHungUp);
+                        self.hangup = HangupSide::Callee;
+                        self.end();
+                    }
                 }
             }
             Method::Invite => {
-                // hold/resume: the relay stays in the path; answer with the same address
-                let body = if from_caller {
-                    if let Some(addr) = parse_sdp(&req.body).and_then(|s| s.audio_endpoint()) {
-                        self.session.set_peer(Leg::A, addr);
-                    }
-                    self.answer_a.clone()
-                } else {
-                    let Some(sdp) = parse_sdp(&req.body) else {
-                        tx.respond(reply(488, "Not Acceptable Here")).await;
-                        return;
-                    };
-                    if let Some(addr) = sdp.audio_endpoint() {
-                        self.session.set_peer(Leg::B, addr);
-                    }
-                    sdp.relay_answer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
-                        .to_string()
-                        .into_bytes()
+                // hold/resume: the relay stays in the path; the edge answers itself, with the
+                // same address and codec, in the direction that answers the offer's
+                let Some(sdp) = parse_sdp(&req.body) else {
+                    tx.respond(reply(488, "Not Acceptable Here")).await;
+                    return;
                 };
+                self.on_hold = sdp.direction().is_hold();
+                let (leg_side, origin) = if from_caller {
+                    (Leg::A, &mut self.origin_a)
+                } else {
+                    (Leg::B, &mut self.origin_b)
+                };
+                if let Some(addr) = sdp.audio_endpoint() {
+                    self.session.set_peer(leg_side, addr);
+                }
+                let body = self
+                    .offer
+                    .with_direction(sdp.direction().answer())
+                    .relay_answer(self.advertise, self.session.port(leg_side), origin)
+                    .to_string()
+                    .into_bytes();
                 let d = match leg {
                     None => &self.caller_dialog,
                     Some(i) => &self.legs[i].dialog,
@@ -820,11 +1409,31 @@ impl QueueCall {
         }
     }
 
+    fn has_survey(&self) -> bool {
+        // not after the caller was routed out of the queue to an extension
+        !self.released
+            && self.callback.is_none()
+            && self
+                .tenant
+                .queue_by_number(&self.queue)
+                .is_some_and(|q| q.survey.is_some())
+    }
+
     /// The caller hung up (or never acknowledged): the engine hears it, the agent side ends.
     async fn leave(&mut self, _by: Party) {
-        self.hangup = HangupSide::Caller;
+        if self.phase != Phase::Survey {
+            // during the survey the call was hung up by the agent already
+            self.hangup = HangupSide::Caller;
+        }
         self.unacked = None;
         match self.phase {
+            Phase::Survey => {
+                if !self.released {
+                    let _ = self.driver.send(DriverMsg::CallerLeft {
+                        caller: self.caller_id,
+                    });
+                }
+            }
             Phase::Connected => {
                 if let Some(i) = self.connected {
                     let leg = &mut self.legs[i];
@@ -833,16 +1442,18 @@ impl QueueCall {
                     let target = leg.target.clone();
                     drop(self.client.request(bye, &target).await);
                 }
-                let _ = self.driver.send(DriverMsg::CallEnded {
-                    caller: self.caller_id,
-                    by: Party::Caller,
-                });
+                if !self.released {
+                    let _ = self.driver.send(DriverMsg::CallEnded {
+                        caller: self.caller_id,
+                        by: Party::Caller,
+                    });
+                }
             }
             Phase::Waiting => {
                 for i in 0..self.legs.len() {
                     self.cancel_leg(i).await;
                 }
-                if self.joined {
+                if self.joined && !self.released {
                     let _ = self.driver.send(DriverMsg::CallerLeft {
                         caller: self.caller_id,
                     });
@@ -854,9 +1465,10 @@ impl QueueCall {
     }
 
     async fn bye_caller(&mut self) {
-        let bye = self.caller_dialog.request(Method::Bye, None);
-        let target = self.caller_target.clone();
-        drop(self.client.request(bye, &target).await);
+        if let Some(target) = self.caller_target.clone() {
+            let bye = self.caller_dialog.request(Method::Bye, None);
+            drop(self.client.request(bye, &target).await);
+        }
     }
 
     /// The edge ends the call (the engine routed the caller away, or hung up).
@@ -874,7 +1486,10 @@ impl QueueCall {
             let target = leg.target.clone();
             drop(self.client.request(bye, &target).await);
         }
-        self.hangup = HangupSide::System;
+        if self.phase != Phase::Survey {
+            // after a survey the agent is the one who hung up
+            self.hangup = HangupSide::System;
+        }
         self.unacked = None;
         // the engine asked for this (it forgot the caller already)
         self.bye_caller().await;
@@ -903,7 +1518,7 @@ impl QueueCall {
             call_id: self.id,
             from: self.caller.clone(),
             from_name: self.caller_name.clone(),
-            to: self.queue.clone(),
+            to: self.dialled.clone(),
             started_ms: super::task::ms(self.started),
             answered_ms: self.answered.map(super::task::ms),
             ended_ms: super::task::ms(ended),

@@ -11,14 +11,15 @@
 //! - Registration: an agent counts as registered while the registrar holds a reachable
 //!   binding for the extension, sampled every [`SYNC_INTERVAL`] and at every queue call.
 //! - Time routing (business hours, holidays) is not yet in the snapshot: every queue is open.
-//! - Queue options (shared wrap-up, pause reasons) are not yet in the snapshot: defaults
-//!   apply, and a pause-reason code is accepted as a pause without reason.
+//! - Queue options (pause reasons; shared wrap-up and the default state of new dynamic
+//!   agents have no API yet, so their defaults) come with the snapshot. A pause code with an
+//!   unknown reason, or on a plan without pause reasons, pauses without a reason.
 
 use super::feature_codes::AgentCode;
 use super::CallSender;
 use crate::queue::{
-    AgentId, CallerId, Destination, Event as EngineEvent, EventKind, Input, LegEndReason, Millis, Output,
-    Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen, RingFailure, Scope,
+    AgentId, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind, Input, LegEndReason,
+    Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen, RingFailure, Scope,
 };
 use crate::sip::registrar::Registrar;
 use crate::sync::snapshots::SnapshotStore;
@@ -32,8 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-/// How often the driver re-reads the tenant's queues and the agents' registrations.
+/// How often the driver re-reads the tenant's queues and the agents' registrations (and
+/// republishes the live state).
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// The live state of a queue expires this long after the last publication (an edge gone).
+const LIVE_TTL: Duration = Duration::from_secs(10);
+/// The live state is published at most this often when things change.
+const LIVE_MIN_INTERVAL: Duration = Duration::from_millis(300);
 
 /// What the driver asks of a queue call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +52,12 @@ pub enum QueueCommand {
     StopRinging {
         agents: Vec<String>,
     },
-    /// Bridge the caller with this agent, whose leg answered.
+    /// Bridge the caller with this agent, whose leg answered; first play the agent the
+    /// queue's announcement, and announce the agent's number to both (if the queue says so).
     Connect {
         agent: String,
+        agent_announcement: Option<String>,
+        announce_agent_id: bool,
     },
     /// Play these prompts (names of system or tenant prompts) one after the other, then go
     /// back to the waiting music; `report_done` asks for [`DriverMsg::PromptDone`].
@@ -63,6 +72,18 @@ pub enum QueueCommand {
     },
     /// Hang up the caller's leg.
     End,
+    /// The caller asked for a callback: collect the number (digits then `#`; `#` alone keeps
+    /// the caller's own) and answer with [`DriverMsg::CallbackNumber`].
+    CollectCallbackNumber,
+    /// A callback's agent answered: call the customer back on `number`.
+    DialCustomer {
+        number: String,
+    },
+    /// The agent hung up: play the survey prompt and report the key pressed.
+    Survey {
+        prompt: String,
+        language: String,
+    },
 }
 
 /// What call tasks and the router tell the driver.
@@ -91,6 +112,10 @@ pub enum DriverMsg {
         caller: CallerId,
         key: char,
     },
+    SurveyKey {
+        caller: CallerId,
+        key: char,
+    },
     /// The caller hung up before being connected.
     CallerLeft {
         caller: CallerId,
@@ -99,6 +124,30 @@ pub enum DriverMsg {
     CallEnded {
         caller: CallerId,
         by: Party,
+    },
+    /// The number a caller entered for a callback (`None`: the caller's own), or `None`
+    /// with `declined` when the caller let the offer pass.
+    CallbackNumber {
+        caller: CallerId,
+        number: Option<String>,
+        declined: bool,
+    },
+    /// What the customer leg of a callback came to.
+    CallbackResult {
+        caller: CallerId,
+        result: CallbackLegResult,
+    },
+    /// An extension's call that is not a queue call was answered (`started`) or ended.
+    ExtensionCall {
+        extension: String,
+        started: bool,
+    },
+    /// An agent's pause in a queue (`Some(code)` when paused; None when not paused or not a
+    /// member), for BLF.
+    PauseState {
+        agent: String,
+        queue: String,
+        reply: oneshot::Sender<Option<Option<String>>>,
     },
     /// An agent dialled a feature code; the reply names the prompt to confirm with.
     Agent {
@@ -116,12 +165,17 @@ pub struct DriverContext {
     pub store: SnapshotStore,
     pub registrar: Arc<Registrar>,
     pub events: Option<EventSink>,
+    /// To start callback calls (weak: the router owns the drivers).
+    pub router: std::sync::Weak<super::CallRouter>,
 }
 
 /// Starts the driver task of a tenant.
 pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
+        me: tx.downgrade(),
+        live_published: None,
+        live_dirty: true,
         tenant,
         ctx,
         engine: QueueEngine::new(tenant_seed(tenant)),
@@ -135,7 +189,7 @@ pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
         calls: HashMap::new(),
         call_ids: HashMap::new(),
         languages: HashMap::new(),
-        leaving: Vec::new(),
+        other_calls: HashMap::new(),
     };
     tokio::spawn(driver.run(rx));
     tx
@@ -149,6 +203,11 @@ fn tenant_seed(tenant: TenantId) -> u64 {
 }
 
 struct Driver {
+    /// For the callback calls it starts (weak, so the driver stops with the router).
+    me: mpsc::WeakUnboundedSender<DriverMsg>,
+    /// When the live state was last published, and whether it may have changed since.
+    live_published: Option<Instant>,
+    live_dirty: bool,
     tenant: TenantId,
     ctx: DriverContext,
     engine: QueueEngine,
@@ -164,8 +223,8 @@ struct Driver {
     call_ids: HashMap<CallerId, CallId>,
     /// Each caller's prompt language (the queue's).
     languages: HashMap<CallerId, String>,
-    /// Callers gone, forgotten once their last events are out.
-    leaving: Vec<CallerId>,
+    /// Calls that are not queue calls, per extension (ring-in-use).
+    other_calls: HashMap<String, u32>,
 }
 
 fn ms_since_epoch() -> i64 {
@@ -188,21 +247,93 @@ impl Driver {
                 .engine
                 .poll_timeout()
                 .map(|at| self.epoch + Duration::from_millis(at));
+            // a change not yet published for the throttle: publish once it allows
+            let live_at = self
+                .live_published
+                .filter(|_| self.live_dirty)
+                .map(|at| at + LIVE_MIN_INTERVAL);
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.on_msg(msg).await,
+                    Some(msg) => {
+                        self.on_msg(msg).await;
+                        self.live_dirty = true;
+                    }
                     None => break,
                 },
                 _ = super::task::sleep_until(timer) => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
+                    self.live_dirty = true;
                 }
                 _ = tokio::time::sleep_until(sync_at) => {
                     self.sync().await;
+                    self.sweep();
                     sync_at = Instant::now() + SYNC_INTERVAL;
+                    // refreshed even without change, so that it does not expire
+                    self.live_dirty = true;
                 }
+                _ = super::task::sleep_until(live_at) => {}
             }
             self.drain();
+            let due = self
+                .live_published
+                .is_none_or(|at| at.elapsed() >= LIVE_MIN_INTERVAL);
+            if due {
+                self.publish_live().await;
+            }
+        }
+    }
+
+    /// Writes every queue's live state to the live-state store.
+    async fn publish_live(&mut self) {
+        if !self.live_dirty {
+            return;
+        }
+        self.live_dirty = false;
+        self.live_published = Some(Instant::now());
+        let now = self.now();
+        let key = pbx_contract::queue::live_state_key(self.tenant);
+        let live = self.ctx.registrar.live_state();
+        let mut queues: Vec<(&String, &QueueId)> = self.queue_ids.iter().collect();
+        queues.sort();
+        for (number, id) in queues {
+            let Some(view) = self.engine.queue_view(*id, now) else {
+                continue;
+            };
+            let state = pbx_contract::queue::LiveQueueState {
+                queue: number.clone(),
+                updated_at_ms: ms_since_epoch(),
+                waiting: view
+                    .waiting
+                    .into_iter()
+                    .map(|w| pbx_contract::queue::LiveWaitingCaller {
+                        call_id: self.call_ids.get(&w.caller).copied(),
+                        number: w.number,
+                        position: w.position,
+                        wait_ms: w.wait_ms,
+                        state: w.state.to_owned(),
+                    })
+                    .collect(),
+                agents: view
+                    .agents
+                    .into_iter()
+                    .map(|a| pbx_contract::queue::LiveAgent {
+                        agent: self.number(a.agent),
+                        kind: a.kind,
+                        state: a.state.to_owned(),
+                        pause_code: a.pause_code,
+                        wrap_up_ms_left: a.wrap_up_ms_left,
+                        calls_answered: a.calls_answered,
+                    })
+                    .collect(),
+            };
+            let Ok(json) = serde_json::to_vec(&state) else {
+                continue;
+            };
+            if let Err(e) = live.put_entry(&key, number, &json, LIVE_TTL).await {
+                warn!(tenant = %self.tenant, "queue live state not published: {e}");
+                return;
+            }
         }
     }
 
@@ -246,6 +377,11 @@ impl Driver {
                 .as_ref()
                 .map(|s| s.queues.iter().map(|q| q.number.clone()).collect())
                 .unwrap_or_default();
+            if self.snapshot.as_ref().map(|s| &s.queue_options) != Some(&snapshot.queue_options) {
+                let _ = self.input(Input::SetOptions {
+                    options: snapshot.queue_options.clone(),
+                });
+            }
             for q in &snapshot.queues {
                 let queue = self.queue_id(&q.number);
                 let config = q.clone().map_agents(|ext| self.agent_id(&ext));
@@ -311,7 +447,6 @@ impl Driver {
                     })
                     .is_err()
                 {
-                    self.leaving.push(caller);
                     let _ = call.send(super::CallInput::Queue(QueueCommand::End));
                 }
             }
@@ -337,13 +472,55 @@ impl Driver {
             DriverMsg::Key { caller, key } => {
                 let _ = self.input(Input::KeyPressed { caller, key });
             }
+            DriverMsg::ExtensionCall { extension, started } => {
+                let count = self.other_calls.entry(extension.clone()).or_default();
+                let was_busy = *count > 0;
+                *count = if started {
+                    *count + 1
+                } else {
+                    count.saturating_sub(1)
+                };
+                let busy = *count > 0;
+                if *count == 0 {
+                    self.other_calls.remove(&extension);
+                }
+                if let (Some(&agent), true) = (self.agent_ids.get(&extension), busy != was_busy) {
+                    let _ = self.input(Input::AgentBusy { agent, busy });
+                }
+            }
+            DriverMsg::PauseState { agent, queue, reply } => {
+                self.sync().await;
+                let state = match (self.agent_ids.get(&agent), self.queue_ids.get(&queue)) {
+                    (Some(a), Some(q)) => self
+                        .engine
+                        .pause_state(*a, *q)
+                        .map(|code| code.map(str::to_owned)),
+                    _ => None,
+                };
+                let _ = reply.send(state);
+            }
+            DriverMsg::SurveyKey { caller, key } => {
+                let _ = self.input(Input::SurveyKey { caller, key });
+            }
+            DriverMsg::CallbackNumber {
+                caller,
+                number,
+                declined,
+            } => {
+                let _ = if declined {
+                    self.input(Input::CallbackDeclined { caller })
+                } else {
+                    self.input(Input::CallbackNumberEntered { caller, number })
+                };
+            }
+            DriverMsg::CallbackResult { caller, result } => {
+                let _ = self.input(Input::CallbackResult { caller, result });
+            }
             DriverMsg::CallerLeft { caller } => {
                 let _ = self.input(Input::CallerLeft { caller });
-                self.forget(caller);
             }
             DriverMsg::CallEnded { caller, by } => {
                 let _ = self.input(Input::CallEnded { caller, by });
-                self.forget(caller);
             }
             DriverMsg::Agent {
                 extension,
@@ -356,8 +533,15 @@ impl Driver {
         }
     }
 
-    fn forget(&mut self, caller: CallerId) {
-        self.leaving.push(caller);
+    /// Forgets callers whose call is over and whom the engine no longer tracks (a caller
+    /// waiting for a callback has no call but keeps its call id for the events to come).
+    fn sweep(&mut self) {
+        self.calls.retain(|_, call| !call.is_closed());
+        let (engine, calls) = (&self.engine, &self.calls);
+        self.call_ids
+            .retain(|caller, _| calls.contains_key(caller) || engine.has_caller(*caller));
+        let call_ids = &self.call_ids;
+        self.languages.retain(|caller, _| call_ids.contains_key(caller));
     }
 
     /// Applies an agent feature code; Ok(confirmation prompt) or Err(why not).
@@ -417,7 +601,7 @@ impl Driver {
                         Input::AgentPause {
                             agent,
                             scope: Scope::Queue(q),
-                            reason: reason_code.filter(|c| self.has_pause_reason(c)),
+                            reason: reason_code.and_then(|c| self.pause_reason(&c)),
                         },
                         "agent-paused",
                     )
@@ -428,9 +612,20 @@ impl Driver {
         Ok(prompt)
     }
 
-    fn has_pause_reason(&self, _code: &str) -> bool {
-        // pause reasons are not in the snapshot yet (see the module docs)
-        false
+    /// The configured pause reason code the dialled one selects (`*03` and `03` are the same
+    /// code), when the plan has pause reasons; otherwise the agent pauses without a reason.
+    fn pause_reason(&self, dialled: &str) -> Option<String> {
+        let snapshot = self.snapshot.as_ref()?;
+        if !snapshot.features.contains(&pbx_contract::Feature::PauseReasons) {
+            return None;
+        }
+        let wanted = dialled.trim_start_matches('*');
+        snapshot
+            .queue_options
+            .pause_reasons
+            .iter()
+            .find(|r| r.code.trim_start_matches('*') == wanted)
+            .map(|r| r.code.clone())
     }
 
     fn send(&self, caller: CallerId, cmd: QueueCommand) {
@@ -487,9 +682,21 @@ impl Driver {
                     let agents = self.numbers(&agents);
                     self.send(caller, QueueCommand::StopRinging { agents });
                 }
-                Output::Connect { caller, agent, .. } => {
+                Output::Connect {
+                    caller,
+                    agent,
+                    agent_announcement,
+                    announce_agent_id,
+                } => {
                     let agent = self.number(agent);
-                    self.send(caller, QueueCommand::Connect { agent });
+                    self.send(
+                        caller,
+                        QueueCommand::Connect {
+                            agent,
+                            agent_announcement,
+                            announce_agent_id,
+                        },
+                    );
                 }
                 Output::PlayPrompt { caller, prompt } => {
                     let report_done = matches!(prompt, EnginePrompt::Join { .. });
@@ -511,26 +718,44 @@ impl Driver {
                     caller, destination, ..
                 } => {
                     self.send(caller, QueueCommand::Route { destination });
-                    self.leaving.push(caller);
+                }
+                Output::EndCallerLeg {
+                    caller,
+                    reason: LegEndReason::CallbackRegistered,
+                } => {
+                    // the caller hangs up after the confirmation; the engine keeps its place
+                    self.send(
+                        caller,
+                        QueueCommand::Route {
+                            destination: Destination::PlayPromptThenExit("callback-registered".into()),
+                        },
+                    );
                 }
                 Output::EndCallerLeg { caller, reason } => {
-                    if reason != LegEndReason::SurveyDone {
-                        debug!("queue caller {caller:?} leg ended: {reason:?}");
-                    }
+                    debug!("queue caller {caller:?} leg ended: {reason:?}");
                     self.send(caller, QueueCommand::End);
-                    self.leaving.push(caller);
                 }
                 Output::OfferCallback { caller, .. } => {
-                    // Callback by phone is not wired yet: the caller keeps waiting.
-                    let _ = self.input(Input::CallbackDeclined { caller });
+                    self.send(caller, QueueCommand::CollectCallbackNumber);
                 }
-                Output::StartCallback { .. } | Output::DialCallbackCustomer { .. } => {
-                    warn!(tenant = %self.tenant, "queue callback requested: not wired to calls yet");
+                Output::StartCallback {
+                    caller,
+                    queue,
+                    agents,
+                    number,
+                    alert_info,
+                    ..
+                } => self.start_callback(caller, queue, &agents, number, alert_info),
+                Output::DialCallbackCustomer { caller, number, .. } => {
+                    self.send(caller, QueueCommand::DialCustomer { number });
                 }
-                Output::PlaySurvey { caller, .. } => {
-                    // The survey is not wired to calls yet: the caller's leg ends.
-                    self.send(caller, QueueCommand::End);
-                    self.leaving.push(caller);
+                Output::PlaySurvey { caller, prompt } => {
+                    let language = self
+                        .languages
+                        .get(&caller)
+                        .cloned()
+                        .unwrap_or_else(|| "en".into());
+                    self.send(caller, QueueCommand::Survey { prompt, language });
                 }
                 Output::AgentAutoPaused { agent, queue, .. } => {
                     debug!(tenant = %self.tenant, agent = %self.number(agent), queue = ?self.queue_numbers.get(&queue), "agent auto-paused");
@@ -538,14 +763,56 @@ impl Driver {
                 Output::Event(e) => self.emit(e),
             }
         }
-        for caller in std::mem::take(&mut self.leaving) {
-            self.calls.remove(&caller);
-            self.call_ids.remove(&caller);
-            self.languages.remove(&caller);
+    }
+
+    /// A registered callback's turn: a new call rings the agents, then dials the customer.
+    fn start_callback(
+        &mut self,
+        caller: CallerId,
+        queue: QueueId,
+        agents: &[AgentId],
+        number: String,
+        alert_info: Option<String>,
+    ) {
+        let started = (|| {
+            let router = self.ctx.router.upgrade()?;
+            let driver = self.me.upgrade()?;
+            let tenant = self.snapshot.clone()?;
+            let queue = self.queue_numbers.get(&queue)?.clone();
+            super::queue_call::start_callback(
+                router,
+                super::queue_call::CallbackSetup {
+                    tenant,
+                    caller,
+                    queue,
+                    number,
+                    driver,
+                },
+            )
+        })();
+        match started {
+            Some(call) => {
+                self.calls.insert(caller, call);
+                let agents = self.numbers(agents);
+                self.send(caller, QueueCommand::Ring { agents, alert_info });
+            }
+            None => warn!(tenant = %self.tenant, "callback not started: no SIP client or relay"),
         }
     }
 
-    fn emit(&self, e: EngineEvent) {
+    fn emit(&mut self, e: EngineEvent) {
+        if let EventKind::AgentState {
+            agent,
+            queue: Some(queue),
+            ..
+        } = &e.kind
+        {
+            // BLF keys follow the agent's pause in that queue
+            if let (Some(router), Some(q)) = (self.ctx.router.upgrade(), self.queue_numbers.get(queue)) {
+                let pause = self.engine.pause_state(*agent, *queue);
+                router.blf_changed(self.tenant, &self.number(*agent), q, pause);
+            }
+        }
         let Some(events) = &self.ctx.events else {
             return;
         };
@@ -607,6 +874,220 @@ fn queue_event_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::CallInput;
+    use crate::sip::auth::{DigestConfig, LockoutPolicy};
+    use crate::sip::registrar::{bindings_key, Binding, RegistrarConfig};
+    use pbx_contract::queue::{LiveQueueState, Member, MemberKind, PauseReason, QueueConfig};
+    use pbx_contract::{ExtensionConfig, ExtensionId, Plan, Secret, TenantState};
+    use pbx_engines::live::{LiveState, MemoryLiveState};
+
+    struct Fx {
+        driver: DriverSender,
+        live: Arc<dyn LiveState>,
+        tenant: TenantId,
+    }
+
+    async fn fixture() -> Fx {
+        let tenant = TenantId::new();
+        let ext = |n: &str| ExtensionConfig {
+            id: ExtensionId::new(),
+            number: n.to_owned(),
+            display_name: format!("Ext {n}"),
+            email: None,
+            sip_secret: Secret::new("x"),
+            recording: Default::default(),
+            ring_timeout_secs: 30,
+        };
+        let mut queue = QueueConfig::<String>::new("6400", "Support");
+        queue.members = vec![Member {
+            agent: "102".to_owned(),
+            kind: MemberKind::Dynamic,
+            skill_level: 1,
+        }];
+        let store = SnapshotStore::new();
+        store.apply_snapshot(TenantSnapshot {
+            tenant_id: tenant,
+            slug: "acme".into(),
+            fqdn: "acme.example.test".into(),
+            plan: Plan::Enterprise,
+            state: TenantState::Active,
+            features: Plan::Enterprise.features(),
+            version: 1,
+            extensions: vec![ext("101"), ext("102")],
+            queues: vec![queue],
+            queue_options: crate::queue::EngineOptions {
+                pause_reasons: vec![PauseReason {
+                    code: "*03".into(),
+                    name: "Wrap up".into(),
+                }],
+                ..Default::default()
+            },
+            certificate: None,
+        });
+        let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
+        // 102's phone is registered
+        let binding = Binding {
+            contact: "sip:102@192.0.2.10:5062".into(),
+            source: "192.0.2.10:5062".parse().unwrap(),
+            transport: "udp".into(),
+            expires_at_ms: i64::MAX,
+            call_id: "c".into(),
+            cseq: 1,
+            user_agent: None,
+        };
+        live.put_entry(
+            &bindings_key(tenant, "102"),
+            &binding.contact,
+            &serde_json::to_vec(&binding).unwrap(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let registrar = Arc::new(Registrar::new(
+            store.clone(),
+            live.clone(),
+            b"driver test",
+            DigestConfig::default(),
+            LockoutPolicy::default(),
+            RegistrarConfig::default(),
+        ));
+        let driver = spawn(
+            tenant,
+            DriverContext {
+                store,
+                registrar,
+                events: None,
+                router: std::sync::Weak::new(),
+            },
+        );
+        Fx { driver, live, tenant }
+    }
+
+    async fn code(fx: &Fx, ext: &str, code: AgentCode) -> Result<&'static str, String> {
+        let (reply, rx) = oneshot::channel();
+        fx.driver
+            .send(DriverMsg::Agent {
+                extension: ext.into(),
+                code,
+                reply,
+            })
+            .unwrap();
+        rx.await.unwrap()
+    }
+
+    /// The live state of 6400 once `check` holds for it (published within 0.3 s of a change).
+    async fn live_state(fx: &Fx, check: impl Fn(&LiveQueueState) -> bool) -> LiveQueueState {
+        let key = pbx_contract::queue::live_state_key(fx.tenant);
+        let mut last = None;
+        for _ in 0..40 {
+            let entries = fx.live.entries(&key).await.unwrap();
+            if let Some((_, v, _)) = entries.iter().find(|(f, _, _)| f == "6400") {
+                let state: LiveQueueState = serde_json::from_slice(v).unwrap();
+                if check(&state) {
+                    return state;
+                }
+                last = Some(state);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("live state never matched; last: {last:#?}");
+    }
+
+    async fn next_command(rx: &mut mpsc::UnboundedReceiver<CallInput>) -> QueueCommand {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+                Ok(Some(CallInput::Queue(cmd))) => return cmd,
+                Ok(Some(_)) => continue,
+                other => panic!("no command: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn feature_codes_ringing_live_state_and_ring_in_use() {
+        let fx = fixture().await;
+        let login = |q: &str| AgentCode::ToggleLogin { queue: q.into() };
+        assert_eq!(code(&fx, "102", login("6400")).await, Ok("agent-logged-in"));
+        assert!(
+            code(&fx, "101", login("6400")).await.is_err(),
+            "101 is no agent of 6400"
+        );
+        assert!(code(&fx, "102", login("6499")).await.is_err(), "no such queue");
+        let s = live_state(&fx, |s| s.agents.first().is_some_and(|a| a.state == "available")).await;
+        assert_eq!(s.agents[0].agent, "102");
+
+        // A caller joins: its call is asked to ring 102; the console sees both ringing.
+        let (call, mut rx) = mpsc::unbounded_channel();
+        let caller = CallerId(7);
+        fx.driver
+            .send(DriverMsg::Join {
+                caller,
+                call_id: CallId::new(),
+                queue: "6400".into(),
+                number: "101".into(),
+                call,
+            })
+            .unwrap();
+        match next_command(&mut rx).await {
+            QueueCommand::Ring { agents, .. } => assert_eq!(agents, ["102"]),
+            other => panic!("{other:?}"),
+        }
+        let s = live_state(&fx, |s| s.waiting.first().is_some_and(|w| w.state == "ringing")).await;
+        assert_eq!((s.waiting[0].number.as_str(), s.waiting[0].position), ("101", 1));
+        assert_eq!(s.agents[0].state, "ringing");
+        fx.driver
+            .send(DriverMsg::RingAnswered {
+                caller,
+                agent: "102".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::Connect {
+                agent: "102".into(),
+                agent_announcement: None,
+                announce_agent_id: false
+            }
+        );
+        live_state(&fx, |s| s.waiting.is_empty() && s.agents[0].state == "on_call").await;
+        fx.driver
+            .send(DriverMsg::CallEnded {
+                caller,
+                by: Party::Caller,
+            })
+            .unwrap();
+        live_state(&fx, |s| s.agents[0].state == "available").await;
+
+        // Pause with the configured reason, then resume (the same code toggles).
+        let pause = |reason: Option<&str>| AgentCode::TogglePause {
+            queue: "6400".into(),
+            reason_code: reason.map(str::to_owned),
+        };
+        assert_eq!(code(&fx, "102", pause(Some("*03"))).await, Ok("agent-paused"));
+        let s = live_state(&fx, |s| s.agents[0].state == "paused").await;
+        assert_eq!(s.agents[0].pause_code.as_deref(), Some("*03"));
+        assert_eq!(code(&fx, "102", pause(None)).await, Ok("agent-resumed"));
+
+        // On another call, the agent is busy for the queue (ring-in-use is off).
+        let other = |started| DriverMsg::ExtensionCall {
+            extension: "102".into(),
+            started,
+        };
+        fx.driver.send(other(true)).unwrap();
+        fx.driver.send(other(true)).unwrap();
+        live_state(&fx, |s| s.agents[0].state == "busy").await;
+        fx.driver.send(other(false)).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        live_state(&fx, |s| s.agents[0].state == "busy").await;
+        fx.driver.send(other(false)).unwrap();
+        live_state(&fx, |s| s.agents[0].state == "available").await;
+
+        assert_eq!(
+            code(&fx, "102", AgentCode::LogoutAll).await,
+            Ok("agent-logged-out")
+        );
+        live_state(&fx, |s| s.agents[0].state == "logged_out").await;
+    }
 
     #[test]
     fn announcements_become_prompt_names() {

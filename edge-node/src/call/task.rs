@@ -24,6 +24,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+/// How often an answered call checks that media still flows: a quarter of the timeout,
+/// between 1 and 10 s.
+pub(super) fn media_check_interval(config: &super::CallConfig) -> Duration {
+    (config.media_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
 /// How long a finished call waits for forks that have not answered their CANCEL yet.
 const LINGER: Duration = Duration::from_secs(32);
 
@@ -252,6 +258,8 @@ struct Call {
     ended: Option<SystemTime>,
     disposition: CallDisposition,
     hangup: HangupSide,
+    /// A side holds the call (its last offer was sendonly or inactive).
+    on_hold: bool,
 }
 
 pub(super) fn ms(t: SystemTime) -> i64 {
@@ -368,6 +376,7 @@ pub(crate) async fn run(
         ended: None,
         disposition: CallDisposition::Failed,
         hangup: HangupSide::System,
+        on_hold: false,
     };
     router.register_dialog(&call.callee_call_id, &call.callee_tag, call.me.clone());
     call.start_forks().await;
@@ -388,7 +397,10 @@ pub(crate) async fn run(
         let resend_at = call.unacked.iter().map(|u| u.next).min();
         let transfer_at = call.transfer.as_ref().map(|t| t.deadline);
         let park_at = call.parked.as_ref().map(|p| p.until);
+        let media_check_at = (call.phase == Phase::Answered)
+            .then(|| Instant::now() + media_check_interval(call.router.config()));
         tokio::select! {
+            _ = sleep_until(media_check_at) => call.check_media().await,
             input = rx.recv() => match input {
                 Some(input) => call.on_input(input).await,
                 None => break,
@@ -462,6 +474,59 @@ impl Call {
                 tracing::warn!(call = %self.id, "unreadable SDP answer passed on unchanged");
                 body.to_vec()
             }
+        }
+    }
+
+    /// Hangs up an answered call whose media stopped both ways for the media timeout (both
+    /// phones gone without a BYE: power cut, network lost), not while it is on hold.
+    async fn check_media(&mut self) {
+        let Some(a) = &self.anchor else {
+            return;
+        };
+        if self.phase != Phase::Answered || self.on_hold || self.parked.is_some() {
+            return;
+        }
+        let idle = a.session.media_idle();
+        if idle < self.router.config().media_timeout {
+            return;
+        }
+        info!(call = %self.id, idle_s = idle.as_secs(), "no media either way; hanging up");
+        self.hangup = HangupSide::System;
+        self.unacked.clear();
+        self.bye(Side::Caller).await;
+        self.bye(Side::Callee).await;
+        self.end();
+    }
+
+    /// Music on hold: while `side` offers to hold the call (sendonly, inactive), the other
+    /// party hears the music instead of what the holder sends; it stops on resume.
+    fn music_on_hold(&mut self, to: Side, offer: &SessionDescription) {
+        self.on_hold = offer.direction().is_hold();
+        let Some(a) = &self.anchor else {
+            return;
+        };
+        if !offer.direction().is_hold() {
+            a.session.stop_playing(to.leg());
+            return;
+        }
+        let payload_type = match offer.audio_formats().iter().find(|f| *f == "0" || *f == "8") {
+            Some(f) if f == "8" => 8,
+            Some(_) => 0,
+            None => return,
+        };
+        let music = crate::media::prompts::system_prompt("en", "moh")
+            .and_then(|wav| crate::media::Prompt::from_wav(wav).ok())
+            .and_then(|p| p.encode(payload_type));
+        if let Some(payload) = music {
+            a.session.play(
+                to.leg(),
+                crate::media::Playback {
+                    id: 0,
+                    payload,
+                    payload_type,
+                    looped: true,
+                },
+            );
         }
     }
 
@@ -756,6 +821,9 @@ impl Call {
         self.router.forget_ringing(&self.invite_branch);
         self.router.forget_ringing_callee(self.tenant.tenant_id, &self.me);
         self.router.note_answered();
+        // queue agents on this call are "in use" for ring-in-use
+        self.router
+            .note_extension_call(self.tenant.tenant_id, &[&self.caller, &self.callee], true);
         self.cancel_forks(Some(idx)).await;
         let body = self.relay_answer_body(Side::Callee, Side::Caller, &answer_body);
         if self.record {
@@ -987,6 +1055,7 @@ impl Call {
                 let body = match parse_sdp(&req.body) {
                     Some(sdp) => {
                         self.learn_peer(side, &sdp);
+                        self.music_on_hold(other, &sdp);
                         match self.offer_to(other, &sdp) {
                             Ok(b) => b,
                             Err(()) => {
@@ -1154,6 +1223,9 @@ impl Call {
         }
         router.forget_ringing(&self.invite_branch);
         router.note_ended();
+        if self.answered.is_some() {
+            router.note_extension_call(self.tenant.tenant_id, &[&self.caller, &self.callee], false);
+        }
         let record = CallRecord {
             call_id: self.id,
             from: self.caller.clone(),

@@ -50,6 +50,7 @@ pub static SYSTEM_PROMPTS: &[SystemPrompt] = prompts![
     "en" / "queue-periodic",
     "en" / "queue-position",
     "en" / "queue-wait",
+    "en" / "ringback",
     "en" / "survey",
     "en" / "thank-you",
     "zh" / "agent-id",
@@ -77,6 +78,7 @@ pub static SYSTEM_PROMPTS: &[SystemPrompt] = prompts![
     "zh" / "queue-periodic",
     "zh" / "queue-position",
     "zh" / "queue-wait",
+    "zh" / "ringback",
     "zh" / "survey",
     "zh" / "thank-you",
 ];

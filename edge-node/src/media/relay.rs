@@ -175,6 +175,7 @@ enum Cmd {
     Add {
         id: u64,
         legs: Box<[LegSockets; 2]>,
+        activity: Arc<AtomicU64>,
     },
     SetPeer {
         id: u64,
@@ -231,6 +232,8 @@ struct Inner {
     ports: Arc<Mutex<PortPool>>,
     counters: Arc<Counters>,
     next_id: AtomicU64,
+    /// The relay's clock origin: session activity is kept as milliseconds since then.
+    epoch: Instant,
 }
 
 impl Drop for Inner {
@@ -290,12 +293,13 @@ impl MediaRelay {
 
         let ports = Arc::new(Mutex::new(PortPool::new(config.port_min, config.port_max)));
         let counters = Arc::new(Counters::default());
+        let epoch = Instant::now();
         let mut workers = Vec::new();
         for i in 0..options.threads.max(1) {
             let (tx, rx) = mpsc::channel();
             let wake = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
                 .map_err(|e| MediaError::io("eventfd", e.into()))?;
-            let worker = Worker::new(rx, &wake, rec_tx.clone(), counters.clone(), ports.clone())?;
+            let worker = Worker::new(rx, &wake, rec_tx.clone(), counters.clone(), ports.clone(), epoch)?;
             std::thread::Builder::new()
                 .name(format!("media-relay-{i}"))
                 .spawn(move || worker.run())
@@ -312,6 +316,7 @@ impl MediaRelay {
                 ports,
                 counters,
                 next_id: AtomicU64::new(1),
+                epoch,
             }),
         })
     }
@@ -342,9 +347,11 @@ impl MediaRelay {
         let ports = [legs[0].port, legs[1].port];
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let worker = (id % inner.workers.len() as u64) as usize;
+        let activity = Arc::new(AtomicU64::new(millis_since(inner.epoch)));
         inner.workers[worker].send(Cmd::Add {
             id,
             legs: Box::new(legs),
+            activity: activity.clone(),
         })?;
         inner.counters.sessions_open.fetch_add(1, Ordering::Relaxed);
         inner.counters.sessions_total.fetch_add(1, Ordering::Relaxed);
@@ -356,6 +363,7 @@ impl MediaRelay {
             close_sent: AtomicBool::new(false),
             recording: AtomicBool::new(false),
             closed: tokio::sync::Mutex::new(None),
+            activity,
         })
     }
 
@@ -381,6 +389,12 @@ pub struct RelaySession {
     close_sent: AtomicBool,
     recording: AtomicBool,
     closed: tokio::sync::Mutex<Option<SessionStats>>,
+    /// When a packet last arrived on either leg (ms on the relay's clock).
+    activity: Arc<AtomicU64>,
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl std::fmt::Debug for RelaySession {
@@ -394,6 +408,13 @@ impl std::fmt::Debug for RelaySession {
 }
 
 impl RelaySession {
+    /// How long no packet (RTP or RTCP, from either side) has arrived; from the session's
+    /// start when none ever did. A call whose phones both went away shows here.
+    pub fn media_idle(&self) -> Duration {
+        let now = millis_since(self.relay.epoch);
+        Duration::from_millis(now.saturating_sub(self.activity.load(Ordering::Relaxed)))
+    }
+
     /// Where that side must send its RTP (RTCP: the next port).
     pub fn port(&self, leg: Leg) -> u16 {
         self.ports[leg.index()]
@@ -532,6 +553,7 @@ struct Session {
     legs: [LegState; 2],
     recording: Option<String>,
     events: Option<tokio::sync::mpsc::UnboundedSender<MediaEvent>>,
+    activity: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -557,6 +579,9 @@ struct Worker {
     wake: OwnedFd,
     /// Legs with a playback, as (slot, leg).
     playing: Vec<(usize, usize)>,
+    epoch: Instant,
+    /// This loop turn's time on the relay clock (ms), stamped on sessions that got packets.
+    now_ms: u64,
 }
 
 fn token(slot: usize, leg: usize, kind: usize) -> u64 {
@@ -570,6 +595,7 @@ impl Worker {
         rec_tx: SyncSender<RecMsg>,
         counters: Arc<Counters>,
         ports: Arc<Mutex<PortPool>>,
+        epoch: Instant,
     ) -> Result<Worker, MediaError> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)
             .map_err(|e| MediaError::io("epoll_create", e.into()))?;
@@ -595,6 +621,8 @@ impl Worker {
             ports,
             wake,
             playing: Vec::new(),
+            epoch,
+            now_ms: 0,
         })
     }
 
@@ -637,6 +665,8 @@ impl Worker {
                 self.batch.arrival = now;
             }
             let arrival_us = now.saturating_duration_since(self.batch.arrival).as_micros() as u32;
+            self.now_ms =
+                u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
             for ev in &events {
                 let t = ev.data.u64();
                 if t == WAKE_TOKEN {
@@ -678,6 +708,7 @@ impl Worker {
             self.local.dropped += 1;
             return;
         }
+        s.activity.store(self.now_ms, Ordering::Relaxed);
         if kind == RTP {
             if let Some(h) = RtpHeader::parse(pkt) {
                 s.legs[leg].loss.on_packet(h.ssrc, h.seq);
@@ -710,6 +741,10 @@ impl Worker {
             }
         }
         let other = 1 - leg;
+        if kind == RTP && s.legs[other].sender.as_ref().is_some_and(RtpSender::is_playing) {
+            // what we play towards that side (music on hold, a prompt) replaces this audio
+            return;
+        }
         let sent = match s.legs[other].latch[kind].peer() {
             Some(dst) => s.legs[other].socks[kind].send_to(pkt, dst).is_ok(),
             None => false,
@@ -774,7 +809,7 @@ impl Worker {
     fn commands(&mut self) -> bool {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
-                Cmd::Add { id, legs } => self.add(id, *legs),
+                Cmd::Add { id, legs, activity } => self.add(id, *legs, activity),
                 Cmd::SetPeer { id, leg, addr } => {
                     if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions[i].as_mut()) {
                         let l = &mut s.legs[leg.index()];
@@ -842,7 +877,7 @@ impl Worker {
         true
     }
 
-    fn add(&mut self, id: u64, legs: [LegSockets; 2]) {
+    fn add(&mut self, id: u64, legs: [LegSockets; 2], activity: Arc<AtomicU64>) {
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
@@ -863,6 +898,7 @@ impl Worker {
             legs: [mk(a), mk(b)],
             recording: None,
             events: None,
+            activity,
         };
         for (leg, l) in session.legs.iter().enumerate() {
             for (kind, sock) in l.socks.iter().enumerate() {

@@ -57,6 +57,16 @@ impl Direction {
         }
     }
 
+    /// The direction an answer to an offer with this direction takes (RFC 3264 §6.1).
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+
     /// True when this side puts the other on hold (it does not want to receive).
     pub fn is_hold(self) -> bool {
         matches!(self, Direction::SendOnly | Direction::Inactive)
@@ -474,6 +484,21 @@ impl SessionDescription {
         out
     }
 
+    /// This description with the audio stream's direction set to `direction` (other direction
+    /// attributes, at session or media level, removed): an answer the edge makes itself.
+    pub fn with_direction(&self, direction: Direction) -> SessionDescription {
+        let mut out = self.clone();
+        let is_direction =
+            |l: &Line| matches!(l.attribute(), Some((n, None)) if Direction::from_attr(n).is_some());
+        out.session.retain(|l| !is_direction(l));
+        if let Some(idx) = self.audio_index() {
+            let section = &mut out.media[idx];
+            section.lines.retain(|l| !is_direction(l));
+            section.lines.push(Line::new(b'a', direction.as_str()));
+        }
+        out
+    }
+
     /// The answer we pass back: the remote answer's codecs, our address and port, our `o=`.
     /// Same treatment of other streams and transport attributes as [`Self::relay_offer`].
     pub fn relay_answer(&self, addr: IpAddr, port: u16, origin: &mut SdpOrigin) -> SessionDescription {
@@ -612,6 +637,21 @@ a=rtpmap:96 H264/90000\r\n";
 
     fn ours() -> IpAddr {
         "203.0.113.5".parse().unwrap()
+    }
+
+    #[test]
+    fn answers_the_edge_makes_take_the_complementary_direction() {
+        assert_eq!(Direction::SendOnly.answer(), Direction::RecvOnly);
+        assert_eq!(Direction::RecvOnly.answer(), Direction::SendOnly);
+        assert_eq!(Direction::Inactive.answer(), Direction::Inactive);
+        assert_eq!(Direction::SendRecv.answer(), Direction::SendRecv);
+        let held = SessionDescription::parse(&OFFER.replace("a=sendrecv\r\n", "a=sendonly\r\n")).unwrap();
+        assert_eq!(held.direction(), Direction::SendOnly);
+        let answer = held.with_direction(held.direction().answer());
+        assert_eq!(answer.direction(), Direction::RecvOnly);
+        let text = answer.to_string();
+        assert!(!text.contains("a=sendonly"), "{text}");
+        assert_eq!(text.matches("a=recvonly").count(), 1, "{text}");
     }
 
     #[test]

@@ -624,3 +624,85 @@ async fn media_plays_prompts_into_a_leg_and_reports_keys_pressed_there() {
     );
     session.close().await;
 }
+
+#[tokio::test]
+async fn what_the_relay_plays_to_a_side_replaces_the_audio_relayed_to_it() {
+    let spool = tempfile::tempdir().unwrap();
+    let relay = relay(14640, 14679, spool.path()).await;
+    let session = relay.open_session().await.unwrap();
+    let (a, _a_rtcp) = endpoint().await;
+    let (b, _b_rtcp) = endpoint().await;
+    session.set_peer(Leg::A, a.local_addr().unwrap());
+    session.set_peer(Leg::B, b.local_addr().unwrap());
+    let from_a = |seq: u16| rtp_packet(0, seq, u32::from(seq) * 160, 0xaaaa, &[0x11; 160]);
+    // relayed while nothing plays
+    a.send_to(&from_a(1), to(session.port(Leg::A))).await.unwrap();
+    let (pkt, _) = recv(&b).await.expect("relayed to B");
+    assert_eq!(&pkt[8..12], &0xaaaa_u32.to_be_bytes());
+    // music on hold towards B: A's audio no longer reaches B, the music does
+    session.play(
+        Leg::B,
+        Playback {
+            id: 0,
+            payload: vec![0x55; 160].into(),
+            payload_type: 0,
+            looped: true,
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for seq in 2..6 {
+        a.send_to(&from_a(seq), to(session.port(Leg::A))).await.unwrap();
+    }
+    let mut ssrcs = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let (pkt, _) = recv(&b).await.expect("music packets");
+        ssrcs.insert(u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]));
+    }
+    assert!(
+        !ssrcs.contains(&0xaaaa),
+        "A's packets are held back while B hears music"
+    );
+    assert_eq!(ssrcs.len(), 1);
+    // resume: relayed again
+    session.stop_playing(Leg::B);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while tokio::time::timeout(Duration::from_millis(5), b.recv_from(&mut [0u8; 300]))
+        .await
+        .is_ok()
+    {}
+    a.send_to(&from_a(9), to(session.port(Leg::A))).await.unwrap();
+    let (pkt, _) = recv(&b).await.expect("relayed again");
+    assert_eq!(&pkt[8..12], &0xaaaa_u32.to_be_bytes());
+    session.close().await;
+}
+
+#[tokio::test]
+async fn a_session_knows_how_long_its_media_has_been_idle() {
+    let spool = tempfile::tempdir().unwrap();
+    let relay = relay(14680, 14699, spool.path()).await;
+    let session = relay.open_session().await.unwrap();
+    let (a, _a_rtcp) = endpoint().await;
+    session.set_peer(Leg::A, a.local_addr().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = session.media_idle();
+    assert!(
+        idle >= Duration::from_millis(250),
+        "idle since the start: {idle:?}"
+    );
+    a.send_to(&rtp_packet(0, 1, 160, 7, &[0xff; 160]), to(session.port(Leg::A)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let idle = session.media_idle();
+    assert!(idle < Duration::from_millis(250), "a packet arrived: {idle:?}");
+    // a stranger's packet after latching does not count as the call's media
+    let (stranger, _s) = endpoint().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stranger
+        .send_to(&rtp_packet(0, 1, 160, 9, &[0xff; 160]), to(session.port(Leg::A)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(session.media_idle() >= Duration::from_millis(350));
+    session.close().await;
+}

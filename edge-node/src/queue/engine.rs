@@ -86,6 +86,37 @@ struct AgentState {
     wrap_until: Millis,
 }
 
+/// One queue's live state ([`QueueEngine::queue_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueView {
+    pub waiting: Vec<WaitingCallerView>,
+    pub agents: Vec<AgentView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingCallerView {
+    pub caller: CallerId,
+    pub number: String,
+    /// 1 = next in line.
+    pub position: u32,
+    pub wait_ms: Millis,
+    /// `waiting`, `join_prompt`, `ringing`, `registering_callback` or `callback` (its leg is
+    /// gone; it waits for its callback).
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentView {
+    pub agent: AgentId,
+    pub kind: MemberKind,
+    /// `logged_out`, `unregistered`, `on_call`, `ringing`, `paused`, `wrap_up`, `busy` (on a
+    /// call that is not from a queue) or `available`, the first that applies.
+    pub state: &'static str,
+    pub pause_code: Option<String>,
+    pub wrap_up_ms_left: Millis,
+    pub calls_answered: u64,
+}
+
 /// What an agent looks like to the outside (tests, the console's live state).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSnapshot {
@@ -320,6 +351,77 @@ impl QueueEngine {
             .get(&queue)
             .map(|q| q.waiting.iter().map(|&(_, _, c)| c).collect())
             .unwrap_or_default()
+    }
+
+    /// The queue as the console shows it (SPEC Q11, issue 5 point 7): callers holding a
+    /// place, in line order, and every member agent's state in this queue.
+    pub fn queue_view(&self, queue: QueueId, now: Millis) -> Option<QueueView> {
+        let q = self.queues.get(&queue)?;
+        let waiting = q
+            .waiting
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(_, _, id))| {
+                let c = self.callers.get(&id)?;
+                Some(WaitingCallerView {
+                    caller: id,
+                    number: c.number.clone(),
+                    position: i as u32 + 1,
+                    wait_ms: now.saturating_sub(c.joined_at),
+                    state: match (&c.callback, &c.phase) {
+                        (Some(_), _) => "callback",
+                        (None, Phase::Ringing { .. }) => "ringing",
+                        (None, Phase::OfferingCallback) => "registering_callback",
+                        (None, Phase::JoinPrompt) => "join_prompt",
+                        _ => "waiting",
+                    },
+                })
+            })
+            .collect();
+        let agents = q
+            .members
+            .iter()
+            .map(|m| {
+                let a = &self.agents[m.agent];
+                let wrap_until = if self.options.shared_wrap_up {
+                    a.wrap_until
+                } else {
+                    m.wrap_until
+                };
+                let state = if !(m.kind == MemberKind::Static || m.logged_in) {
+                    "logged_out"
+                } else if !a.registered {
+                    "unregistered"
+                } else if !a.calls.is_empty() {
+                    "on_call"
+                } else if a.ringing_for.is_some() {
+                    "ringing"
+                } else if m.paused.is_some() {
+                    "paused"
+                } else if wrap_until > now {
+                    "wrap_up"
+                } else if a.busy_other {
+                    "busy"
+                } else {
+                    "available"
+                };
+                AgentView {
+                    agent: a.id,
+                    kind: m.kind,
+                    state,
+                    pause_code: m.paused.as_ref().and_then(|p| p.code.clone()),
+                    wrap_up_ms_left: wrap_until.saturating_sub(now),
+                    calls_answered: m.calls_answered,
+                }
+            })
+            .collect();
+        Some(QueueView { waiting, agents })
+    }
+
+    /// Whether the engine still tracks this caller (waiting, ringing, connected, in a
+    /// survey, or waiting for its callback).
+    pub fn has_caller(&self, caller: CallerId) -> bool {
+        self.callers.contains_key(&caller)
     }
 
     /// Callers the engine still tracks (waiting, connected, in a survey).

@@ -53,7 +53,7 @@ pub use config::{
     PauseReason, PriorityConfig, QueueConfig, QueueOpen, RingStrategy, SlaConfig, SurveyConfig, SurveyKey,
     TimeRouting, MAX_PAUSE_REASONS, MAX_SKILL_LEVEL, MIN_CALLBACK_NUMBER_DIGITS,
 };
-pub use engine::{AgentSnapshot, QueueEngine};
+pub use engine::{AgentSnapshot, AgentView, QueueEngine, QueueView, WaitingCallerView};
 pub use error::QueueError;
 pub use output::{
     AgentStateChange, CallbackFailure, CallbackLegResult, Event, EventKind, LeaveReason, LegEndReason,

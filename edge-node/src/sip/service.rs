@@ -38,6 +38,8 @@ pub struct SipOptions {
     pub media: Option<MediaConfig>,
     /// NAT keep-alive OPTIONS to UDP phones this often; None: no keep-alives.
     pub keepalive_interval: Option<Duration>,
+    /// An answered call with no media either way this long is hung up.
+    pub media_timeout: Duration,
 }
 
 impl Default for SipOptions {
@@ -53,6 +55,7 @@ impl Default for SipOptions {
             nonce_lifetime: Duration::from_secs(300),
             media: None,
             keepalive_interval: Some(keepalive::DEFAULT_KEEPALIVE_INTERVAL),
+            media_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -153,7 +156,10 @@ impl SipService {
             store.clone(),
             registrar.clone(),
             Some(events.clone()),
-            CallConfig::default(),
+            CallConfig {
+                media_timeout: opts.media_timeout,
+                ..CallConfig::default()
+            },
             media.clone(),
         ));
         let handler = Arc::new(Dispatch {

@@ -368,6 +368,7 @@ pub(crate) mod tests {
             version,
             extensions,
             queues: Vec::new(),
+            queue_options: Default::default(),
             certificate: None,
         }
     }

@@ -252,6 +252,12 @@ impl Registrar {
     }
 
     /// False when the phone at `source` stopped answering keep-alives.
+    /// The live-state store the bindings are kept in (queues publish their live state there
+    /// too).
+    pub fn live_state(&self) -> Arc<dyn LiveState> {
+        Arc::clone(&self.live)
+    }
+
     pub fn is_reachable(&self, source: SocketAddr) -> bool {
         !lock(&self.unreachable).contains(&source)
     }

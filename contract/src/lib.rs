@@ -17,5 +17,7 @@ pub use call::{CallDisposition, CallRecord, HangupSide};
 pub use ids::{CallId, ExtensionId, ResellerId, TenantId, UserId};
 pub use plan::{effective_plan, Feature, Plan};
 pub use secret::Secret;
-pub use snapshot::{edge_api, ExtensionConfig, RecordingPolicy, TenantSnapshot, TenantVersion};
+pub use snapshot::{
+    edge_api, ExtensionConfig, RecordingPolicy, TenantCertificate, TenantSnapshot, TenantVersion,
+};
 pub use tenant::{validate_slug, Role, SlugError, TenantState};

@@ -27,6 +27,23 @@ pub struct TenantSnapshot {
     /// dynamic agents). Absent in snapshots of older control planes: defaults.
     #[serde(default)]
     pub queue_options: crate::queue::EngineOptions,
+    /// The certificate the edge serves on TLS/WSS for `fqdn` (SNI), when the control plane
+    /// issued one by ACME. Absent from older control planes: none.
+    #[serde(default)]
+    pub certificate: Option<TenantCertificate>,
+}
+
+/// A certificate chain and its private key, in PEM. The key travels in clear inside the
+/// authenticated edge API only (as SIP secrets do); at rest it is sealed in the control
+/// plane's database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantCertificate {
+    /// The name it is for (the tenant's FQDN).
+    pub name: String,
+    pub chain_pem: String,
+    pub key_pem: Secret,
+    pub not_after_ms: i64,
 }
 
 impl TenantSnapshot {

@@ -30,6 +30,8 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// Stripe billing (SPEC P5); without it the billing routes answer 404.
     pub stripe: Option<crate::stripe::StripeSettings>,
+    /// Certificates for tenant names by ACME (SPEC P3); without it none are issued.
+    pub acme: Option<crate::acme::AcmeSettings>,
 }
 
 impl Settings {

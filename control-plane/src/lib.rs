@@ -1,6 +1,7 @@
 //! The control plane: HTTP API, tenants and identity, repositories, configuration
 //! publication to edge nodes, and ingestion of their events.
 
+pub mod acme;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -19,3 +20,6 @@ pub mod testkit;
 
 #[cfg(test)]
 mod contract_tests;
+
+#[cfg(test)]
+mod acme_tests;

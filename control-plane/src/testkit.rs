@@ -110,6 +110,7 @@ impl TestApp {
                 request_timeout_secs: 10,
                 trust_forwarded_for,
                 stripe,
+                acme: None,
             },
         );
         let boot = bootstrap_operator(&state, "ops@example.test", true)

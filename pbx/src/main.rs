@@ -339,6 +339,10 @@ async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
         request_timeout_secs: cfg.http.request_timeout_secs,
         trust_forwarded_for: cfg.http.trust_forwarded_for,
         stripe: cfg.stripe.as_ref().map(settings::StripeSection::to_settings),
+        acme: match &cfg.acme {
+            Some(a) => a.to_settings()?,
+            None => None,
+        },
     };
     let state = AppState::new(
         Engines {

@@ -50,6 +50,7 @@ pub struct ControlPlaneTasks {
     billing: JoinHandle<()>,
     queue_mail: JoinHandle<()>,
     deletions: JoinHandle<()>,
+    acme: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
 }
@@ -82,6 +83,7 @@ pub fn start_control_plane(
     let billing = tokio::spawn(billing::run(state.clone(), rx.clone()));
     let queue_mail = tokio::spawn(queue_mail::run(state.clone(), rx.clone()));
     let deletions = tokio::spawn(deletions::run(state.clone(), rx.clone()));
+    let acme = tokio::spawn(pbx_control_plane::acme::run(state.clone(), rx.clone()));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
         claim_after: events.claim_after,
@@ -97,6 +99,7 @@ pub fn start_control_plane(
         billing,
         queue_mail,
         deletions,
+        acme,
         state,
         consumer_name: events.consumer,
     }
@@ -115,6 +118,7 @@ impl ControlPlaneTasks {
         let _ = self.billing.await;
         let _ = self.queue_mail.await;
         let _ = self.deletions.await;
+        let _ = self.acme.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),
             claim_after: Duration::from_secs(3600),
@@ -251,6 +255,7 @@ pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Valu
                 "state": t.state,
                 "plan": t.plan,
                 "version": t.version,
+                "certificate_not_after_ms": t.certificate.as_ref().map(|c| c.not_after_ms),
                 "extensions": t.extensions.iter().map(|e| serde_json::json!({"number": e.number, "display_name": e.display_name})).collect::<Vec<_>>(),
                 "queues": t.queues.iter().map(|q| serde_json::json!({"number": q.number, "name": q.name})).collect::<Vec<_>>(),
             })

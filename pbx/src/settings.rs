@@ -157,6 +157,49 @@ impl StripeSection {
     }
 }
 
+/// Certificates for tenant names by ACME (SPEC P3). Without this section (or with
+/// `enabled = false`) none are issued.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The ACME directory URL.
+    pub directory_url: String,
+    /// The account's contact address.
+    pub contact_email: Option<String>,
+    /// A PEM file of an extra root to trust for the directory (a test CA such as pebble's).
+    pub extra_root_ca_file: Option<std::path::PathBuf>,
+    /// How often to look for certificates to issue or renew (default 60).
+    pub check_interval_secs: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl AcmeSection {
+    pub fn to_settings(&self) -> Result<Option<pbx_control_plane::acme::AcmeSettings>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let extra_root_pem = self
+            .extra_root_ca_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("acme.extra_root_ca_file: reading {}", p.display()))
+            })
+            .transpose()?;
+        Ok(Some(pbx_control_plane::acme::AcmeSettings {
+            directory_url: self.directory_url.clone(),
+            contact_email: self.contact_email.clone(),
+            extra_root_pem,
+            interval: std::time::Duration::from_secs(self.check_interval_secs.unwrap_or(60).max(1)),
+        }))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlaneConfig {
@@ -172,6 +215,7 @@ pub struct ControlPlaneConfig {
     #[serde(default)]
     pub events: EventsSection,
     pub stripe: Option<StripeSection>,
+    pub acme: Option<AcmeSection>,
 }
 
 impl ControlPlaneConfig {
@@ -180,7 +224,7 @@ impl ControlPlaneConfig {
             file,
             &[
                 "http", "platform", "database", "bus", "objects", "mail", "secrets", "auth", "events",
-                "stripe",
+                "stripe", "acme",
             ],
         )
     }
@@ -304,6 +348,12 @@ mod tests {
         let stripe = cp.stripe.map(|s| s.to_settings());
         let prices = stripe.map(|s| s.prices.len());
         assert_eq!(prices, Some(3), "the example sells every plan");
+        let acme = cp.acme.unwrap_or_else(|| panic!("the example has [acme]"));
+        assert!(!acme.enabled);
+        assert!(
+            acme.to_settings().unwrap_or_else(|e| panic!("{e:#}")).is_none(),
+            "disabled"
+        );
         EdgeNodeConfig::load(&root.join("edge-node.example.toml")).unwrap_or_else(|e| panic!("{e:#}"));
     }
 

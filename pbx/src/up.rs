@@ -170,6 +170,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         request_timeout_secs: 30,
         trust_forwarded_for: false,
         stripe: None,
+        acme: None,
     };
     let dir_objects_for_edge: Arc<dyn pbx_engines::objects::ObjectStore> = dir_objects.clone();
     let state = AppState::new(

@@ -13,7 +13,9 @@ use crate::service::extensions::edge_config;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::Json;
 use http::request::Parts;
-use pbx_contract::{ExtensionConfig, ExtensionId, Role, TenantId, TenantSnapshot, TenantVersion};
+use pbx_contract::{
+    ExtensionConfig, ExtensionId, Role, TenantCertificate, TenantId, TenantSnapshot, TenantVersion,
+};
 use serde::Serialize;
 
 /// An edge node, proven by `Authorization: Bearer <edge token>`.
@@ -76,10 +78,16 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let extensions = db::extensions::list(&mut tx, tenant).await?;
     let queues = db::queues::list(&mut tx, tenant).await?;
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
+    let fqdn = state.settings.fqdn(&t.slug);
+    let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
     tx.commit().await?;
+    let certificate = match cert {
+        Some(c) => edge_certificate(state, c)?,
+        None => None,
+    };
     Ok(Some(TenantSnapshot {
         tenant_id: t.id,
-        fqdn: state.settings.fqdn(&t.slug),
+        fqdn,
         slug: t.slug,
         plan: t.plan,
         state: t.state,
@@ -100,6 +108,27 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
                 .collect(),
             ..Default::default()
         },
+        certificate,
+    }))
+}
+
+/// The issued chain with its key opened, unless none was issued or it has expired.
+fn edge_certificate(state: &AppState, c: db::certificates::CertRow) -> Result<Option<TenantCertificate>> {
+    let (Some(chain_pem), Some(sealed), Some(not_after_ms)) = (c.chain_pem, c.key_sealed, c.not_after_ms)
+    else {
+        return Ok(None);
+    };
+    if not_after_ms <= db::now_ms() {
+        return Ok(None);
+    }
+    let key = state
+        .secrets
+        .open(&sealed, &db::certificates::key_context(c.tenant_id, &c.name))?;
+    Ok(Some(TenantCertificate {
+        name: c.name,
+        chain_pem,
+        key_pem: pbx_contract::Secret::new(key),
+        not_after_ms,
     }))
 }
 

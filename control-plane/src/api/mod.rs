@@ -3,6 +3,7 @@
 mod auth;
 mod billing;
 mod call_logs;
+mod certificates;
 pub mod client_ip;
 mod edge;
 mod extensions;
@@ -114,6 +115,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::checkout))
         .routes(routes!(billing::portal))
         .routes(routes!(billing::stripe_webhook))
+        .routes(routes!(certificates::get_certificate))
+        .routes(routes!(certificates::acme_challenge))
         .routes(routes!(edge::edge_nodes))
         .routes(routes!(edge::edge_tenants))
         .routes(routes!(edge::edge_snapshot))

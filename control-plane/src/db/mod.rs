@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod billing;
 pub mod call_logs;
+pub mod certificates;
 pub mod edge_log;
 pub mod extensions;
 pub mod outbox;

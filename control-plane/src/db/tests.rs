@@ -213,3 +213,73 @@ on_both_backends!(outbox_and_processed_events, |db: Db| async move {
     assert!(edge_log::mark_processed(&mut c, "ev-1").await.unwrap());
     assert!(!edge_log::mark_processed(&mut c, "ev-1").await.unwrap());
 });
+
+on_both_backends!(
+    certificate_rows_are_per_tenant_and_claimed_once,
+    |db: Db| async move {
+        let (a, b) = two_tenants(&db).await;
+        let mut c = db.acquire().await.unwrap();
+        assert_eq!(
+            certificates::add_missing_tenant_names(&mut c, "pbx.test", 1000)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            certificates::add_missing_tenant_names(&mut c, "pbx.test", 1000)
+                .await
+                .unwrap(),
+            0
+        );
+        let due = certificates::due(&mut c, 1000, 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        // A tenant's name is found under that tenant only.
+        assert!(certificates::get(&mut c, a.id, "alpha.pbx.test")
+            .await
+            .unwrap()
+            .is_some());
+        assert!(certificates::get(&mut c, b.id, "alpha.pbx.test")
+            .await
+            .unwrap()
+            .is_none());
+        // Of two claims on the same due time, one wins.
+        assert!(certificates::claim(&mut c, a.id, "alpha.pbx.test", 1000, 5000)
+            .await
+            .unwrap());
+        assert!(!certificates::claim(&mut c, a.id, "alpha.pbx.test", 1000, 5000)
+            .await
+            .unwrap());
+        assert!(!certificates::claim(&mut c, b.id, "alpha.pbx.test", 1000, 5000)
+            .await
+            .unwrap());
+        assert_eq!(certificates::due(&mut c, 1000, 10).await.unwrap().len(), 1);
+        // Challenges expire.
+        certificates::challenge_put(&mut c, "t", "t.k", 2000)
+            .await
+            .unwrap();
+        assert_eq!(
+            certificates::challenge_get(&mut c, "t", 1999)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("t.k")
+        );
+        assert!(certificates::challenge_get(&mut c, "t", 2000)
+            .await
+            .unwrap()
+            .is_none());
+        // The first account stored wins.
+        assert_eq!(
+            certificates::account_put(&mut c, "https://d", "v1:one", 1)
+                .await
+                .unwrap(),
+            "v1:one"
+        );
+        assert_eq!(
+            certificates::account_put(&mut c, "https://d", "v1:two", 2)
+                .await
+                .unwrap(),
+            "v1:one"
+        );
+    }
+);

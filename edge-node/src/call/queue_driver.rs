@@ -922,6 +922,7 @@ mod tests {
                 }],
                 ..Default::default()
             },
+            certificate: None,
         });
         let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
         // 102's phone is registered

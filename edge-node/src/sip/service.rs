@@ -123,6 +123,10 @@ impl SipService {
         live: Arc<dyn LiveState>,
         edge_token: &Secret,
     ) -> Result<Self, EdgeError> {
+        if let Some(c) = &opts.certificates {
+            // Certificates the control plane issued (ACME) arrive with the snapshots.
+            store.attach_certificates(Arc::clone(c));
+        }
         let nonce_key = hmac_sha256(edge_token.expose().as_bytes(), b"pbx sip digest nonce v1");
         let digest = DigestConfig {
             algorithms: opts.digest_algorithms.clone(),

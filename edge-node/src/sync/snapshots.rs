@@ -1,6 +1,7 @@
 //! Sans-IO: every tenant's configuration snapshot held in memory, and the decision what to do
 //! with one `cfg` stream entry. No I/O here; [`super::worker`] drives it.
 
+use crate::sip::tls::{certified_key, SniResolver};
 use pbx_contract::bus::{ConfigChange, ConfigSubject, SnapshotReason};
 use pbx_contract::{ExtensionConfig, ExtensionId, TenantId, TenantSnapshot};
 use std::collections::HashMap;
@@ -227,6 +228,8 @@ impl TenantSnapshots {
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotStore {
     inner: Arc<RwLock<TenantSnapshots>>,
+    /// Where tenant certificates from snapshots go (the TLS/WSS listeners' resolver).
+    certificates: Arc<RwLock<Option<Arc<SniResolver>>>>,
 }
 
 impl SnapshotStore {
@@ -274,7 +277,29 @@ impl SnapshotStore {
     }
 
     pub fn apply_snapshot(&self, snapshot: TenantSnapshot) -> Option<u64> {
+        let previous = self.get(snapshot.tenant_id);
+        if let Some(resolver) = self.resolver() {
+            install_certificate(&resolver, previous.as_deref(), &snapshot);
+        }
         self.write().apply_snapshot(snapshot)
+    }
+
+    fn resolver(&self) -> Option<Arc<SniResolver>> {
+        self.certificates
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// From now on, tenant certificates in snapshots are served by `resolver` for the
+    /// tenant's FQDN; those of the snapshots held already are installed at once.
+    pub fn attach_certificates(&self, resolver: Arc<SniResolver>) {
+        *self.certificates.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&resolver));
+        for tenant in self.tenant_ids() {
+            if let Some(snapshot) = self.get(tenant) {
+                install_certificate(&resolver, None, &snapshot);
+            }
+        }
     }
 
     pub fn upsert_extension(&self, tenant: TenantId, extension: ExtensionConfig, version: u64) -> bool {
@@ -286,7 +311,32 @@ impl SnapshotStore {
     }
 
     pub fn remove_tenant(&self, tenant: TenantId) -> bool {
+        if let (Some(resolver), Some(old)) = (self.resolver(), self.get(tenant)) {
+            if let Some(cert) = &old.certificate {
+                resolver.remove(&cert.name);
+            }
+        }
         self.write().remove_tenant(tenant)
+    }
+}
+
+/// Serves the snapshot's certificate (a renewal replaces the old one in place) and drops one
+/// the tenant no longer has.
+fn install_certificate(resolver: &SniResolver, previous: Option<&TenantSnapshot>, snapshot: &TenantSnapshot) {
+    if let Some(old) = previous.and_then(|p| p.certificate.as_ref()) {
+        if snapshot.certificate.as_ref().map(|c| &c.name) != Some(&old.name) {
+            resolver.remove(&old.name);
+        }
+    }
+    let Some(cert) = &snapshot.certificate else {
+        return;
+    };
+    match certified_key(cert.chain_pem.as_bytes(), cert.key_pem.expose().as_bytes()) {
+        Ok(key) => resolver.insert(&cert.name, key),
+        // Keep serving what we had (or the default) rather than nothing.
+        Err(e) => {
+            tracing::warn!(tenant = %snapshot.tenant_id, name = %cert.name, "tenant certificate refused: {e}")
+        }
     }
 }
 
@@ -319,6 +369,7 @@ pub(crate) mod tests {
             extensions,
             queues: Vec::new(),
             queue_options: Default::default(),
+            certificate: None,
         }
     }
 
@@ -574,5 +625,54 @@ pub(crate) mod tests {
         snaps.apply_snapshot(b);
         assert!(snaps.remove_tenant(ta));
         assert_eq!(snaps.by_fqdn("acme.pbx.example").map(|s| s.tenant_id), Some(tb));
+    }
+
+    #[test]
+    fn tenant_certificates_follow_the_snapshots_into_the_sni_resolver() {
+        use crate::sip::tls::self_signed;
+        let cert = |name: &str| {
+            let (chain_pem, key_pem) = self_signed(&[name.to_owned()]).unwrap();
+            pbx_contract::TenantCertificate {
+                name: name.to_owned(),
+                chain_pem,
+                key_pem: Secret::new(key_pem),
+                not_after_ms: i64::MAX,
+            }
+        };
+        let store = SnapshotStore::new();
+        let mut acme = snapshot("acme", 1, vec![]);
+        acme.certificate = Some(cert("acme.pbx.example"));
+        store.apply_snapshot(acme.clone());
+        // Attached later (the SIP service starts after the first sync): installed at once.
+        let resolver = Arc::new(SniResolver::new());
+        store.attach_certificates(Arc::clone(&resolver));
+        let served = |r: &SniResolver| r.lookup(Some("acme.pbx.example")).map(|k| k.cert[0].clone());
+        let first = served(&resolver).expect("installed");
+        // A renewal replaces it.
+        acme.certificate = Some(cert("acme.pbx.example"));
+        acme.version = 2;
+        store.apply_snapshot(acme.clone());
+        let second = served(&resolver).expect("still served");
+        assert_ne!(first, second);
+        // A broken one keeps the previous certificate.
+        acme.certificate = Some(pbx_contract::TenantCertificate {
+            key_pem: Secret::new("garbage"),
+            ..cert("acme.pbx.example")
+        });
+        store.apply_snapshot(acme.clone());
+        assert_eq!(served(&resolver), Some(second));
+        // Gone with the certificate, and with the tenant.
+        acme.certificate = None;
+        store.apply_snapshot(acme.clone());
+        assert!(
+            served(&resolver).is_none(),
+            "dropped with the snapshot's certificate"
+        );
+        acme.certificate = Some(cert("acme.pbx.example"));
+        let t = acme.tenant_id;
+        store.apply_snapshot(acme);
+        assert!(served(&resolver).is_some());
+        assert!(store.remove_tenant(t));
+        assert!(served(&resolver).is_none());
     }
 }

@@ -64,6 +64,7 @@ fn handler() -> Edge {
             .collect(),
         queues: Vec::new(),
         queue_options: Default::default(),
+        certificate: None,
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

@@ -8,7 +8,10 @@ pub mod call;
 pub mod ids;
 pub mod plan;
 pub mod queue;
+pub mod ring_group;
+pub mod schedule;
 pub mod secret;
+pub mod setting;
 pub mod snapshot;
 pub mod tenant;
 

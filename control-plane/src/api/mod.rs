@@ -11,6 +11,7 @@ pub mod json;
 mod middleware;
 mod objects;
 mod pause_reasons;
+mod pbx_objects;
 mod queues;
 mod resellers;
 mod signup;
@@ -93,6 +94,22 @@ fn api_routes() -> OpenApiRouter<AppState> {
             queues::delete_queue
         ))
         .routes(routes!(queues::queue_live_state))
+        // PBX objects (SPEC P8, T7): business-hours schedules, ring groups.
+        .routes(routes!(pbx_objects::list_schedules, pbx_objects::create_schedule))
+        .routes(routes!(
+            pbx_objects::get_schedule,
+            pbx_objects::update_schedule,
+            pbx_objects::delete_schedule
+        ))
+        .routes(routes!(
+            pbx_objects::list_ring_groups,
+            pbx_objects::create_ring_group
+        ))
+        .routes(routes!(
+            pbx_objects::get_ring_group,
+            pbx_objects::update_ring_group,
+            pbx_objects::delete_ring_group
+        ))
         .routes(routes!(resellers::issue_reseller_api_key))
         .routes(routes!(resellers::suspend_tenant))
         .routes(routes!(resellers::resume_tenant))
@@ -141,6 +158,8 @@ pub fn metrics_text() -> String {
 mod tests;
 #[cfg(test)]
 mod tests_billing;
+#[cfg(test)]
+mod tests_pbx_objects;
 #[cfg(test)]
 mod tests_reseller;
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod edge_log;
 pub mod extensions;
 pub mod outbox;
 pub mod pause_reasons;
+pub mod pbx_objects;
 pub mod queues;
 pub mod refresh_tokens;
 pub mod resellers;

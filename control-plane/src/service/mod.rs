@@ -8,6 +8,7 @@ pub mod config_publish;
 pub mod extensions;
 pub mod lifecycle;
 pub mod pause_reasons;
+pub mod pbx_objects;
 pub mod plan_gate;
 pub mod queues;
 pub mod resellers;

@@ -1,0 +1,165 @@
+//! Business-hours schedules and ring groups (SPEC P8, T7): the generic handlers of
+//! [`crate::service::pbx_objects`], one set of routes per object type.
+
+use super::json::ApiJson;
+use crate::app::AppState;
+use crate::auth::Ctx;
+use crate::error::{Problem, Result};
+use crate::service::pbx_objects::{self as svc, RingGroupView, ScheduleView};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use pbx_contract::ring_group::RingGroup;
+use pbx_contract::schedule::Schedule;
+
+/// The tenant's business-hours schedules, one per time zone.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/schedules", tag = "schedules", params(("slug" = String, Path)),
+    responses((status = 200, body = Vec<ScheduleView>), (status = 404, body = Problem)))]
+pub async fn list_schedules(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<ScheduleView>>> {
+    Ok(Json(
+        svc::list(&state, &ctx, &slug)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create the business hours and holidays of a time zone (tenant admin, reseller, operator).
+/// The body is any subset of the settings merged over the defaults (UTC, Monday-Friday
+/// 09:00-18:00, no holidays); `time_zone` is an IANA name, one schedule per zone (409).
+/// Queues (`time_routing.time_zone`) use the schedule of their zone.
+#[utoipa::path(post, path = "/api/v1/tenants/{slug}/schedules", tag = "schedules", params(("slug" = String, Path)),
+    request_body = Schedule,
+    responses((status = 201, body = ScheduleView), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_schedule(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<ScheduleView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(svc::create(&state, &ctx, &slug, body).await?.into()),
+    ))
+}
+
+/// One schedule, by id or by time zone (URL-encoded: `Europe%2FBerlin`).
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/schedules/{schedule}", tag = "schedules",
+    params(("slug" = String, Path), ("schedule" = String, Path, description = "schedule id or time zone")),
+    responses((status = 200, body = ScheduleView), (status = 404, body = Problem)))]
+pub async fn get_schedule(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<Json<ScheduleView>> {
+    Ok(Json(svc::get(&state, &ctx, &slug, &key).await?.into()))
+}
+
+/// Change a schedule with a JSON merge patch (RFC 7396) over its `settings`; lists
+/// (`office_hours`, `holidays`) are replaced whole. The time zone cannot change (422).
+#[utoipa::path(patch, path = "/api/v1/tenants/{slug}/schedules/{schedule}", tag = "schedules",
+    params(("slug" = String, Path), ("schedule" = String, Path, description = "schedule id or time zone")),
+    request_body(content = Schedule, content_type = "application/merge-patch+json", description = "any subset of the settings"),
+    responses((status = 200, body = ScheduleView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_schedule(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<ScheduleView>> {
+    Ok(Json(svc::update(&state, &ctx, &slug, &key, patch).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{slug}/schedules/{schedule}", tag = "schedules",
+    params(("slug" = String, Path), ("schedule" = String, Path, description = "schedule id or time zone")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_schedule(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    svc::delete::<Schedule>(&state, &ctx, &slug, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's ring groups.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/ring-groups", tag = "ring_groups", params(("slug" = String, Path)),
+    responses((status = 200, body = Vec<RingGroupView>), (status = 404, body = Problem)))]
+pub async fn list_ring_groups(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<RingGroupView>>> {
+    Ok(Json(
+        svc::list(&state, &ctx, &slug)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create a ring group (tenant admin, reseller, operator). The body is any subset of the
+/// settings merged over the defaults (ring all, 30 s, fail over to hang up); `name` and
+/// `members` (extension numbers of the tenant) are required, `number` defaults to the lowest
+/// free number of 6300-6399 and must not be an extension, queue or other ring group (409).
+#[utoipa::path(post, path = "/api/v1/tenants/{slug}/ring-groups", tag = "ring_groups", params(("slug" = String, Path)),
+    request_body = RingGroup,
+    responses((status = 201, body = RingGroupView), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_ring_group(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<RingGroupView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(svc::create(&state, &ctx, &slug, body).await?.into()),
+    ))
+}
+
+/// One ring group, by id or by number.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/ring-groups/{ring_group}", tag = "ring_groups",
+    params(("slug" = String, Path), ("ring_group" = String, Path, description = "ring group id or number")),
+    responses((status = 200, body = RingGroupView), (status = 404, body = Problem)))]
+pub async fn get_ring_group(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<Json<RingGroupView>> {
+    Ok(Json(svc::get(&state, &ctx, &slug, &key).await?.into()))
+}
+
+/// Change a ring group with a JSON merge patch (RFC 7396) over its `settings`; `members` is
+/// replaced whole. The number cannot change (422).
+#[utoipa::path(patch, path = "/api/v1/tenants/{slug}/ring-groups/{ring_group}", tag = "ring_groups",
+    params(("slug" = String, Path), ("ring_group" = String, Path, description = "ring group id or number")),
+    request_body(content = RingGroup, content_type = "application/merge-patch+json", description = "any subset of the settings"),
+    responses((status = 200, body = RingGroupView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_ring_group(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<RingGroupView>> {
+    Ok(Json(svc::update(&state, &ctx, &slug, &key, patch).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{slug}/ring-groups/{ring_group}", tag = "ring_groups",
+    params(("slug" = String, Path), ("ring_group" = String, Path, description = "ring group id or number")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_ring_group(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    svc::delete::<RingGroup>(&state, &ctx, &slug, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,494 @@
+//! Business-hours schedules and ring groups through HTTP (SPEC P8, T7), on SQLite and
+//! PostgreSQL: defaults, validation naming the field, cross-tenant 404, audit, `cfg`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::db::Db;
+use crate::on_both_backends;
+use crate::testkit::TestApp;
+use pbx_contract::bus::{ConfigChange, ConfigSubject};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    let mut c = app.state.db.acquire().await.unwrap();
+    sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&mut *c)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn footprint(app: &TestApp) -> [i64; 3] {
+    [
+        count(app, "pbx_objects").await,
+        count(app, "audit_log").await,
+        count(app, "outbox").await,
+    ]
+}
+
+async fn last_cfg(app: &TestApp) -> ConfigChange {
+    let mut c = app.state.db.acquire().await.unwrap();
+    let payload: String = sqlx::query("SELECT payload FROM outbox ORDER BY id DESC LIMIT 1")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap()
+        .get(0);
+    serde_json::from_str(&payload).unwrap()
+}
+
+async fn tenant(app: &TestApp, slug: &str) -> String {
+    let r = app
+        .call(
+            &app.operator_key,
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"slug": slug, "plan": "standard", "admin_email": format!("admin@{slug}.test")})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let otp = r.body["admin"]["one_time_password"].as_str().unwrap().to_owned();
+    app.login_fresh(&format!("admin@{slug}.test"), &otp, Some(slug))
+        .await
+}
+
+async fn actions(app: &TestApp, token: &str, slug: &str) -> Vec<String> {
+    let audit = app
+        .call(
+            token,
+            Method::GET,
+            &format!("/api/v1/tenants/{slug}/audit-log"),
+            None,
+        )
+        .await;
+    audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Sends each refused body and checks status and field, and that nothing changed.
+async fn refused(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    url: &str,
+    cases: Vec<(Value, StatusCode, &str)>,
+) {
+    let before = footprint(app).await;
+    for (body, status, field) in cases {
+        let r = app.call(token, method.clone(), url, Some(body.clone())).await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (status, Some(field)),
+            "{body}: {}",
+            r.text
+        );
+    }
+    assert_eq!(footprint(app).await, before);
+}
+
+on_both_backends!(
+    schedules_validate_publish_and_stay_in_their_tenant,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let admin = tenant(&app, "acme").await;
+        let other = tenant(&app, "umbrella").await;
+        let base = "/api/v1/tenants/acme/schedules";
+
+        // Defaults: UTC, Monday-Friday 09:00-18:00.
+        let r = app.call(&admin, Method::POST, base, Some(json!({}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["settings"]["time_zone"], "UTC");
+        assert_eq!(r.body["settings"]["office_hours"][0]["start"], "09:00");
+        assert_eq!(
+            r.body["settings"]["office_hours"][0]["days"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+
+        let berlin = json!({
+            "time_zone": "Europe/Berlin",
+            "office_hours": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "12:00"},
+                             {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "13:00", "end": "17:30"}],
+            "holidays": [{"name": "Christmas", "start": "2026-12-24", "end": "2026-12-26", "prompt": "xmas"}],
+        });
+        let r = app.call(&admin, Method::POST, base, Some(berlin)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            last_cfg(&app).await.subject,
+            ConfigSubject::Schedule {
+                time_zone: "Europe/Berlin".into()
+            }
+        );
+
+        refused(
+        &app,
+        &admin,
+        Method::POST,
+        base,
+        vec![
+            (json!({"time_zone": "Europe/Gotham"}), StatusCode::UNPROCESSABLE_ENTITY, "time_zone"),
+            (json!({"time_zone": "Europe/Berlin"}), StatusCode::CONFLICT, "time_zone"),
+            (
+                json!({"time_zone": "Asia/Tokyo", "office_hours": [{"days": ["mon"], "start": "18:00", "end": "09:00"}]}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "office_hours[0].end",
+            ),
+            (
+                json!({"time_zone": "Asia/Tokyo", "office_hours": [{"days": ["someday"], "start": "08:00", "end": "09:00"}]}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "office_hours[0].days[0]",
+            ),
+            (
+                json!({"time_zone": "Asia/Tokyo", "holidays": [{"name": "x", "start": "2026-13-01", "end": "2026-13-01"}]}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "holidays[0].start",
+            ),
+        ],
+    )
+    .await;
+
+        // By id or by (URL-encoded) time zone; the zone cannot change; lists are replaced whole.
+        let by_zone = format!("{base}/Europe%2FBerlin");
+        let r = app.call(&admin, Method::GET, &by_zone, None).await;
+        assert_eq!(
+            (r.status, r.body["id"].as_str()),
+            (StatusCode::OK, Some(id.as_str())),
+            "{}",
+            r.text
+        );
+        refused(
+            &app,
+            &admin,
+            Method::PATCH,
+            &by_zone,
+            vec![
+                (
+                    json!({"time_zone": "Europe/Paris"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "time_zone",
+                ),
+                (
+                    json!({"holidays": [{"name": "", "start": "2026-01-01", "end": "2026-01-01"}]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "holidays[0].name",
+                ),
+            ],
+        )
+        .await;
+        let r = app
+            .call(
+                &admin,
+                Method::PATCH,
+                &format!("{base}/{id}"),
+                Some(json!({"holidays": []})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["settings"]["holidays"], json!([]));
+        assert_eq!(r.body["settings"]["office_hours"].as_array().unwrap().len(), 2);
+
+        // Another tenant's admin cannot see or touch it.
+        for method in [Method::GET, Method::PATCH, Method::DELETE] {
+            let url = format!("/api/v1/tenants/umbrella/schedules/{id}");
+            let r = app.call(&other, method.clone(), &url, Some(json!({}))).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {}", r.text);
+            let r = app.call(&other, method.clone(), &by_zone, Some(json!({}))).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {}", r.text);
+        }
+        let r = app
+            .call(&other, Method::GET, "/api/v1/tenants/umbrella/schedules", None)
+            .await;
+        assert_eq!(r.body, json!([]));
+
+        let r = app.call(&admin, Method::DELETE, &by_zone, None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        assert_eq!(
+            app.call(&admin, Method::GET, &by_zone, None).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.call(&admin, Method::GET, base, None)
+                .await
+                .body
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        let done = actions(&app, &admin, "acme").await;
+        for a in ["schedule.create", "schedule.update", "schedule.delete"] {
+            assert!(done.iter().any(|d| d == a), "{a} not audited: {done:?}");
+        }
+        app.stop().await;
+    }
+);
+
+on_both_backends!(
+    ring_groups_check_members_numbers_and_destinations,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let admin = tenant(&app, "acme").await;
+        let other = tenant(&app, "umbrella").await;
+        for n in ["101", "102", "103"] {
+            let r = app
+                .call(
+                    &admin,
+                    Method::POST,
+                    "/api/v1/tenants/acme/extensions",
+                    Some(json!({"number": n, "sip_secret": "Secr3t-pass-x"})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/queues",
+                Some(json!({"name": "Q"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let base = "/api/v1/tenants/acme/ring-groups";
+
+        // Defaults and the lowest free number of 6300-6399.
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                base,
+                Some(json!({"name": "Sales", "members": ["101", "102"]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let s = &r.body["settings"];
+        assert_eq!(s["number"], "6300");
+        assert_eq!(s["strategy"], "ring_all");
+        assert_eq!(s["ring_timeout_secs"], 30);
+        assert_eq!(s["failover"], json!({"type": "hang_up"}));
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            last_cfg(&app).await.subject,
+            ConfigSubject::RingGroup {
+                number: "6300".into()
+            }
+        );
+
+        refused(
+            &app,
+            &admin,
+            Method::POST,
+            base,
+            vec![
+                (
+                    json!({"name": "x", "members": ["101", "109"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "members[1]",
+                ),
+                (
+                    json!({"name": "x", "members": []}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "members",
+                ),
+                (
+                    json!({"members": ["101"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "name",
+                ),
+                (
+                    json!({"name": "x", "members": ["101"], "strategy": "random"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "strategy",
+                ),
+                (
+                    json!({"name": "x", "members": ["101"], "ring_timeout_secs": 301}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "ring_timeout_secs",
+                ),
+                (
+                    json!({"name": "x", "members": ["101"], "number": "63a"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "number",
+                ),
+                (
+                    json!({"name": "x", "members": ["101"], "number": "6300"}),
+                    StatusCode::CONFLICT,
+                    "number",
+                ),
+                (
+                    json!({"name": "x", "members": ["101"], "number": "101"}),
+                    StatusCode::CONFLICT,
+                    "number",
+                ),
+                (
+                    json!({"name": "x", "members": ["101"], "number": "6400"}),
+                    StatusCode::CONFLICT,
+                    "number",
+                ),
+                (
+                    json!({"name": "x", "members": ["101"], "failover": {"type": "queue", "target": "6499"}}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "failover",
+                ),
+            ],
+        )
+        .await;
+
+        let g = format!("{base}/6300");
+        let r = app
+        .call(
+            &admin,
+            Method::PATCH,
+            &g,
+            Some(json!({"strategy": "order", "members": ["103", "101"], "failover": {"type": "queue", "target": "6400"}})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["settings"]["members"], json!(["103", "101"]));
+        assert_eq!(r.body["settings"]["name"], "Sales");
+        refused(
+            &app,
+            &admin,
+            Method::PATCH,
+            &g,
+            vec![
+                (
+                    json!({"number": "6301"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "number",
+                ),
+                (
+                    json!({"failover": {"type": "ring_group", "target": "6300"}}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "failover",
+                ),
+                (
+                    json!({"members": ["101", "101"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "members[1]",
+                ),
+            ],
+        )
+        .await;
+
+        // The dial plan is shared: no extension or queue on a ring group's number, and a member
+        // stays until the group lets it go.
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/extensions",
+                Some(json!({"number": "6300", "sip_secret": "Secr3t-pass-x"})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (StatusCode::CONFLICT, Some("number")),
+            "{}",
+            r.text
+        );
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/queues",
+                Some(json!({"name": "Q2", "number": "6300"})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "queue numbers are 6400-6499: {}",
+            r.text
+        );
+        let r = app
+            .call(
+                &admin,
+                Method::DELETE,
+                "/api/v1/tenants/acme/extensions/103",
+                None,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (StatusCode::CONFLICT, Some("number")),
+            "{}",
+            r.text
+        );
+        let r = app
+            .call(
+                &admin,
+                Method::DELETE,
+                "/api/v1/tenants/acme/extensions/102",
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+
+        // Cross-tenant: 404, by number and by id.
+        for url in [
+            format!("/api/v1/tenants/umbrella/ring-groups/{id}"),
+            "/api/v1/tenants/umbrella/ring-groups/6300".to_owned(),
+            format!("/api/v1/tenants/acme/ring-groups/{id}"),
+        ] {
+            for method in [Method::GET, Method::PATCH, Method::DELETE] {
+                let r = app.call(&other, method.clone(), &url, Some(json!({}))).await;
+                assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {url}: {}", r.text);
+            }
+        }
+
+        let r = app
+            .call(&admin, Method::DELETE, &format!("{base}/{id}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        assert_eq!(
+            last_cfg(&app).await.subject,
+            ConfigSubject::RingGroup {
+                number: "6300".into()
+            }
+        );
+        assert_eq!(
+            app.call(&admin, Method::GET, &g, None).await.status,
+            StatusCode::NOT_FOUND
+        );
+        let r = app
+            .call(
+                &admin,
+                Method::DELETE,
+                "/api/v1/tenants/acme/extensions/103",
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        let done = actions(&app, &admin, "acme").await;
+        for a in ["ring_group.create", "ring_group.update", "ring_group.delete"] {
+            assert!(done.iter().any(|d| d == a), "{a} not audited: {done:?}");
+        }
+
+        let doc = app.call("", Method::GET, "/api/openapi.json", None).await;
+        for path in [
+            "/api/v1/tenants/{slug}/schedules",
+            "/api/v1/tenants/{slug}/schedules/{schedule}",
+            "/api/v1/tenants/{slug}/ring-groups",
+            "/api/v1/tenants/{slug}/ring-groups/{ring_group}",
+        ] {
+            assert!(doc.body["paths"][path].is_object(), "{path} not in openapi.json");
+        }
+        for schema in ["ScheduleView", "RingGroupView", "Schedule", "RingGroup"] {
+            assert!(
+                doc.body["components"]["schemas"][schema].is_object(),
+                "{schema} not in openapi.json"
+            );
+        }
+        app.stop().await;
+    }
+);

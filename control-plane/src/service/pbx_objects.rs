@@ -1,0 +1,433 @@
+//! PBX objects configured through the API (SPEC P8, T7): business-hours schedules and ring
+//! groups, done the way call queues are ([`super::queues`]).
+//!
+//! Each object's settings are a contract type with its own `validate()` (shared with the
+//! edge). Creating takes the settings as a JSON object merged over the type's defaults;
+//! changing takes a JSON merge patch (RFC 7396) over the stored settings. Either way the result
+//! is checked whole: types (422 naming the field), the contract's rules (422 naming the field),
+//! references to the tenant's extensions and numbers (422/409), then written with its audit
+//! entry and a `cfg` entry in one transaction. An object is found by its id or by its key (a
+//! schedule's time zone, a ring group's number), which never changes.
+
+use super::queues::merge_patch;
+use crate::api::json;
+use crate::app::AppState;
+use crate::auth::{access, Ctx};
+use crate::db::pbx_objects::{Kind, PbxObject};
+use crate::db::{self, audit::AuditEntry, tenants::Tenant, Conn};
+use crate::error::{Error, Result};
+use pbx_contract::bus::ConfigSubject;
+use pbx_contract::queue::Destination;
+use pbx_contract::ring_group::{RingGroup, DEFAULT_RING_GROUP_NUMBERS};
+use pbx_contract::schedule::Schedule;
+use pbx_contract::setting::InvalidSetting;
+use pbx_contract::TenantId;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// What the generic create/read/update/delete needs of an object type.
+pub trait ObjectType: Serialize + DeserializeOwned + Default + Clone + Send + Sync {
+    const KIND: Kind;
+    /// The name in messages (`ring group not found`) and the audit log's `entity`.
+    const ENTITY: &'static str;
+    /// The JSON field holding the key.
+    const KEY_FIELD: &'static str;
+    fn key(&self) -> &str;
+    fn validate(&self) -> std::result::Result<(), InvalidSetting>;
+    fn subject(key: String) -> ConfigSubject;
+    /// Checks against the rest of the tenant's configuration (extensions, other numbers).
+    fn check_refs(
+        &self,
+        conn: &mut Conn,
+        tenant: &Tenant,
+        id: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The defaults a create body is merged over (e.g. the next free number when the body
+    /// names none).
+    fn defaults(
+        conn: &mut Conn,
+        tenant: TenantId,
+        body: &Value,
+    ) -> impl std::future::Future<Output = Result<Self>> + Send;
+}
+
+/// An object as the service returns it: its id and times, and every setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectView<T> {
+    pub id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub settings: T,
+}
+
+/// The API form of [`ObjectView`] for one type (utoipa wants a concrete schema per type).
+macro_rules! view {
+    ($name:ident, $ty:ty, $what:literal) => {
+        #[doc = concat!("A ", $what, " as the API shows it: its id and times, and every setting.")]
+        #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+        pub struct $name {
+            pub id: String,
+            pub created_at: i64,
+            pub updated_at: i64,
+            /// Every setting, in the form `POST` and `PATCH` take.
+            pub settings: $ty,
+        }
+
+        impl From<ObjectView<$ty>> for $name {
+            fn from(v: ObjectView<$ty>) -> Self {
+                Self {
+                    id: v.id,
+                    created_at: v.created_at,
+                    updated_at: v.updated_at,
+                    settings: v.settings,
+                }
+            }
+        }
+    };
+}
+
+view!(ScheduleView, Schedule, "business-hours schedule");
+view!(RingGroupView, RingGroup, "ring group");
+
+fn parse<T: ObjectType>(row: PbxObject) -> Result<ObjectView<T>> {
+    let settings = serde_json::from_str(&row.config_json)
+        .map_err(|e| Error::Internal(format!("malformed {} settings in database: {e}", T::ENTITY)))?;
+    Ok(ObjectView {
+        id: row.id,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        settings,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Settings from `base` with `body` merged over it; 422 naming the field on a type error.
+fn merged<T: ObjectType>(base: &T, body: &Value) -> Result<T> {
+    if !body.is_object() {
+        return Err(Error::invalid("body", "must be a JSON object"));
+    }
+    let mut value = serde_json::to_value(base).map_err(|e| Error::Internal(e.to_string()))?;
+    merge_patch(&mut value, body);
+    let bytes = serde_json::to_vec(&value).map_err(|e| Error::Internal(e.to_string()))?;
+    json::parse(&bytes)
+}
+
+async fn check<T: ObjectType>(conn: &mut Conn, tenant: &Tenant, config: &T, id: Option<&str>) -> Result<()> {
+    config
+        .validate()
+        .map_err(|e| Error::invalid(e.field, e.message))?;
+    config.check_refs(conn, tenant, id).await
+}
+
+/// Finds an object by its id or its key.
+async fn find<T: ObjectType>(conn: &mut Conn, tenant: TenantId, key: &str) -> Result<PbxObject> {
+    let found = match db::pbx_objects::get_by_key(conn, tenant, T::KIND, key).await? {
+        Some(o) => Some(o),
+        None => db::pbx_objects::get(conn, tenant, T::KIND, key).await?,
+    };
+    found.ok_or(Error::NotFound(T::ENTITY))
+}
+
+fn audit_entry<'a, T: ObjectType>(
+    tenant: TenantId,
+    action: &'a str,
+    id: &'a str,
+    before: Option<&T>,
+    after: Option<&T>,
+) -> AuditEntry<'a> {
+    AuditEntry {
+        tenant: Some(tenant),
+        action,
+        entity: T::ENTITY,
+        entity_id: id,
+        before: before.and_then(|c| serde_json::to_value(c).ok()),
+        after: after.and_then(|c| serde_json::to_value(c).ok()),
+    }
+}
+
+fn action<T: ObjectType>(verb: &str) -> String {
+    format!("{}.{verb}", T::KIND.as_str())
+}
+
+pub async fn list<T: ObjectType>(state: &AppState, ctx: &Ctx, slug: &str) -> Result<Vec<ObjectView<T>>> {
+    let mut conn = state.db.acquire().await?;
+    let (tenant, _) = access::tenant_for(&mut conn, &ctx.principal, slug).await?;
+    db::pbx_objects::list(&mut conn, tenant.id, T::KIND)
+        .await?
+        .into_iter()
+        .map(parse)
+        .collect()
+}
+
+pub async fn get<T: ObjectType>(state: &AppState, ctx: &Ctx, slug: &str, key: &str) -> Result<ObjectView<T>> {
+    let mut conn = state.db.acquire().await?;
+    let (tenant, _) = access::tenant_for(&mut conn, &ctx.principal, slug).await?;
+    parse(find::<T>(&mut conn, tenant.id, key).await?)
+}
+
+pub async fn create<T: ObjectType>(
+    state: &AppState,
+    ctx: &Ctx,
+    slug: &str,
+    body: Value,
+) -> Result<ObjectView<T>> {
+    let mut tx = state.db.begin().await?;
+    let tenant = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
+    let defaults = T::defaults(&mut tx, tenant.id, &body).await?;
+    let config: T = merged(&defaults, &body)?;
+    check(&mut tx, &tenant, &config, None).await?;
+    let row = db::pbx_objects::insert(
+        &mut tx,
+        tenant.id,
+        T::KIND,
+        T::KEY_FIELD,
+        config.key(),
+        &to_json(&config)?,
+    )
+    .await?;
+    let act = action::<T>("create");
+    db::audit::record(
+        &mut tx,
+        &ctx.actor(),
+        &audit_entry(tenant.id, &act, &row.id, None, Some(&config)),
+    )
+    .await?;
+    super::config_publish::publish(&mut tx, tenant.id, T::subject(config.key().to_owned())).await?;
+    tx.commit().await?;
+    state.outbox_notify.notify_one();
+    parse(row)
+}
+
+pub async fn update<T: ObjectType>(
+    state: &AppState,
+    ctx: &Ctx,
+    slug: &str,
+    key: &str,
+    patch: Value,
+) -> Result<ObjectView<T>> {
+    let mut tx = state.db.begin().await?;
+    let tenant = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
+    let row = find::<T>(&mut tx, tenant.id, key).await?;
+    let before: T = parse(row.clone())?.settings;
+    let config = merged(&before, &patch)?;
+    if config.key() != before.key() {
+        return Err(Error::invalid(
+            T::KEY_FIELD,
+            format!("a {}'s {} cannot change after creation", T::ENTITY, T::KEY_FIELD),
+        ));
+    }
+    check(&mut tx, &tenant, &config, Some(&row.id)).await?;
+    let after = db::pbx_objects::update(&mut tx, tenant.id, T::KIND, &row.id, &to_json(&config)?)
+        .await?
+        .ok_or(Error::NotFound(T::ENTITY))?;
+    let act = action::<T>("update");
+    db::audit::record(
+        &mut tx,
+        &ctx.actor(),
+        &audit_entry(tenant.id, &act, &row.id, Some(&before), Some(&config)),
+    )
+    .await?;
+    super::config_publish::publish(&mut tx, tenant.id, T::subject(config.key().to_owned())).await?;
+    tx.commit().await?;
+    state.outbox_notify.notify_one();
+    parse(after)
+}
+
+pub async fn delete<T: ObjectType>(state: &AppState, ctx: &Ctx, slug: &str, key: &str) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    let tenant = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
+    let row = find::<T>(&mut tx, tenant.id, key).await?;
+    let before: T = parse(row.clone())?.settings;
+    db::pbx_objects::delete(&mut tx, tenant.id, T::KIND, &row.id).await?;
+    let act = action::<T>("delete");
+    db::audit::record(
+        &mut tx,
+        &ctx.actor(),
+        &audit_entry(tenant.id, &act, &row.id, Some(&before), None::<&T>),
+    )
+    .await?;
+    super::config_publish::publish(&mut tx, tenant.id, T::subject(before.key().to_owned())).await?;
+    tx.commit().await?;
+    state.outbox_notify.notify_one();
+    Ok(())
+}
+
+impl ObjectType for Schedule {
+    const KIND: Kind = Kind::Schedule;
+    const ENTITY: &'static str = "schedule";
+    const KEY_FIELD: &'static str = "time_zone";
+    fn key(&self) -> &str {
+        &self.time_zone
+    }
+    fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        Schedule::validate(self)
+    }
+    fn subject(time_zone: String) -> ConfigSubject {
+        ConfigSubject::Schedule { time_zone }
+    }
+    async fn check_refs(&self, _conn: &mut Conn, _tenant: &Tenant, _id: Option<&str>) -> Result<()> {
+        // Holiday prompts are names the edge resolves (system or uploaded prompts).
+        Ok(())
+    }
+    async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
+        Ok(Schedule::default())
+    }
+}
+
+/// Extension numbers, queue numbers and ring group numbers of the tenant (ring group `except`
+/// left out), to check references and number clashes.
+struct Numbers {
+    extensions: Vec<String>,
+    queues: Vec<String>,
+    ring_groups: Vec<String>,
+}
+
+async fn numbers(conn: &mut Conn, tenant: TenantId, except: Option<&str>) -> Result<Numbers> {
+    Ok(Numbers {
+        extensions: db::extensions::list(conn, tenant)
+            .await?
+            .into_iter()
+            .map(|e| e.number)
+            .collect(),
+        queues: db::queues::list(conn, tenant)
+            .await?
+            .into_iter()
+            .map(|q| q.config.number)
+            .collect(),
+        ring_groups: db::pbx_objects::list(conn, tenant, Kind::RingGroup)
+            .await?
+            .into_iter()
+            .filter(|o| Some(o.id.as_str()) != except)
+            .map(|o| o.key)
+            .collect(),
+    })
+}
+
+impl Numbers {
+    fn taken(&self, n: &str) -> bool {
+        self.extensions
+            .iter()
+            .chain(&self.queues)
+            .chain(&self.ring_groups)
+            .any(|x| x == n)
+    }
+
+    /// A destination that names an extension, queue or ring group must name one of the tenant's.
+    fn check_destination(&self, field: &str, d: &Destination) -> Result<()> {
+        let (missing, what) = match d {
+            Destination::Extension(n) | Destination::ExtensionVoicemail(n) => {
+                (!self.extensions.contains(n), "extension")
+            }
+            Destination::Queue(n) => (!self.queues.contains(n), "queue"),
+            Destination::RingGroup(n) => (!self.ring_groups.contains(n), "ring group"),
+            _ => (false, ""),
+        };
+        if missing {
+            let n = match d {
+                Destination::Extension(n)
+                | Destination::ExtensionVoicemail(n)
+                | Destination::Queue(n)
+                | Destination::RingGroup(n) => n.as_str(),
+                _ => "",
+            };
+            return Err(Error::invalid(
+                field,
+                format!("{what} {n} does not exist in this tenant"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ObjectType for RingGroup {
+    const KIND: Kind = Kind::RingGroup;
+    const ENTITY: &'static str = "ring group";
+    const KEY_FIELD: &'static str = "number";
+    fn key(&self) -> &str {
+        &self.number
+    }
+    fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        RingGroup::validate(self)
+    }
+    fn subject(number: String) -> ConfigSubject {
+        ConfigSubject::RingGroup { number }
+    }
+    async fn check_refs(&self, conn: &mut Conn, tenant: &Tenant, id: Option<&str>) -> Result<()> {
+        let all = numbers(conn, tenant.id, id).await?;
+        for (i, m) in self.members.iter().enumerate() {
+            if !all.extensions.contains(m) {
+                return Err(Error::invalid(
+                    format!("members[{i}]"),
+                    format!("extension {m} does not exist in this tenant"),
+                ));
+            }
+        }
+        if id.is_none() && all.taken(&self.number) {
+            return Err(Error::conflict(
+                "number",
+                format!("{} is in use in this tenant", self.number),
+            ));
+        }
+        all.check_destination("failover", &self.failover)
+    }
+    async fn defaults(conn: &mut Conn, tenant: TenantId, body: &Value) -> Result<Self> {
+        let mut g = RingGroup::default();
+        if body.get("number").is_none_or(Value::is_null) {
+            let all = numbers(conn, tenant, None).await?;
+            g.number = DEFAULT_RING_GROUP_NUMBERS
+                .map(|n| n.to_string())
+                .find(|n| !all.taken(n))
+                .ok_or_else(|| {
+                    Error::conflict(
+                        "number",
+                        format!(
+                            "every ring group number of {}-{} is taken",
+                            DEFAULT_RING_GROUP_NUMBERS.start(),
+                            DEFAULT_RING_GROUP_NUMBERS.end()
+                        ),
+                    )
+                })?;
+        }
+        Ok(g)
+    }
+}
+
+/// Extensions and queues share the dial plan with ring groups: one number, one of them.
+pub async fn refuse_ring_group_number(conn: &mut Conn, tenant: TenantId, number: &str) -> Result<()> {
+    if db::pbx_objects::get_by_key(conn, tenant, Kind::RingGroup, number)
+        .await?
+        .is_some()
+    {
+        return Err(Error::conflict(
+            "number",
+            format!("{number} is a ring group number in this tenant"),
+        ));
+    }
+    Ok(())
+}
+
+/// An extension that is a ring group's member keeps its number until the groups let it go.
+pub async fn refuse_ring_group_member(conn: &mut Conn, tenant: TenantId, number: &str) -> Result<()> {
+    let mut groups = Vec::new();
+    for row in db::pbx_objects::list(conn, tenant, Kind::RingGroup).await? {
+        let g: ObjectView<RingGroup> = parse(row)?;
+        if g.settings.members.iter().any(|m| m == number) {
+            groups.push(g.settings.number);
+        }
+    }
+    if !groups.is_empty() {
+        return Err(Error::conflict(
+            "number",
+            format!(
+                "extension {number} is a member of ring group {}; remove it from the group first",
+                groups.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}

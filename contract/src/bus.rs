@@ -35,6 +35,10 @@ pub enum ConfigSubject {
     RingGroup {
         number: String,
     },
+    /// An IVR was created, changed or deleted.
+    Ivr {
+        number: String,
+    },
     /// A kind this build does not know (published by a newer control plane): whoever reads
     /// it reloads the tenant's snapshot rather than skipping the change.
     #[serde(other)]

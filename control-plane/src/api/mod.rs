@@ -94,7 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             queues::delete_queue
         ))
         .routes(routes!(queues::queue_live_state))
-        // PBX objects (SPEC P8, T7): business-hours schedules, ring groups.
+        // PBX objects (SPEC P8, T7): business-hours schedules, ring groups, IVRs.
         .routes(routes!(pbx_objects::list_schedules, pbx_objects::create_schedule))
         .routes(routes!(
             pbx_objects::get_schedule,
@@ -109,6 +109,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
             pbx_objects::get_ring_group,
             pbx_objects::update_ring_group,
             pbx_objects::delete_ring_group
+        ))
+        .routes(routes!(pbx_objects::list_ivrs, pbx_objects::create_ivr))
+        .routes(routes!(
+            pbx_objects::get_ivr,
+            pbx_objects::update_ivr,
+            pbx_objects::delete_ivr
         ))
         .routes(routes!(resellers::issue_reseller_api_key))
         .routes(routes!(resellers::suspend_tenant))

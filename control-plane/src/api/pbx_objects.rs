@@ -1,14 +1,15 @@
-//! Business-hours schedules and ring groups (SPEC P8, T7): the generic handlers of
+//! Business-hours schedules, ring groups and IVRs (SPEC P8, T7): the generic handlers of
 //! [`crate::service::pbx_objects`], one set of routes per object type.
 
 use super::json::ApiJson;
 use crate::app::AppState;
 use crate::auth::Ctx;
 use crate::error::{Problem, Result};
-use crate::service::pbx_objects::{self as svc, RingGroupView, ScheduleView};
+use crate::service::pbx_objects::{self as svc, IvrView, RingGroupView, ScheduleView};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use pbx_contract::ivr::Ivr;
 use pbx_contract::ring_group::RingGroup;
 use pbx_contract::schedule::Schedule;
 
@@ -161,5 +162,82 @@ pub async fn delete_ring_group(
     Path((slug, key)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     svc::delete::<RingGroup>(&state, &ctx, &slug, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's IVRs.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/ivrs", tag = "ivrs", params(("slug" = String, Path)),
+    responses((status = 200, body = Vec<IvrView>), (status = 404, body = Problem)))]
+pub async fn list_ivrs(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<IvrView>>> {
+    Ok(Json(
+        svc::list(&state, &ctx, &slug)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create an IVR (tenant admin, reseller, operator). The body is any subset of the settings
+/// merged over the defaults (no keys, 10 s timeout, hang up on timeout and invalid keys);
+/// `name` is required, `number` defaults to the lowest free number of 6200-6299 and must not
+/// be an extension, queue, ring group or other IVR (409). Destinations that name an extension,
+/// queue, ring group or IVR must name one of the tenant's (422 naming the field).
+#[utoipa::path(post, path = "/api/v1/tenants/{slug}/ivrs", tag = "ivrs", params(("slug" = String, Path)),
+    request_body = Ivr,
+    responses((status = 201, body = IvrView), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_ivr(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<IvrView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(svc::create(&state, &ctx, &slug, body).await?.into()),
+    ))
+}
+
+/// One IVR, by id or by number.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/ivrs/{ivr}", tag = "ivrs",
+    params(("slug" = String, Path), ("ivr" = String, Path, description = "ring group id or number")),
+    responses((status = 200, body = IvrView), (status = 404, body = Problem)))]
+pub async fn get_ivr(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<Json<IvrView>> {
+    Ok(Json(svc::get(&state, &ctx, &slug, &key).await?.into()))
+}
+
+/// Change an IVR with a JSON merge patch (RFC 7396) over its `settings`; `keys` is replaced
+/// whole. The number cannot change (422).
+#[utoipa::path(patch, path = "/api/v1/tenants/{slug}/ivrs/{ivr}", tag = "ivrs",
+    params(("slug" = String, Path), ("ivr" = String, Path, description = "ring group id or number")),
+    request_body(content = Ivr, content_type = "application/merge-patch+json", description = "any subset of the settings"),
+    responses((status = 200, body = IvrView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_ivr(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<IvrView>> {
+    Ok(Json(svc::update(&state, &ctx, &slug, &key, patch).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{slug}/ivrs/{ivr}", tag = "ivrs",
+    params(("slug" = String, Path), ("ivr" = String, Path, description = "ring group id or number")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_ivr(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    svc::delete::<Ivr>(&state, &ctx, &slug, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

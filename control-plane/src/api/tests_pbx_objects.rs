@@ -474,21 +474,179 @@ on_both_backends!(
             assert!(done.iter().any(|d| d == a), "{a} not audited: {done:?}");
         }
 
-        let doc = app.call("", Method::GET, "/api/openapi.json", None).await;
-        for path in [
-            "/api/v1/tenants/{slug}/schedules",
-            "/api/v1/tenants/{slug}/schedules/{schedule}",
-            "/api/v1/tenants/{slug}/ring-groups",
-            "/api/v1/tenants/{slug}/ring-groups/{ring_group}",
-        ] {
-            assert!(doc.body["paths"][path].is_object(), "{path} not in openapi.json");
-        }
-        for schema in ["ScheduleView", "RingGroupView", "Schedule", "RingGroup"] {
-            assert!(
-                doc.body["components"]["schemas"][schema].is_object(),
-                "{schema} not in openapi.json"
-            );
-        }
         app.stop().await;
     }
 );
+
+on_both_backends!(ivrs_route_keys_to_the_tenants_objects, |db: Db| async move {
+    let app = TestApp::start(db).await;
+    let admin = tenant(&app, "acme").await;
+    let other = tenant(&app, "umbrella").await;
+    let r = app
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/tenants/acme/extensions",
+            Some(json!({"number": "101", "sip_secret": "Secr3t-pass-x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = app
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/tenants/acme/ring-groups",
+            Some(json!({"name": "G", "members": ["101"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let base = "/api/v1/tenants/acme/ivrs";
+
+    let r = app
+        .call(&admin, Method::POST, base, Some(json!({"name": "Main"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let s = &r.body["settings"];
+    assert_eq!(s["number"], "6200");
+    assert_eq!(s["timeout_secs"], 10);
+    assert_eq!(s["keys"], json!([]));
+    assert_eq!(s["dial_extensions"], false);
+    assert_eq!(s["timeout_destination"], json!({"type": "hang_up"}));
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        last_cfg(&app).await.subject,
+        ConfigSubject::Ivr {
+            number: "6200".into()
+        }
+    );
+
+    let menu = json!({
+        "prompt": "welcome", "dial_extensions": true, "timeout_secs": 5,
+        "keys": [
+            {"key": "1", "destination": {"type": "extension", "target": "101"}},
+            {"key": "2", "destination": {"type": "ring_group", "target": "6300"}},
+            {"key": "9", "destination": {"type": "ivr", "target": "6200"}},
+            {"key": "#", "destination": {"type": "external_number", "target": "+4930123456"}},
+        ],
+        "invalid_destination": {"type": "ivr", "target": "6200"},
+        "timeout_destination": {"type": "extension_voicemail", "target": "101"},
+    });
+    let g = format!("{base}/6200");
+    let r = app.call(&admin, Method::PATCH, &g, Some(menu)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["settings"]["keys"].as_array().unwrap().len(), 4);
+    assert_eq!(r.body["settings"]["name"], "Main");
+
+    refused(
+        &app,
+        &admin,
+        Method::PATCH,
+        &g,
+        vec![
+            (json!({"keys": [{"key": "a", "destination": {"type": "hang_up"}}]}), StatusCode::UNPROCESSABLE_ENTITY, "keys[0].key"),
+            (json!({"keys": [{"key": "12", "destination": {"type": "hang_up"}}]}), StatusCode::UNPROCESSABLE_ENTITY, "keys[0].key"),
+            (
+                json!({"keys": [{"key": "1", "destination": {"type": "hang_up"}}, {"key": "1", "destination": {"type": "hang_up"}}]}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "keys[1].key",
+            ),
+            (
+                json!({"keys": [{"key": "1", "destination": {"type": "queue", "target": "6400"}}]}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "keys[0].destination",
+            ),
+            (json!({"timeout_secs": 61}), StatusCode::UNPROCESSABLE_ENTITY, "timeout_secs"),
+            (json!({"timeout_destination": {"type": "ivr", "target": "6200"}}), StatusCode::UNPROCESSABLE_ENTITY, "timeout_destination"),
+            (json!({"invalid_destination": {"type": "ring_group", "target": "6399"}}), StatusCode::UNPROCESSABLE_ENTITY, "invalid_destination"),
+            (json!({"number": "6201"}), StatusCode::UNPROCESSABLE_ENTITY, "number"),
+            (json!({"colour": "red"}), StatusCode::UNPROCESSABLE_ENTITY, "colour"),
+        ],
+    )
+    .await;
+    refused(
+        &app,
+        &admin,
+        Method::POST,
+        base,
+        vec![
+            (
+                json!({"name": "x", "number": "6300"}),
+                StatusCode::CONFLICT,
+                "number",
+            ),
+            (
+                json!({"name": "x", "number": "101"}),
+                StatusCode::CONFLICT,
+                "number",
+            ),
+            (
+                json!({"number": "6201"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name",
+            ),
+        ],
+    )
+    .await;
+    // An extension cannot take an IVR's number.
+    let r = app
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/tenants/acme/extensions",
+            Some(json!({"number": "6200", "sip_secret": "Secr3t-pass-x"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (StatusCode::CONFLICT, Some("number")),
+        "{}",
+        r.text
+    );
+
+    for url in [
+        format!("/api/v1/tenants/umbrella/ivrs/{id}"),
+        "/api/v1/tenants/umbrella/ivrs/6200".to_owned(),
+        g.clone(),
+    ] {
+        for method in [Method::GET, Method::PATCH, Method::DELETE] {
+            let r = app.call(&other, method.clone(), &url, Some(json!({}))).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {url}: {}", r.text);
+        }
+    }
+    let r = app
+        .call(&admin, Method::DELETE, &format!("{base}/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        app.call(&admin, Method::GET, &g, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let done = actions(&app, &admin, "acme").await;
+    for a in ["ivr.create", "ivr.update", "ivr.delete"] {
+        assert!(done.iter().any(|d| d == a), "{a} not audited: {done:?}");
+    }
+
+    let doc = app.call("", Method::GET, "/api/openapi.json", None).await;
+    for path in [
+        "/api/v1/tenants/{slug}/schedules",
+        "/api/v1/tenants/{slug}/schedules/{schedule}",
+        "/api/v1/tenants/{slug}/ring-groups",
+        "/api/v1/tenants/{slug}/ring-groups/{ring_group}",
+    ] {
+        assert!(doc.body["paths"][path].is_object(), "{path} not in openapi.json");
+    }
+    for schema in [
+        "ScheduleView",
+        "RingGroupView",
+        "IvrView",
+        "Schedule",
+        "RingGroup",
+        "Ivr",
+    ] {
+        assert!(
+            doc.body["components"]["schemas"][schema].is_object(),
+            "{schema} not in openapi.json"
+        );
+    }
+    app.stop().await;
+});

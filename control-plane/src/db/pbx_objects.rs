@@ -12,6 +12,7 @@ use sqlx::Row;
 pub enum Kind {
     Schedule,
     RingGroup,
+    Ivr,
 }
 
 impl Kind {
@@ -19,6 +20,7 @@ impl Kind {
         match self {
             Kind::Schedule => "schedule",
             Kind::RingGroup => "ring_group",
+            Kind::Ivr => "ivr",
         }
     }
 }

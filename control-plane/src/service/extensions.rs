@@ -167,7 +167,7 @@ async fn refuse_queue_number(conn: &mut db::Conn, tenant: TenantId, number: &str
             format!("{number} is a queue number in this tenant"),
         ));
     }
-    super::pbx_objects::refuse_ring_group_number(conn, tenant, number).await
+    super::pbx_objects::refuse_pbx_number(conn, tenant, number).await
 }
 
 /// An extension that is a queue's agent keeps its number until the queues let it go.

@@ -1,5 +1,5 @@
-//! PBX objects configured through the API (SPEC P8, T7): business-hours schedules and ring
-//! groups, done the way call queues are ([`super::queues`]).
+//! PBX objects configured through the API (SPEC P8, T7): business-hours schedules, ring
+//! groups and IVRs, done the way call queues are ([`super::queues`]).
 //!
 //! Each object's settings are a contract type with its own `validate()` (shared with the
 //! edge). Creating takes the settings as a JSON object merged over the type's defaults;
@@ -17,6 +17,7 @@ use crate::db::pbx_objects::{Kind, PbxObject};
 use crate::db::{self, audit::AuditEntry, tenants::Tenant, Conn};
 use crate::error::{Error, Result};
 use pbx_contract::bus::ConfigSubject;
+use pbx_contract::ivr::{Ivr, DEFAULT_IVR_NUMBERS};
 use pbx_contract::queue::Destination;
 use pbx_contract::ring_group::{RingGroup, DEFAULT_RING_GROUP_NUMBERS};
 use pbx_contract::schedule::Schedule;
@@ -90,6 +91,7 @@ macro_rules! view {
 
 view!(ScheduleView, Schedule, "business-hours schedule");
 view!(RingGroupView, RingGroup, "ring group");
+view!(IvrView, Ivr, "IVR");
 
 fn parse<T: ObjectType>(row: PbxObject) -> Result<ObjectView<T>> {
     let settings = serde_json::from_str(&row.config_json)
@@ -279,12 +281,22 @@ impl ObjectType for Schedule {
     }
 }
 
-/// Extension numbers, queue numbers and ring group numbers of the tenant (ring group `except`
+/// Extension, queue, ring group and IVR numbers of the tenant (the object with id `except`
 /// left out), to check references and number clashes.
 struct Numbers {
     extensions: Vec<String>,
     queues: Vec<String>,
     ring_groups: Vec<String>,
+    ivrs: Vec<String>,
+}
+
+async fn keys(conn: &mut Conn, tenant: TenantId, kind: Kind, except: Option<&str>) -> Result<Vec<String>> {
+    Ok(db::pbx_objects::list(conn, tenant, kind)
+        .await?
+        .into_iter()
+        .filter(|o| Some(o.id.as_str()) != except)
+        .map(|o| o.key)
+        .collect())
 }
 
 async fn numbers(conn: &mut Conn, tenant: TenantId, except: Option<&str>) -> Result<Numbers> {
@@ -299,12 +311,8 @@ async fn numbers(conn: &mut Conn, tenant: TenantId, except: Option<&str>) -> Res
             .into_iter()
             .map(|q| q.config.number)
             .collect(),
-        ring_groups: db::pbx_objects::list(conn, tenant, Kind::RingGroup)
-            .await?
-            .into_iter()
-            .filter(|o| Some(o.id.as_str()) != except)
-            .map(|o| o.key)
-            .collect(),
+        ring_groups: keys(conn, tenant, Kind::RingGroup, except).await?,
+        ivrs: keys(conn, tenant, Kind::Ivr, except).await?,
     })
 }
 
@@ -314,27 +322,23 @@ impl Numbers {
             .iter()
             .chain(&self.queues)
             .chain(&self.ring_groups)
+            .chain(&self.ivrs)
             .any(|x| x == n)
     }
 
-    /// A destination that names an extension, queue or ring group must name one of the tenant's.
-    fn check_destination(&self, field: &str, d: &Destination) -> Result<()> {
-        let (missing, what) = match d {
+    /// A destination that names an extension, queue, ring group or IVR must name one of the
+    /// tenant's; `own` is the number of the object being checked (it may route to itself).
+    fn check_destination(&self, field: &str, d: &Destination, own: &str) -> Result<()> {
+        let (list, what, n) = match d {
             Destination::Extension(n) | Destination::ExtensionVoicemail(n) => {
-                (!self.extensions.contains(n), "extension")
+                (&self.extensions, "extension", n)
             }
-            Destination::Queue(n) => (!self.queues.contains(n), "queue"),
-            Destination::RingGroup(n) => (!self.ring_groups.contains(n), "ring group"),
-            _ => (false, ""),
+            Destination::Queue(n) => (&self.queues, "queue", n),
+            Destination::RingGroup(n) => (&self.ring_groups, "ring group", n),
+            Destination::Ivr(n) => (&self.ivrs, "IVR", n),
+            _ => return Ok(()),
         };
-        if missing {
-            let n = match d {
-                Destination::Extension(n)
-                | Destination::ExtensionVoicemail(n)
-                | Destination::Queue(n)
-                | Destination::RingGroup(n) => n.as_str(),
-                _ => "",
-            };
+        if n != own && !list.contains(n) {
             return Err(Error::invalid(
                 field,
                 format!("{what} {n} does not exist in this tenant"),
@@ -342,6 +346,47 @@ impl Numbers {
         }
         Ok(())
     }
+
+    fn check_number(&self, number: &str, creating: bool) -> Result<()> {
+        if creating && self.taken(number) {
+            return Err(Error::conflict(
+                "number",
+                format!("{number} is in use in this tenant"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_members(&self, members: &[String]) -> Result<()> {
+        for (i, m) in members.iter().enumerate() {
+            if !self.extensions.contains(m) {
+                return Err(Error::invalid(
+                    format!("members[{i}]"),
+                    format!("extension {m} does not exist in this tenant"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lowest number of `range` no extension, queue, ring group or IVR uses.
+async fn next_free_number(
+    conn: &mut Conn,
+    tenant: TenantId,
+    range: std::ops::RangeInclusive<u32>,
+    what: &str,
+) -> Result<String> {
+    let all = numbers(conn, tenant, None).await?;
+    let (lo, hi) = (*range.start(), *range.end());
+    range
+        .map(|n| n.to_string())
+        .find(|n| !all.taken(n))
+        .ok_or_else(|| Error::conflict("number", format!("every {what} number of {lo}-{hi} is taken")))
+}
+
+fn wants_number(body: &Value) -> bool {
+    body.get("number").is_none_or(Value::is_null)
 }
 
 impl ObjectType for RingGroup {
@@ -359,54 +404,62 @@ impl ObjectType for RingGroup {
     }
     async fn check_refs(&self, conn: &mut Conn, tenant: &Tenant, id: Option<&str>) -> Result<()> {
         let all = numbers(conn, tenant.id, id).await?;
-        for (i, m) in self.members.iter().enumerate() {
-            if !all.extensions.contains(m) {
-                return Err(Error::invalid(
-                    format!("members[{i}]"),
-                    format!("extension {m} does not exist in this tenant"),
-                ));
-            }
-        }
-        if id.is_none() && all.taken(&self.number) {
-            return Err(Error::conflict(
-                "number",
-                format!("{} is in use in this tenant", self.number),
-            ));
-        }
-        all.check_destination("failover", &self.failover)
+        all.check_members(&self.members)?;
+        all.check_number(&self.number, id.is_none())?;
+        all.check_destination("failover", &self.failover, "")
     }
     async fn defaults(conn: &mut Conn, tenant: TenantId, body: &Value) -> Result<Self> {
         let mut g = RingGroup::default();
-        if body.get("number").is_none_or(Value::is_null) {
-            let all = numbers(conn, tenant, None).await?;
-            g.number = DEFAULT_RING_GROUP_NUMBERS
-                .map(|n| n.to_string())
-                .find(|n| !all.taken(n))
-                .ok_or_else(|| {
-                    Error::conflict(
-                        "number",
-                        format!(
-                            "every ring group number of {}-{} is taken",
-                            DEFAULT_RING_GROUP_NUMBERS.start(),
-                            DEFAULT_RING_GROUP_NUMBERS.end()
-                        ),
-                    )
-                })?;
+        if wants_number(body) {
+            g.number = next_free_number(conn, tenant, DEFAULT_RING_GROUP_NUMBERS, "ring group").await?;
         }
         Ok(g)
     }
 }
 
-/// Extensions and queues share the dial plan with ring groups: one number, one of them.
-pub async fn refuse_ring_group_number(conn: &mut Conn, tenant: TenantId, number: &str) -> Result<()> {
-    if db::pbx_objects::get_by_key(conn, tenant, Kind::RingGroup, number)
-        .await?
-        .is_some()
-    {
-        return Err(Error::conflict(
-            "number",
-            format!("{number} is a ring group number in this tenant"),
-        ));
+impl ObjectType for Ivr {
+    const KIND: Kind = Kind::Ivr;
+    const ENTITY: &'static str = "IVR";
+    const KEY_FIELD: &'static str = "number";
+    fn key(&self) -> &str {
+        &self.number
+    }
+    fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        Ivr::validate(self)
+    }
+    fn subject(number: String) -> ConfigSubject {
+        ConfigSubject::Ivr { number }
+    }
+    async fn check_refs(&self, conn: &mut Conn, tenant: &Tenant, id: Option<&str>) -> Result<()> {
+        let all = numbers(conn, tenant.id, id).await?;
+        all.check_number(&self.number, id.is_none())?;
+        for (i, k) in self.keys.iter().enumerate() {
+            all.check_destination(&format!("keys[{i}].destination"), &k.destination, &self.number)?;
+        }
+        all.check_destination("timeout_destination", &self.timeout_destination, &self.number)?;
+        all.check_destination("invalid_destination", &self.invalid_destination, &self.number)
+    }
+    async fn defaults(conn: &mut Conn, tenant: TenantId, body: &Value) -> Result<Self> {
+        let mut v = Ivr::default();
+        if wants_number(body) {
+            v.number = next_free_number(conn, tenant, DEFAULT_IVR_NUMBERS, "IVR").await?;
+        }
+        Ok(v)
+    }
+}
+
+/// Extensions and queues share the dial plan with ring groups and IVRs: one number, one of them.
+pub async fn refuse_pbx_number(conn: &mut Conn, tenant: TenantId, number: &str) -> Result<()> {
+    for (kind, what) in [(Kind::RingGroup, "ring group"), (Kind::Ivr, "IVR")] {
+        if db::pbx_objects::get_by_key(conn, tenant, kind, number)
+            .await?
+            .is_some()
+        {
+            return Err(Error::conflict(
+                "number",
+                format!("{number} is a {what} number in this tenant"),
+            ));
+        }
     }
     Ok(())
 }

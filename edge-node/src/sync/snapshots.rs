@@ -47,6 +47,7 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
         ConfigSubject::Queue { .. }
         | ConfigSubject::Schedule { .. }
         | ConfigSubject::RingGroup { .. }
+        | ConfigSubject::Ivr { .. }
         | ConfigSubject::Unknown => Decision::Reload {
             reason: SnapshotReason::TenantChanged,
         },
@@ -367,6 +368,9 @@ pub(crate) mod tests {
             ConfigSubject::RingGroup {
                 number: "6300".into(),
             },
+            ConfigSubject::Ivr {
+                number: "6200".into(),
+            },
             ConfigSubject::Unknown,
         ] {
             let c = change(t, subject, 8);
@@ -374,7 +378,7 @@ pub(crate) mod tests {
             assert_eq!(decide(Some(8), &c), Decision::Skip, "{c:?}");
         }
         // The wire form of a kind this build does not know still reaches decide().
-        let raw = serde_json::json!({"tenant": t.to_string(), "kind": "ivr", "number": "6200", "version": 8});
+        let raw = serde_json::json!({"tenant": t.to_string(), "kind": "from_the_future", "number": "6200", "version": 8});
         let c: ConfigChange = serde_json::from_value(raw).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(decide(Some(7), &c), reload);
     }

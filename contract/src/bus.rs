@@ -39,6 +39,17 @@ pub enum ConfigSubject {
     Ivr {
         number: String,
     },
+    /// A SIP trunk was created, changed or deleted (the entry names it; the secret stays in
+    /// the control plane).
+    Trunk {
+        name: String,
+    },
+    InboundRoute {
+        name: String,
+    },
+    OutboundRoute {
+        name: String,
+    },
     /// A kind this build does not know (published by a newer control plane): whoever reads
     /// it reloads the tenant's snapshot rather than skipping the change.
     #[serde(other)]

@@ -10,11 +10,13 @@ pub mod ivr;
 pub mod plan;
 pub mod queue;
 pub mod ring_group;
+pub mod route;
 pub mod schedule;
 pub mod secret;
 pub mod setting;
 pub mod snapshot;
 pub mod tenant;
+pub mod trunk;
 
 pub use bus::QueueEventRecord;
 pub use call::{CallDisposition, CallRecord, HangupSide};

@@ -94,7 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             queues::delete_queue
         ))
         .routes(routes!(queues::queue_live_state))
-        // PBX objects (SPEC P8, T7): business-hours schedules, ring groups, IVRs.
+        // PBX objects (SPEC P8, T5, T7): business-hours schedules, ring groups, IVRs, trunks, routes.
         .routes(routes!(pbx_objects::list_schedules, pbx_objects::create_schedule))
         .routes(routes!(
             pbx_objects::get_schedule,
@@ -115,6 +115,30 @@ fn api_routes() -> OpenApiRouter<AppState> {
             pbx_objects::get_ivr,
             pbx_objects::update_ivr,
             pbx_objects::delete_ivr
+        ))
+        .routes(routes!(pbx_objects::list_trunks, pbx_objects::create_trunk))
+        .routes(routes!(
+            pbx_objects::get_trunk,
+            pbx_objects::update_trunk,
+            pbx_objects::delete_trunk
+        ))
+        .routes(routes!(
+            pbx_objects::list_inbound_routes,
+            pbx_objects::create_inbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::get_inbound_route,
+            pbx_objects::update_inbound_route,
+            pbx_objects::delete_inbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::list_outbound_routes,
+            pbx_objects::create_outbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::get_outbound_route,
+            pbx_objects::update_outbound_route,
+            pbx_objects::delete_outbound_route
         ))
         .routes(routes!(resellers::issue_reseller_api_key))
         .routes(routes!(resellers::suspend_tenant))

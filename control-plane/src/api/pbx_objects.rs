@@ -1,17 +1,21 @@
-//! Business-hours schedules, ring groups and IVRs (SPEC P8, T7): the generic handlers of
+//! Business-hours schedules, ring groups, IVRs, SIP trunks and routes (SPEC P8, T5, T7): the generic handlers of
 //! [`crate::service::pbx_objects`], one set of routes per object type.
 
 use super::json::ApiJson;
 use crate::app::AppState;
 use crate::auth::Ctx;
 use crate::error::{Problem, Result};
-use crate::service::pbx_objects::{self as svc, IvrView, RingGroupView, ScheduleView};
+use crate::service::pbx_objects::{
+    self as svc, InboundRouteView, IvrView, OutboundRouteView, RingGroupView, ScheduleView, TrunkView,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use pbx_contract::ivr::Ivr;
 use pbx_contract::ring_group::RingGroup;
+use pbx_contract::route::{InboundRoute, OutboundRoute};
 use pbx_contract::schedule::Schedule;
+use pbx_contract::trunk::Trunk;
 
 /// The tenant's business-hours schedules, one per time zone.
 #[utoipa::path(get, path = "/api/v1/tenants/{slug}/schedules", tag = "schedules", params(("slug" = String, Path)),
@@ -239,5 +243,230 @@ pub async fn delete_ivr(
     Path((slug, key)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     svc::delete::<Ivr>(&state, &ctx, &slug, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's SIP trunks.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/trunks", tag = "trunks", params(("slug" = String, Path)),
+    responses((status = 200, body = Vec<TrunkView>), (status = 404, body = Problem)))]
+pub async fn list_trunks(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<TrunkView>>> {
+    Ok(Json(
+        svc::list(&state, &ctx, &slug)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create a SIP trunk (tenant admin, reseller, operator): `register` (needs `username` and
+/// `password`) or `peer`; host, port (5060), transport (udp), DIDs (each on one trunk of the
+/// tenant, 409), concurrent-call limit. The password is stored encrypted and never returned.
+#[utoipa::path(post, path = "/api/v1/tenants/{slug}/trunks", tag = "trunks", params(("slug" = String, Path)),
+    request_body = Trunk,
+    responses((status = 201, body = TrunkView), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_trunk(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<TrunkView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(svc::create(&state, &ctx, &slug, body).await?.into()),
+    ))
+}
+
+/// One SIP trunk, by id or by name (URL-encoded).
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/trunks/{trunk}", tag = "trunks",
+    params(("slug" = String, Path), ("trunk" = String, Path, description = "trunk id or name")),
+    responses((status = 200, body = TrunkView), (status = 404, body = Problem)))]
+pub async fn get_trunk(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<Json<TrunkView>> {
+    Ok(Json(svc::get(&state, &ctx, &slug, &key).await?.into()))
+}
+
+/// Change a SIP trunk with a JSON merge patch (RFC 7396) over its `settings`; lists are
+/// replaced whole. The name cannot change (422).
+#[utoipa::path(patch, path = "/api/v1/tenants/{slug}/trunks/{trunk}", tag = "trunks",
+    params(("slug" = String, Path), ("trunk" = String, Path, description = "trunk id or name")),
+    request_body(content = Trunk, content_type = "application/merge-patch+json", description = "any subset of the settings"),
+    responses((status = 200, body = TrunkView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_trunk(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<TrunkView>> {
+    Ok(Json(svc::update(&state, &ctx, &slug, &key, patch).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{slug}/trunks/{trunk}", tag = "trunks",
+    params(("slug" = String, Path), ("trunk" = String, Path, description = "trunk id or name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_trunk(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    svc::delete::<Trunk>(&state, &ctx, &slug, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's inbound routes.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/inbound-routes", tag = "inbound_routes", params(("slug" = String, Path)),
+    responses((status = 200, body = Vec<InboundRouteView>), (status = 404, body = Problem)))]
+pub async fn list_inbound_routes(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<InboundRouteView>>> {
+    Ok(Json(
+        svc::list(&state, &ctx, &slug)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create an inbound route: DID patterns (digits, X, Z, N, trailing `.`), the trunks it
+/// applies to (empty: all), the destination, and optionally business hours (`hours`: the
+/// schedule of `time_zone` must exist) with off-hours and holiday destinations.
+#[utoipa::path(post, path = "/api/v1/tenants/{slug}/inbound-routes", tag = "inbound_routes", params(("slug" = String, Path)),
+    request_body = InboundRoute,
+    responses((status = 201, body = InboundRouteView), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_inbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<InboundRouteView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(svc::create(&state, &ctx, &slug, body).await?.into()),
+    ))
+}
+
+/// One inbound route, by id or by name (URL-encoded).
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/inbound-routes/{inbound_route}", tag = "inbound_routes",
+    params(("slug" = String, Path), ("inbound_route" = String, Path, description = "route id or name")),
+    responses((status = 200, body = InboundRouteView), (status = 404, body = Problem)))]
+pub async fn get_inbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<Json<InboundRouteView>> {
+    Ok(Json(svc::get(&state, &ctx, &slug, &key).await?.into()))
+}
+
+/// Change a inbound route with a JSON merge patch (RFC 7396) over its `settings`; lists are
+/// replaced whole. The name cannot change (422).
+#[utoipa::path(patch, path = "/api/v1/tenants/{slug}/inbound-routes/{inbound_route}", tag = "inbound_routes",
+    params(("slug" = String, Path), ("inbound_route" = String, Path, description = "route id or name")),
+    request_body(content = InboundRoute, content_type = "application/merge-patch+json", description = "any subset of the settings"),
+    responses((status = 200, body = InboundRouteView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_inbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<InboundRouteView>> {
+    Ok(Json(svc::update(&state, &ctx, &slug, &key, patch).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{slug}/inbound-routes/{inbound_route}", tag = "inbound_routes",
+    params(("slug" = String, Path), ("inbound_route" = String, Path, description = "route id or name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_inbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    svc::delete::<InboundRoute>(&state, &ctx, &slug, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's outbound routes.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/outbound-routes", tag = "outbound_routes", params(("slug" = String, Path)),
+    responses((status = 200, body = Vec<OutboundRouteView>), (status = 404, body = Problem)))]
+pub async fn list_outbound_routes(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<OutboundRouteView>>> {
+    Ok(Json(
+        svc::list(&state, &ctx, &slug)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create an outbound route: dial patterns with strip/prepend, trunks in the order they are
+/// tried (1-20, of this tenant), the extensions that may use it (or `all_extensions`), and a
+/// priority among routes (lower first).
+#[utoipa::path(post, path = "/api/v1/tenants/{slug}/outbound-routes", tag = "outbound_routes", params(("slug" = String, Path)),
+    request_body = OutboundRoute,
+    responses((status = 201, body = OutboundRouteView), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_outbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<OutboundRouteView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(svc::create(&state, &ctx, &slug, body).await?.into()),
+    ))
+}
+
+/// One outbound route, by id or by name (URL-encoded).
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/outbound-routes/{outbound_route}", tag = "outbound_routes",
+    params(("slug" = String, Path), ("outbound_route" = String, Path, description = "route id or name")),
+    responses((status = 200, body = OutboundRouteView), (status = 404, body = Problem)))]
+pub async fn get_outbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<Json<OutboundRouteView>> {
+    Ok(Json(svc::get(&state, &ctx, &slug, &key).await?.into()))
+}
+
+/// Change a outbound route with a JSON merge patch (RFC 7396) over its `settings`; lists are
+/// replaced whole. The name cannot change (422).
+#[utoipa::path(patch, path = "/api/v1/tenants/{slug}/outbound-routes/{outbound_route}", tag = "outbound_routes",
+    params(("slug" = String, Path), ("outbound_route" = String, Path, description = "route id or name")),
+    request_body(content = OutboundRoute, content_type = "application/merge-patch+json", description = "any subset of the settings"),
+    responses((status = 200, body = OutboundRouteView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_outbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<OutboundRouteView>> {
+    Ok(Json(svc::update(&state, &ctx, &slug, &key, patch).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{slug}/outbound-routes/{outbound_route}", tag = "outbound_routes",
+    params(("slug" = String, Path), ("outbound_route" = String, Path, description = "route id or name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_outbound_route(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    svc::delete::<OutboundRoute>(&state, &ctx, &slug, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -650,3 +650,361 @@ on_both_backends!(ivrs_route_keys_to_the_tenants_objects, |db: Db| async move {
     }
     app.stop().await;
 });
+
+on_both_backends!(
+    trunks_keep_their_password_sealed_and_routes_check_references,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let admin = tenant(&app, "acme").await;
+        let other = tenant(&app, "umbrella").await;
+        for n in ["101", "102"] {
+            let r = app
+                .call(
+                    &admin,
+                    Method::POST,
+                    "/api/v1/tenants/acme/extensions",
+                    Some(json!({"number": n, "sip_secret": "Secr3t-pass-x"})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+        let trunks = "/api/v1/tenants/acme/trunks";
+        let password = "Tr4nk-Very-Secret";
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                trunks,
+                Some(
+                    json!({"name": "sipgate", "host": "sipconnect.sipgate.de", "username": "u1",
+                "password": password, "dids": ["+4930123456", "+4930123457"]}),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let s = &r.body["settings"];
+        assert_eq!(
+            (s["kind"].as_str(), s["port"].as_u64(), s["transport"].as_str()),
+            (Some("register"), Some(5060), Some("udp"))
+        );
+        assert_eq!(s["password"], Value::Null);
+        let trunk_id = r.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            last_cfg(&app).await.subject,
+            ConfigSubject::Trunk {
+                name: "sipgate".into()
+            }
+        );
+
+        // Stored sealed; never in answers, the audit log or the outbox.
+        let stored: String = {
+            let mut c = app.state.db.acquire().await.unwrap();
+            sqlx::query("SELECT config_json FROM pbx_objects WHERE id = $1")
+                .bind(&trunk_id)
+                .fetch_one(&mut *c)
+                .await
+                .unwrap()
+                .get(0)
+        };
+        assert!(!stored.contains(password) && stored.contains("\"v1:"), "{stored}");
+        let r = app
+            .call(&admin, Method::GET, &format!("{trunks}/sipgate"), None)
+            .await;
+        assert_eq!(
+            (r.status, &r.body["settings"]["password"]),
+            (StatusCode::OK, &Value::Null)
+        );
+        // A change without the password keeps it; the sealed value is not re-sealed.
+        let r = app
+            .call(
+                &admin,
+                Method::PATCH,
+                &format!("{trunks}/{trunk_id}"),
+                Some(json!({"port": 5080, "transport": "tcp"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let after: String = {
+            let mut c = app.state.db.acquire().await.unwrap();
+            sqlx::query("SELECT config_json FROM pbx_objects WHERE id = $1")
+                .bind(&trunk_id)
+                .fetch_one(&mut *c)
+                .await
+                .unwrap()
+                .get(0)
+        };
+        let sealed = |j: &str| serde_json::from_str::<Value>(j).unwrap()["password"].clone();
+        assert_eq!(sealed(&after), sealed(&stored));
+        let secrets = app.state.secrets.clone();
+        let tid = app
+            .call(&admin, Method::GET, "/api/v1/tenants/acme", None)
+            .await
+            .body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            secrets
+                .open(sealed(&after).as_str().unwrap(), &format!("trunk:{tid}:sipgate"))
+                .unwrap(),
+            password
+        );
+
+        refused(
+            &app,
+            &admin,
+            Method::POST,
+            trunks,
+            vec![
+                (
+                    json!({"name": "t2", "host": "h.example", "username": "u"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "password",
+                ),
+                (
+                    json!({"name": "t2", "host": "h.example", "kind": "peer", "port": 0}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "port",
+                ),
+                (
+                    json!({"name": "t2", "host": "bad host", "kind": "peer"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "host",
+                ),
+                (
+                    json!({"name": "t2", "host": "h.example", "kind": "peer", "transport": "sctp"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "transport",
+                ),
+                (
+                    json!({"name": "t2", "host": "h.example", "kind": "peer", "dids": ["12a"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "dids[0]",
+                ),
+                (
+                    json!({"name": "t2", "host": "h.example", "kind": "peer", "dids": ["+4930123457"]}),
+                    StatusCode::CONFLICT,
+                    "dids[0]",
+                ),
+                (
+                    json!({"name": "t2", "host": "h.example", "username": "u", "password": "a\nb"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "password",
+                ),
+                (
+                    json!({"name": "sipgate", "host": "h.example", "kind": "peer"}),
+                    StatusCode::CONFLICT,
+                    "name",
+                ),
+            ],
+        )
+        .await;
+        let r = app
+        .call(&admin, Method::POST, trunks, Some(json!({"name": "backup", "host": "203.0.113.5", "kind": "peer", "max_concurrent_calls": 4})))
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+        // Inbound: trunks, destinations and the schedule must exist.
+        let inbound = "/api/v1/tenants/acme/inbound-routes";
+        let route = json!({"name": "Main line", "did_patterns": ["+49301234XX"], "trunks": ["sipgate"],
+        "destination": {"type": "extension", "target": "101"},
+        "hours": {"time_zone": "Europe/Berlin", "off_hours": {"type": "extension_voicemail", "target": "101"},
+                  "holiday": {"type": "hang_up"}}});
+        let r = app.call(&admin, Method::POST, inbound, Some(route.clone())).await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("hours.time_zone")),
+            "{}",
+            r.text
+        );
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/schedules",
+                Some(json!({"time_zone": "Europe/Berlin"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let r = app.call(&admin, Method::POST, inbound, Some(route)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(
+            last_cfg(&app).await.subject,
+            ConfigSubject::InboundRoute {
+                name: "Main line".into()
+            }
+        );
+        refused(
+            &app,
+            &admin,
+            Method::PATCH,
+            &format!("{inbound}/Main%20line"),
+            vec![
+                (
+                    json!({"trunks": ["nope"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "trunks[0]",
+                ),
+                (
+                    json!({"did_patterns": ["+49-30"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "did_patterns[0]",
+                ),
+                (
+                    json!({"did_patterns": []}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "did_patterns",
+                ),
+                (
+                    json!({"destination": {"type": "extension", "target": "109"}}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "destination",
+                ),
+                (
+                    json!({"hours": {"off_hours": {"type": "queue", "target": "6400"}}}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "hours.off_hours",
+                ),
+                (json!({"name": "Other"}), StatusCode::UNPROCESSABLE_ENTITY, "name"),
+            ],
+        )
+        .await;
+
+        // Outbound: pattern rules, trunk order, permitted extensions.
+        let outbound = "/api/v1/tenants/acme/outbound-routes";
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                outbound,
+                Some(
+                    json!({"name": "National", "patterns": [{"pattern": "0Z.", "strip": 1, "prepend": "+49"}],
+                "trunks": ["sipgate", "backup"], "extensions": ["101"]}),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["settings"]["trunks"], json!(["sipgate", "backup"]));
+        assert_eq!(r.body["settings"]["all_extensions"], false);
+        assert_eq!(
+            last_cfg(&app).await.subject,
+            ConfigSubject::OutboundRoute {
+                name: "National".into()
+            }
+        );
+        refused(
+            &app,
+            &admin,
+            Method::PATCH,
+            &format!("{outbound}/National"),
+            vec![
+                (json!({"trunks": []}), StatusCode::UNPROCESSABLE_ENTITY, "trunks"),
+                (
+                    json!({"trunks": ["backup", "nope"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "trunks[1]",
+                ),
+                (
+                    json!({"trunks": ["backup", "backup"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "trunks[1]",
+                ),
+                (
+                    json!({"extensions": ["109"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "extensions[0]",
+                ),
+                (
+                    json!({"patterns": [{"pattern": "0Z.", "strip": 3}]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "patterns[0].strip",
+                ),
+                (
+                    json!({"patterns": [{"pattern": "0Z.", "prepend": "+4-9"}]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "patterns[0].prepend",
+                ),
+                (
+                    json!({"patterns": [{"pattern": "abc"}]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "patterns[0].pattern",
+                ),
+            ],
+        )
+        .await;
+
+        // A trunk in use by a route stays.
+        let r = app
+            .call(&admin, Method::DELETE, &format!("{trunks}/backup"), None)
+            .await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (StatusCode::CONFLICT, Some("name")),
+            "{}",
+            r.text
+        );
+
+        // Cross-tenant: 404.
+        for url in [
+            format!("/api/v1/tenants/umbrella/trunks/{trunk_id}"),
+            "/api/v1/tenants/umbrella/trunks/sipgate".to_owned(),
+            format!("{trunks}/sipgate"),
+            format!("{inbound}/Main%20line"),
+            format!("{outbound}/National"),
+        ] {
+            for method in [Method::GET, Method::PATCH, Method::DELETE] {
+                let r = app.call(&other, method.clone(), &url, Some(json!({}))).await;
+                assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {url}: {}", r.text);
+            }
+        }
+
+        for url in [
+            format!("{outbound}/National"),
+            format!("{inbound}/Main%20line"),
+            format!("{trunks}/backup"),
+        ] {
+            let r = app.call(&admin, Method::DELETE, &url, None).await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{url}: {}", r.text);
+        }
+        let audit = app
+            .call(&admin, Method::GET, "/api/v1/tenants/acme/audit-log", None)
+            .await;
+        assert!(
+            !audit.text.contains(password) && !audit.text.contains("v1:"),
+            "secret in audit log"
+        );
+        let done = actions(&app, &admin, "acme").await;
+        for a in [
+            "trunk.create",
+            "trunk.update",
+            "trunk.delete",
+            "inbound_route.create",
+            "inbound_route.delete",
+            "outbound_route.create",
+            "outbound_route.delete",
+        ] {
+            assert!(done.iter().any(|d| d == a), "{a} not audited: {done:?}");
+        }
+        let outbox: Vec<String> = {
+            let mut c = app.state.db.acquire().await.unwrap();
+            sqlx::query("SELECT payload FROM outbox")
+                .fetch_all(&mut *c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        assert!(outbox.iter().all(|p| !p.contains(password) && !p.contains("v1:")));
+        let doc = app.call("", Method::GET, "/api/openapi.json", None).await;
+        for path in [
+            "/api/v1/tenants/{slug}/trunks",
+            "/api/v1/tenants/{slug}/trunks/{trunk}",
+            "/api/v1/tenants/{slug}/inbound-routes/{inbound_route}",
+            "/api/v1/tenants/{slug}/outbound-routes",
+        ] {
+            assert!(doc.body["paths"][path].is_object(), "{path} not in openapi.json");
+        }
+        app.stop().await;
+    }
+);

@@ -13,6 +13,9 @@ pub enum Kind {
     Schedule,
     RingGroup,
     Ivr,
+    Trunk,
+    InboundRoute,
+    OutboundRoute,
 }
 
 impl Kind {
@@ -21,6 +24,9 @@ impl Kind {
             Kind::Schedule => "schedule",
             Kind::RingGroup => "ring_group",
             Kind::Ivr => "ivr",
+            Kind::Trunk => "trunk",
+            Kind::InboundRoute => "inbound_route",
+            Kind::OutboundRoute => "outbound_route",
         }
     }
 }

@@ -13,6 +13,7 @@ use super::queues::merge_patch;
 use crate::api::json;
 use crate::app::AppState;
 use crate::auth::{access, Ctx};
+use crate::crypto::SecretBox;
 use crate::db::pbx_objects::{Kind, PbxObject};
 use crate::db::{self, audit::AuditEntry, tenants::Tenant, Conn};
 use crate::error::{Error, Result};
@@ -20,8 +21,10 @@ use pbx_contract::bus::ConfigSubject;
 use pbx_contract::ivr::{Ivr, DEFAULT_IVR_NUMBERS};
 use pbx_contract::queue::Destination;
 use pbx_contract::ring_group::{RingGroup, DEFAULT_RING_GROUP_NUMBERS};
+use pbx_contract::route::{InboundRoute, OutboundRoute};
 use pbx_contract::schedule::Schedule;
 use pbx_contract::setting::InvalidSetting;
+use pbx_contract::trunk::{check_password, Trunk};
 use pbx_contract::TenantId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -52,6 +55,21 @@ pub trait ObjectType: Serialize + DeserializeOwned + Default + Clone + Send + Sy
         tenant: TenantId,
         body: &Value,
     ) -> impl std::future::Future<Output = Result<Self>> + Send;
+    /// After the merge, before the checks: seal secrets that arrived in clear (those that
+    /// differ from `before`'s sealed ones).
+    fn seal(&mut self, _before: Option<&Self>, _secrets: &SecretBox, _tenant: TenantId) -> Result<()> {
+        Ok(())
+    }
+    /// Removes secrets from what answers and audit rows show.
+    fn redact(&mut self) {}
+    /// Refuses a delete that would leave other objects pointing at nothing.
+    fn check_delete(
+        &self,
+        _conn: &mut Conn,
+        _tenant: TenantId,
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// An object as the service returns it: its id and times, and every setting.
@@ -92,6 +110,9 @@ macro_rules! view {
 view!(ScheduleView, Schedule, "business-hours schedule");
 view!(RingGroupView, RingGroup, "ring group");
 view!(IvrView, Ivr, "IVR");
+view!(TrunkView, Trunk, "SIP trunk (password never shown)");
+view!(InboundRouteView, InboundRoute, "inbound route");
+view!(OutboundRouteView, OutboundRoute, "outbound route");
 
 fn parse<T: ObjectType>(row: PbxObject) -> Result<ObjectView<T>> {
     let settings = serde_json::from_str(&row.config_json)
@@ -102,6 +123,18 @@ fn parse<T: ObjectType>(row: PbxObject) -> Result<ObjectView<T>> {
         updated_at: row.updated_at,
         settings,
     })
+}
+
+/// The view with secrets removed, for answers.
+fn shown<T: ObjectType>(mut v: ObjectView<T>) -> ObjectView<T> {
+    v.settings.redact();
+    v
+}
+
+fn redacted<T: ObjectType>(c: &T) -> Option<Value> {
+    let mut c = c.clone();
+    c.redact();
+    serde_json::to_value(c).ok()
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
@@ -147,8 +180,8 @@ fn audit_entry<'a, T: ObjectType>(
         action,
         entity: T::ENTITY,
         entity_id: id,
-        before: before.and_then(|c| serde_json::to_value(c).ok()),
-        after: after.and_then(|c| serde_json::to_value(c).ok()),
+        before: before.and_then(redacted),
+        after: after.and_then(redacted),
     }
 }
 
@@ -162,14 +195,14 @@ pub async fn list<T: ObjectType>(state: &AppState, ctx: &Ctx, slug: &str) -> Res
     db::pbx_objects::list(&mut conn, tenant.id, T::KIND)
         .await?
         .into_iter()
-        .map(parse)
+        .map(|row| parse(row).map(shown))
         .collect()
 }
 
 pub async fn get<T: ObjectType>(state: &AppState, ctx: &Ctx, slug: &str, key: &str) -> Result<ObjectView<T>> {
     let mut conn = state.db.acquire().await?;
     let (tenant, _) = access::tenant_for(&mut conn, &ctx.principal, slug).await?;
-    parse(find::<T>(&mut conn, tenant.id, key).await?)
+    parse(find::<T>(&mut conn, tenant.id, key).await?).map(shown)
 }
 
 pub async fn create<T: ObjectType>(
@@ -181,7 +214,8 @@ pub async fn create<T: ObjectType>(
     let mut tx = state.db.begin().await?;
     let tenant = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
     let defaults = T::defaults(&mut tx, tenant.id, &body).await?;
-    let config: T = merged(&defaults, &body)?;
+    let mut config: T = merged(&defaults, &body)?;
+    config.seal(None, &state.secrets, tenant.id)?;
     check(&mut tx, &tenant, &config, None).await?;
     let row = db::pbx_objects::insert(
         &mut tx,
@@ -202,7 +236,7 @@ pub async fn create<T: ObjectType>(
     super::config_publish::publish(&mut tx, tenant.id, T::subject(config.key().to_owned())).await?;
     tx.commit().await?;
     state.outbox_notify.notify_one();
-    parse(row)
+    parse(row).map(shown)
 }
 
 pub async fn update<T: ObjectType>(
@@ -216,13 +250,14 @@ pub async fn update<T: ObjectType>(
     let tenant = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
     let row = find::<T>(&mut tx, tenant.id, key).await?;
     let before: T = parse(row.clone())?.settings;
-    let config = merged(&before, &patch)?;
+    let mut config = merged(&before, &patch)?;
     if config.key() != before.key() {
         return Err(Error::invalid(
             T::KEY_FIELD,
             format!("a {}'s {} cannot change after creation", T::ENTITY, T::KEY_FIELD),
         ));
     }
+    config.seal(Some(&before), &state.secrets, tenant.id)?;
     check(&mut tx, &tenant, &config, Some(&row.id)).await?;
     let after = db::pbx_objects::update(&mut tx, tenant.id, T::KIND, &row.id, &to_json(&config)?)
         .await?
@@ -237,7 +272,7 @@ pub async fn update<T: ObjectType>(
     super::config_publish::publish(&mut tx, tenant.id, T::subject(config.key().to_owned())).await?;
     tx.commit().await?;
     state.outbox_notify.notify_one();
-    parse(after)
+    parse(after).map(shown)
 }
 
 pub async fn delete<T: ObjectType>(state: &AppState, ctx: &Ctx, slug: &str, key: &str) -> Result<()> {
@@ -245,6 +280,7 @@ pub async fn delete<T: ObjectType>(state: &AppState, ctx: &Ctx, slug: &str, key:
     let tenant = access::tenant_for_admin(&mut tx, &ctx.principal, slug).await?;
     let row = find::<T>(&mut tx, tenant.id, key).await?;
     let before: T = parse(row.clone())?.settings;
+    before.check_delete(&mut tx, tenant.id).await?;
     db::pbx_objects::delete(&mut tx, tenant.id, T::KIND, &row.id).await?;
     let act = action::<T>("delete");
     db::audit::record(
@@ -483,4 +519,173 @@ pub async fn refuse_ring_group_member(conn: &mut Conn, tenant: TenantId, number:
         ));
     }
     Ok(())
+}
+
+fn seal_context(tenant: TenantId, name: &str) -> String {
+    format!("trunk:{tenant}:{name}")
+}
+
+/// The tenant's objects of `kind`, parsed.
+async fn all_of<T: ObjectType>(conn: &mut Conn, tenant: TenantId) -> Result<Vec<ObjectView<T>>> {
+    db::pbx_objects::list(conn, tenant, T::KIND)
+        .await?
+        .into_iter()
+        .map(parse)
+        .collect()
+}
+
+/// Every name in `names` must be one of the tenant's trunks.
+async fn check_trunks(conn: &mut Conn, tenant: TenantId, names: &[String]) -> Result<()> {
+    let trunks = keys(conn, tenant, Kind::Trunk, None).await?;
+    for (i, t) in names.iter().enumerate() {
+        if !trunks.contains(t) {
+            return Err(Error::invalid(
+                format!("trunks[{i}]"),
+                format!("trunk {t:?} does not exist in this tenant"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl ObjectType for Trunk {
+    const KIND: Kind = Kind::Trunk;
+    const ENTITY: &'static str = "trunk";
+    const KEY_FIELD: &'static str = "name";
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        Trunk::validate(self)
+    }
+    fn subject(name: String) -> ConfigSubject {
+        ConfigSubject::Trunk { name }
+    }
+    fn seal(&mut self, before: Option<&Self>, secrets: &SecretBox, tenant: TenantId) -> Result<()> {
+        let Some(p) = &self.password else {
+            return Ok(());
+        };
+        // Unchanged: still the sealed value merged from the stored settings.
+        if before.and_then(|b| b.password.as_ref()) == Some(p) {
+            return Ok(());
+        }
+        check_password(p).map_err(|e| Error::invalid(e.field, e.message))?;
+        self.password = Some(secrets.seal(p, &seal_context(tenant, &self.name))?);
+        Ok(())
+    }
+    fn redact(&mut self) {
+        self.password = None;
+    }
+    async fn check_refs(&self, conn: &mut Conn, tenant: &Tenant, id: Option<&str>) -> Result<()> {
+        // A DID belongs to one trunk of the tenant, or inbound routing is ambiguous.
+        for other in all_of::<Trunk>(conn, tenant.id).await? {
+            if Some(other.id.as_str()) == id {
+                continue;
+            }
+            if let Some(i) = self.dids.iter().position(|d| other.settings.dids.contains(d)) {
+                return Err(Error::conflict(
+                    format!("dids[{i}]"),
+                    format!("{} is a DID of trunk {:?}", self.dids[i], other.settings.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+    async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
+        Ok(Trunk::default())
+    }
+    async fn check_delete(&self, conn: &mut Conn, tenant: TenantId) -> Result<()> {
+        let mut users: Vec<String> = all_of::<InboundRoute>(conn, tenant)
+            .await?
+            .into_iter()
+            .filter(|r| r.settings.trunks.contains(&self.name))
+            .map(|r| format!("inbound route {:?}", r.settings.name))
+            .collect();
+        users.extend(
+            all_of::<OutboundRoute>(conn, tenant)
+                .await?
+                .into_iter()
+                .filter(|r| r.settings.trunks.contains(&self.name))
+                .map(|r| format!("outbound route {:?}", r.settings.name)),
+        );
+        if !users.is_empty() {
+            return Err(Error::conflict(
+                "name",
+                format!(
+                    "trunk {:?} is used by {}; change those first",
+                    self.name,
+                    users.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ObjectType for InboundRoute {
+    const KIND: Kind = Kind::InboundRoute;
+    const ENTITY: &'static str = "inbound route";
+    const KEY_FIELD: &'static str = "name";
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        InboundRoute::validate(self)
+    }
+    fn subject(name: String) -> ConfigSubject {
+        ConfigSubject::InboundRoute { name }
+    }
+    async fn check_refs(&self, conn: &mut Conn, tenant: &Tenant, _id: Option<&str>) -> Result<()> {
+        check_trunks(conn, tenant.id, &self.trunks).await?;
+        let all = numbers(conn, tenant.id, None).await?;
+        all.check_destination("destination", &self.destination, "")?;
+        if let Some(h) = &self.hours {
+            if db::pbx_objects::get_by_key(conn, tenant.id, Kind::Schedule, &h.time_zone)
+                .await?
+                .is_none()
+            {
+                return Err(Error::invalid(
+                    "hours.time_zone",
+                    format!("no business hours are set for {} in this tenant", h.time_zone),
+                ));
+            }
+            all.check_destination("hours.off_hours", &h.off_hours, "")?;
+            all.check_destination("hours.holiday", &h.holiday, "")?;
+        }
+        Ok(())
+    }
+    async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
+        Ok(InboundRoute::default())
+    }
+}
+
+impl ObjectType for OutboundRoute {
+    const KIND: Kind = Kind::OutboundRoute;
+    const ENTITY: &'static str = "outbound route";
+    const KEY_FIELD: &'static str = "name";
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        OutboundRoute::validate(self)
+    }
+    fn subject(name: String) -> ConfigSubject {
+        ConfigSubject::OutboundRoute { name }
+    }
+    async fn check_refs(&self, conn: &mut Conn, tenant: &Tenant, _id: Option<&str>) -> Result<()> {
+        check_trunks(conn, tenant.id, &self.trunks).await?;
+        let all = numbers(conn, tenant.id, None).await?;
+        for (i, e) in self.extensions.iter().enumerate() {
+            if !all.extensions.contains(e) {
+                return Err(Error::invalid(
+                    format!("extensions[{i}]"),
+                    format!("extension {e} does not exist in this tenant"),
+                ));
+            }
+        }
+        Ok(())
+    }
+    async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
+        Ok(OutboundRoute::default())
+    }
 }

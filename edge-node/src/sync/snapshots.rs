@@ -41,13 +41,16 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
             reason: SnapshotReason::TenantChanged,
         },
         ConfigSubject::Extension { id } => Decision::FetchExtension(*id),
-        // Queues are few and small: the snapshot carries them all. Schedules and ring groups
-        // are not in the snapshot yet, but reloading keeps the version in step; a kind this
+        // Queues are few and small: the snapshot carries them all. Schedules, ring groups, IVRs,
+        // trunks and routes are not in the snapshot yet, but reloading keeps the version in step; a kind this
         // build does not know (a newer control plane) reloads too rather than being skipped.
         ConfigSubject::Queue { .. }
         | ConfigSubject::Schedule { .. }
         | ConfigSubject::RingGroup { .. }
         | ConfigSubject::Ivr { .. }
+        | ConfigSubject::Trunk { .. }
+        | ConfigSubject::InboundRoute { .. }
+        | ConfigSubject::OutboundRoute { .. }
         | ConfigSubject::Unknown => Decision::Reload {
             reason: SnapshotReason::TenantChanged,
         },
@@ -371,6 +374,9 @@ pub(crate) mod tests {
             ConfigSubject::Ivr {
                 number: "6200".into(),
             },
+            ConfigSubject::Trunk { name: "t".into() },
+            ConfigSubject::InboundRoute { name: "in".into() },
+            ConfigSubject::OutboundRoute { name: "out".into() },
             ConfigSubject::Unknown,
         ] {
             let c = change(t, subject, 8);

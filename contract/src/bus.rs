@@ -50,6 +50,9 @@ pub enum ConfigSubject {
     OutboundRoute {
         name: String,
     },
+    MessageQueue {
+        name: String,
+    },
     /// A kind this build does not know (published by a newer control plane): whoever reads
     /// it reloads the tenant's snapshot rather than skipping the change.
     #[serde(other)]

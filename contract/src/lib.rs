@@ -7,6 +7,7 @@ pub mod bus;
 pub mod call;
 pub mod ids;
 pub mod ivr;
+pub mod message_queue;
 pub mod plan;
 pub mod queue;
 pub mod ring_group;

@@ -94,7 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             queues::delete_queue
         ))
         .routes(routes!(queues::queue_live_state))
-        // PBX objects (SPEC P8, T5, T7): business-hours schedules, ring groups, IVRs, trunks, routes.
+        // PBX objects (SPEC P8, T5, T7): business-hours schedules, ring groups, IVRs, trunks, routes, message queues.
         .routes(routes!(pbx_objects::list_schedules, pbx_objects::create_schedule))
         .routes(routes!(
             pbx_objects::get_schedule,
@@ -139,6 +139,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
             pbx_objects::get_outbound_route,
             pbx_objects::update_outbound_route,
             pbx_objects::delete_outbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::list_message_queues,
+            pbx_objects::create_message_queue
+        ))
+        .routes(routes!(
+            pbx_objects::get_message_queue,
+            pbx_objects::update_message_queue,
+            pbx_objects::delete_message_queue
         ))
         .routes(routes!(resellers::issue_reseller_api_key))
         .routes(routes!(resellers::suspend_tenant))

@@ -6,12 +6,14 @@ use crate::app::AppState;
 use crate::auth::Ctx;
 use crate::error::{Problem, Result};
 use crate::service::pbx_objects::{
-    self as svc, InboundRouteView, IvrView, OutboundRouteView, RingGroupView, ScheduleView, TrunkView,
+    self as svc, InboundRouteView, IvrView, MessageQueueView, OutboundRouteView, RingGroupView, ScheduleView,
+    TrunkView,
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use pbx_contract::ivr::Ivr;
+use pbx_contract::message_queue::MessageQueue;
 use pbx_contract::ring_group::RingGroup;
 use pbx_contract::route::{InboundRoute, OutboundRoute};
 use pbx_contract::schedule::Schedule;
@@ -468,5 +470,81 @@ pub async fn delete_outbound_route(
     Path((slug, key)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     svc::delete::<OutboundRoute>(&state, &ctx, &slug, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's message queues.
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/message-queues", tag = "message_queues", params(("slug" = String, Path)),
+    responses((status = 200, body = Vec<MessageQueueView>), (status = 404, body = Problem)))]
+pub async fn list_message_queues(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<MessageQueueView>>> {
+    Ok(Json(
+        svc::list(&state, &ctx, &slug)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create a message queue (SPEC M6; plan Enterprise, 403): `name`, `take_over` (`manual`,
+/// `automatic` = first reply, `none`), `members` (extensions of the tenant). Limits by the
+/// tenant's extension count N (seed 001): 16 queues / 25 agents each for N <= 50, 32 / 60 for
+/// N <= 200, 64 / 120 above (409 / 422).
+#[utoipa::path(post, path = "/api/v1/tenants/{slug}/message-queues", tag = "message_queues", params(("slug" = String, Path)),
+    request_body = MessageQueue,
+    responses((status = 201, body = MessageQueueView), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_message_queue(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<MessageQueueView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(svc::create(&state, &ctx, &slug, body).await?.into()),
+    ))
+}
+
+/// One message queue, by id or by name (URL-encoded).
+#[utoipa::path(get, path = "/api/v1/tenants/{slug}/message-queues/{message_queue}", tag = "message_queues",
+    params(("slug" = String, Path), ("message_queue" = String, Path, description = "message queue id or name")),
+    responses((status = 200, body = MessageQueueView), (status = 404, body = Problem)))]
+pub async fn get_message_queue(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<Json<MessageQueueView>> {
+    Ok(Json(svc::get(&state, &ctx, &slug, &key).await?.into()))
+}
+
+/// Change a message queue with a JSON merge patch (RFC 7396) over its `settings`; `members`
+/// is replaced whole. The name cannot change (422).
+#[utoipa::path(patch, path = "/api/v1/tenants/{slug}/message-queues/{message_queue}", tag = "message_queues",
+    params(("slug" = String, Path), ("message_queue" = String, Path, description = "message queue id or name")),
+    request_body(content = MessageQueue, content_type = "application/merge-patch+json", description = "any subset of the settings"),
+    responses((status = 200, body = MessageQueueView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_message_queue(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<MessageQueueView>> {
+    Ok(Json(svc::update(&state, &ctx, &slug, &key, patch).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{slug}/message-queues/{message_queue}", tag = "message_queues",
+    params(("slug" = String, Path), ("message_queue" = String, Path, description = "message queue id or name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_message_queue(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((slug, key)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    svc::delete::<MessageQueue>(&state, &ctx, &slug, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1008,3 +1008,142 @@ on_both_backends!(
         app.stop().await;
     }
 );
+
+on_both_backends!(
+    message_queues_are_enterprise_and_keep_the_seed_limits,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let standard = tenant(&app, "acme").await;
+        let r = app
+            .call(
+                &standard,
+                Method::POST,
+                "/api/v1/tenants/acme/message-queues",
+                Some(json!({"name": "Support"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+        assert_eq!(count(&app, "pbx_objects").await, 0);
+
+        let r = app
+            .call(
+                &app.operator_key,
+                Method::POST,
+                "/api/v1/tenants",
+                Some(json!({"slug": "bigco", "plan": "enterprise", "admin_email": "admin@bigco.test"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let otp = r.body["admin"]["one_time_password"].as_str().unwrap().to_owned();
+        let admin = app.login_fresh("admin@bigco.test", &otp, Some("bigco")).await;
+        for n in 100..127 {
+            let r = app
+                .call(
+                    &admin,
+                    Method::POST,
+                    "/api/v1/tenants/bigco/extensions",
+                    Some(json!({"number": n.to_string(), "sip_secret": "Secr3t-pass-x"})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+        let base = "/api/v1/tenants/bigco/message-queues";
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                base,
+                Some(json!({"name": "Support", "members": ["100", "101"]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["settings"]["take_over"], "manual");
+        assert_eq!(
+            last_cfg(&app).await.subject,
+            ConfigSubject::MessageQueue {
+                name: "Support".into()
+            }
+        );
+        let id = r.body["id"].as_str().unwrap().to_owned();
+
+        // 27 extensions (N <= 50): 25 agents per queue, 16 queues.
+        let too_many: Vec<String> = (100..126).map(|n| n.to_string()).collect();
+        refused(
+            &app,
+            &admin,
+            Method::PATCH,
+            &format!("{base}/Support"),
+            vec![
+                (
+                    json!({"members": too_many}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "members",
+                ),
+                (
+                    json!({"members": ["100", "100"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "members[1]",
+                ),
+                (
+                    json!({"members": ["999"]}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "members[0]",
+                ),
+                (
+                    json!({"take_over": "sometimes"}),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "take_over",
+                ),
+                (json!({"name": "Other"}), StatusCode::UNPROCESSABLE_ENTITY, "name"),
+            ],
+        )
+        .await;
+        let r = app
+        .call(&admin, Method::PATCH, &format!("{base}/{id}"), Some(json!({"take_over": "automatic", "members": (100..125).map(|n| n.to_string()).collect::<Vec<_>>()})))
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        for i in 1..16 {
+            let r = app
+                .call(&admin, Method::POST, base, Some(json!({"name": format!("Q{i}")})))
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+        refused(
+            &app,
+            &admin,
+            Method::POST,
+            base,
+            vec![(json!({"name": "Q16"}), StatusCode::CONFLICT, "name")],
+        )
+        .await;
+        // Cross-tenant 404.
+        let r = app
+            .call(&standard, Method::GET, &format!("{base}/{id}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = app
+            .call(
+                &standard,
+                Method::GET,
+                &format!("/api/v1/tenants/acme/message-queues/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = app
+            .call(&admin, Method::DELETE, &format!("{base}/Support"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        let done = actions(&app, &admin, "bigco").await;
+        for a in [
+            "message_queue.create",
+            "message_queue.update",
+            "message_queue.delete",
+        ] {
+            assert!(done.iter().any(|d| d == a), "{a} not audited: {done:?}");
+        }
+        let doc = app.call("", Method::GET, "/api/openapi.json", None).await;
+        assert!(doc.body["paths"]["/api/v1/tenants/{slug}/message-queues/{message_queue}"].is_object());
+        app.stop().await;
+    }
+);

@@ -16,6 +16,7 @@ pub enum Kind {
     Trunk,
     InboundRoute,
     OutboundRoute,
+    MessageQueue,
 }
 
 impl Kind {
@@ -27,6 +28,7 @@ impl Kind {
             Kind::Trunk => "trunk",
             Kind::InboundRoute => "inbound_route",
             Kind::OutboundRoute => "outbound_route",
+            Kind::MessageQueue => "message_queue",
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::db::{self, audit::AuditEntry, tenants::Tenant, Conn};
 use crate::error::{Error, Result};
 use pbx_contract::bus::ConfigSubject;
 use pbx_contract::ivr::{Ivr, DEFAULT_IVR_NUMBERS};
+use pbx_contract::message_queue::{self, MessageQueue};
 use pbx_contract::queue::Destination;
 use pbx_contract::ring_group::{RingGroup, DEFAULT_RING_GROUP_NUMBERS};
 use pbx_contract::route::{InboundRoute, OutboundRoute};
@@ -113,6 +114,7 @@ view!(IvrView, Ivr, "IVR");
 view!(TrunkView, Trunk, "SIP trunk (password never shown)");
 view!(InboundRouteView, InboundRoute, "inbound route");
 view!(OutboundRouteView, OutboundRoute, "outbound route");
+view!(MessageQueueView, MessageQueue, "message queue");
 
 fn parse<T: ObjectType>(row: PbxObject) -> Result<ObjectView<T>> {
     let settings = serde_json::from_str(&row.config_json)
@@ -687,5 +689,61 @@ impl ObjectType for OutboundRoute {
     }
     async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
         Ok(OutboundRoute::default())
+    }
+}
+
+impl ObjectType for MessageQueue {
+    const KIND: Kind = Kind::MessageQueue;
+    const ENTITY: &'static str = "message queue";
+    const KEY_FIELD: &'static str = "name";
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        MessageQueue::validate(self)
+    }
+    fn subject(name: String) -> ConfigSubject {
+        ConfigSubject::MessageQueue { name }
+    }
+    /// Enterprise (SPEC P4); members are extensions of the tenant; the seed's limits by the
+    /// number of extensions (the tenant's extension count stands for the PBX's capacity).
+    async fn check_refs(&self, conn: &mut Conn, tenant: &Tenant, id: Option<&str>) -> Result<()> {
+        super::plan_gate::require(tenant, pbx_contract::Feature::MessageQueues)?;
+        let extensions: Vec<String> = db::extensions::list(conn, tenant.id)
+            .await?
+            .into_iter()
+            .map(|e| e.number)
+            .collect();
+        let (max_queues, max_agents) = message_queue::limits(extensions.len());
+        if self.members.len() > max_agents {
+            return Err(Error::invalid(
+                "members",
+                format!(
+                    "at most {max_agents} agents per message queue with {} extensions",
+                    extensions.len()
+                ),
+            ));
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            if !extensions.contains(m) {
+                return Err(Error::invalid(
+                    format!("members[{i}]"),
+                    format!("extension {m} does not exist in this tenant"),
+                ));
+            }
+        }
+        if id.is_none() && keys(conn, tenant.id, Kind::MessageQueue, None).await?.len() >= max_queues {
+            return Err(Error::conflict(
+                "name",
+                format!(
+                    "at most {max_queues} message queues with {} extensions",
+                    extensions.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+    async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
+        Ok(MessageQueue::default())
     }
 }

@@ -51,6 +51,7 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
         | ConfigSubject::Trunk { .. }
         | ConfigSubject::InboundRoute { .. }
         | ConfigSubject::OutboundRoute { .. }
+        | ConfigSubject::MessageQueue { .. }
         | ConfigSubject::Unknown => Decision::Reload {
             reason: SnapshotReason::TenantChanged,
         },
@@ -377,6 +378,7 @@ pub(crate) mod tests {
             ConfigSubject::Trunk { name: "t".into() },
             ConfigSubject::InboundRoute { name: "in".into() },
             ConfigSubject::OutboundRoute { name: "out".into() },
+            ConfigSubject::MessageQueue { name: "mq".into() },
             ConfigSubject::Unknown,
         ] {
             let c = change(t, subject, 8);

@@ -27,6 +27,36 @@ pub enum ConfigSubject {
     Queue {
         number: String,
     },
+    /// The business hours and holidays of one time zone were created, changed or deleted.
+    Schedule {
+        time_zone: String,
+    },
+    /// A ring group was created, changed or deleted.
+    RingGroup {
+        number: String,
+    },
+    /// An IVR was created, changed or deleted.
+    Ivr {
+        number: String,
+    },
+    /// A SIP trunk was created, changed or deleted (the entry names it; the secret stays in
+    /// the control plane).
+    Trunk {
+        name: String,
+    },
+    InboundRoute {
+        name: String,
+    },
+    OutboundRoute {
+        name: String,
+    },
+    MessageQueue {
+        name: String,
+    },
+    /// A kind this build does not know (published by a newer control plane): whoever reads
+    /// it reloads the tenant's snapshot rather than skipping the change.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One entry of the `cfg` stream: `{tenant, kind, id, version}`.
@@ -130,5 +160,25 @@ mod tests {
         assert_eq!(json["id"], Uuid::nil().to_string());
         let back: ConfigChange = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, change);
+    }
+
+    #[test]
+    fn an_unknown_kind_parses_as_unknown() {
+        let json = serde_json::json!({
+            "tenant": Uuid::nil().to_string(), "kind": "from_the_future", "id": "x", "version": 3,
+        });
+        let change: ConfigChange = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(change.subject, ConfigSubject::Unknown);
+        assert_eq!(change.version, 3);
+        let json = serde_json::json!({
+            "tenant": Uuid::nil().to_string(), "kind": "ring_group", "number": "6300", "version": 4,
+        });
+        let change: ConfigChange = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            change.subject,
+            ConfigSubject::RingGroup {
+                number: "6300".into()
+            }
+        );
     }
 }

@@ -6,11 +6,18 @@
 pub mod bus;
 pub mod call;
 pub mod ids;
+pub mod ivr;
+pub mod message_queue;
 pub mod plan;
 pub mod queue;
+pub mod ring_group;
+pub mod route;
+pub mod schedule;
 pub mod secret;
+pub mod setting;
 pub mod snapshot;
 pub mod tenant;
+pub mod trunk;
 
 pub use bus::QueueEventRecord;
 pub use call::{CallDisposition, CallRecord, HangupSide};

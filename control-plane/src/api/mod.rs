@@ -12,6 +12,7 @@ pub mod json;
 mod middleware;
 mod objects;
 mod pause_reasons;
+mod pbx_objects;
 mod queue_calls;
 mod queues;
 mod resellers;
@@ -106,6 +107,61 @@ fn api_routes() -> OpenApiRouter<AppState> {
             queue_calls::update_queue_call
         ))
         .routes(routes!(queue_calls::list_agent_sessions))
+        // PBX objects (SPEC P8, T5, T7): business-hours schedules, ring groups, IVRs, trunks, routes, message queues.
+        .routes(routes!(pbx_objects::list_schedules, pbx_objects::create_schedule))
+        .routes(routes!(
+            pbx_objects::get_schedule,
+            pbx_objects::update_schedule,
+            pbx_objects::delete_schedule
+        ))
+        .routes(routes!(
+            pbx_objects::list_ring_groups,
+            pbx_objects::create_ring_group
+        ))
+        .routes(routes!(
+            pbx_objects::get_ring_group,
+            pbx_objects::update_ring_group,
+            pbx_objects::delete_ring_group
+        ))
+        .routes(routes!(pbx_objects::list_ivrs, pbx_objects::create_ivr))
+        .routes(routes!(
+            pbx_objects::get_ivr,
+            pbx_objects::update_ivr,
+            pbx_objects::delete_ivr
+        ))
+        .routes(routes!(pbx_objects::list_trunks, pbx_objects::create_trunk))
+        .routes(routes!(
+            pbx_objects::get_trunk,
+            pbx_objects::update_trunk,
+            pbx_objects::delete_trunk
+        ))
+        .routes(routes!(
+            pbx_objects::list_inbound_routes,
+            pbx_objects::create_inbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::get_inbound_route,
+            pbx_objects::update_inbound_route,
+            pbx_objects::delete_inbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::list_outbound_routes,
+            pbx_objects::create_outbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::get_outbound_route,
+            pbx_objects::update_outbound_route,
+            pbx_objects::delete_outbound_route
+        ))
+        .routes(routes!(
+            pbx_objects::list_message_queues,
+            pbx_objects::create_message_queue
+        ))
+        .routes(routes!(
+            pbx_objects::get_message_queue,
+            pbx_objects::update_message_queue,
+            pbx_objects::delete_message_queue
+        ))
         .routes(routes!(resellers::issue_reseller_api_key))
         .routes(routes!(resellers::suspend_tenant))
         .routes(routes!(resellers::resume_tenant))
@@ -158,6 +214,8 @@ mod tests;
 mod tests_billing;
 #[cfg(test)]
 mod tests_deletion;
+#[cfg(test)]
+mod tests_pbx_objects;
 #[cfg(test)]
 mod tests_reseller;
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod edge_log;
 pub mod extensions;
 pub mod outbox;
 pub mod pause_reasons;
+pub mod pbx_objects;
 pub mod queue_calls;
 pub mod queues;
 pub mod refresh_tokens;

@@ -192,7 +192,12 @@ pub async fn record_failure(conn: &mut Conn, id: &str, error: &str) -> Result<()
 
 /// The tables erased with a tenant, children first; the audit log is kept on purpose (the
 /// platform's record outlives what it describes).
-const TENANT_TABLES: [&str; 6] = [
+const TENANT_TABLES: [&str; 11] = [
+    "queue_mail_outbox",
+    "agent_sessions",
+    "queue_calls",
+    "certificates",
+    "pbx_objects",
     "call_logs",
     "queues",
     "pause_reasons",

@@ -283,3 +283,88 @@ on_both_backends!(
         );
     }
 );
+on_both_backends!(pbx_objects_are_scoped_by_tenant_and_kind, |db: Db| async move {
+    use pbx_objects::Kind;
+    let (a, b) = two_tenants(&db).await;
+    let mut c = db.acquire().await.unwrap();
+    let b_obj = pbx_objects::insert(&mut c, b.id, Kind::RingGroup, "number", "6300", "{}")
+        .await
+        .unwrap();
+    // The same key in another tenant or of another kind is fine; twice is a conflict.
+    let a_obj = pbx_objects::insert(&mut c, a.id, Kind::RingGroup, "number", "6300", r#"{"a":1}"#)
+        .await
+        .unwrap();
+    pbx_objects::insert(&mut c, a.id, Kind::Schedule, "time_zone", "6300", "{}")
+        .await
+        .unwrap();
+    let dup = pbx_objects::insert(&mut c, a.id, Kind::RingGroup, "number", "6300", "{}").await;
+    assert!(
+        matches!(dup, Err(crate::Error::Conflict { ref field, .. }) if field == "number"),
+        "{dup:?}"
+    );
+
+    assert_eq!(
+        pbx_objects::get(&mut c, a.id, Kind::RingGroup, &b_obj.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        pbx_objects::get(&mut c, a.id, Kind::Schedule, &a_obj.id)
+            .await
+            .unwrap(),
+        None
+    );
+    let got = pbx_objects::get_by_key(&mut c, a.id, Kind::RingGroup, "6300")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.id.as_str(), got.config_json.as_str()),
+        (a_obj.id.as_str(), r#"{"a":1}"#)
+    );
+    assert_eq!(
+        pbx_objects::list(&mut c, a.id, Kind::RingGroup)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        pbx_objects::list(&mut c, a.id, Kind::Schedule)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Writes through the wrong tenant touch nothing.
+    assert_eq!(
+        pbx_objects::update(&mut c, a.id, Kind::RingGroup, &b_obj.id, "{}")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!pbx_objects::delete(&mut c, a.id, Kind::RingGroup, &b_obj.id)
+        .await
+        .unwrap());
+    let updated = pbx_objects::update(&mut c, b.id, Kind::RingGroup, &b_obj.id, r#"{"b":2}"#)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.config_json, r#"{"b":2}"#);
+    assert!(pbx_objects::delete(&mut c, b.id, Kind::RingGroup, &b_obj.id)
+        .await
+        .unwrap());
+    assert_eq!(
+        pbx_objects::list(&mut c, b.id, Kind::RingGroup).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        pbx_objects::list(&mut c, a.id, Kind::RingGroup)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+});

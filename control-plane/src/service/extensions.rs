@@ -167,7 +167,7 @@ async fn refuse_queue_number(conn: &mut db::Conn, tenant: TenantId, number: &str
             format!("{number} is a queue number in this tenant"),
         ));
     }
-    Ok(())
+    super::pbx_objects::refuse_pbx_number(conn, tenant, number).await
 }
 
 /// An extension that is a queue's agent keeps its number until the queues let it go.
@@ -182,7 +182,7 @@ async fn refuse_queue_agent(conn: &mut db::Conn, tenant: TenantId, number: &str)
             ),
         ));
     }
-    Ok(())
+    super::pbx_objects::refuse_ring_group_member(conn, tenant, number).await
 }
 
 /// Finds an extension by its id or, when `key` is all digits, by its number.

@@ -9,6 +9,7 @@ pub mod deletions;
 pub mod extensions;
 pub mod lifecycle;
 pub mod pause_reasons;
+pub mod pbx_objects;
 pub mod plan_gate;
 pub mod queue_calls;
 pub mod queues;

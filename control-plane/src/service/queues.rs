@@ -138,7 +138,7 @@ async fn check(conn: &mut Conn, tenant: &Tenant, config: &QueueConfig<String>) -
             format!("{} is an extension number in this tenant", config.number),
         ));
     }
-    Ok(())
+    super::pbx_objects::refuse_pbx_number(conn, tenant.id, &config.number).await
 }
 
 /// The lowest number of the default range that no queue or extension of the tenant uses.

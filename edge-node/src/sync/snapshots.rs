@@ -42,8 +42,18 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
             reason: SnapshotReason::TenantChanged,
         },
         ConfigSubject::Extension { id } => Decision::FetchExtension(*id),
-        // Queues are few and small: the snapshot carries them all.
-        ConfigSubject::Queue { .. } => Decision::Reload {
+        // Queues are few and small: the snapshot carries them all. Schedules, ring groups, IVRs,
+        // trunks and routes are not in the snapshot yet, but reloading keeps the version in step; a kind this
+        // build does not know (a newer control plane) reloads too rather than being skipped.
+        ConfigSubject::Queue { .. }
+        | ConfigSubject::Schedule { .. }
+        | ConfigSubject::RingGroup { .. }
+        | ConfigSubject::Ivr { .. }
+        | ConfigSubject::Trunk { .. }
+        | ConfigSubject::InboundRoute { .. }
+        | ConfigSubject::OutboundRoute { .. }
+        | ConfigSubject::MessageQueue { .. }
+        | ConfigSubject::Unknown => Decision::Reload {
             reason: SnapshotReason::TenantChanged,
         },
     }
@@ -398,6 +408,38 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(decide(Some(5), &c), Decision::Skip);
+    }
+
+    #[test]
+    fn pbx_object_and_unknown_changes_reload_the_tenant() {
+        let t = TenantId::new();
+        let reload = Decision::Reload {
+            reason: SnapshotReason::TenantChanged,
+        };
+        for subject in [
+            ConfigSubject::Schedule {
+                time_zone: "Europe/Berlin".into(),
+            },
+            ConfigSubject::RingGroup {
+                number: "6300".into(),
+            },
+            ConfigSubject::Ivr {
+                number: "6200".into(),
+            },
+            ConfigSubject::Trunk { name: "t".into() },
+            ConfigSubject::InboundRoute { name: "in".into() },
+            ConfigSubject::OutboundRoute { name: "out".into() },
+            ConfigSubject::MessageQueue { name: "mq".into() },
+            ConfigSubject::Unknown,
+        ] {
+            let c = change(t, subject, 8);
+            assert_eq!(decide(Some(7), &c), reload, "{c:?}");
+            assert_eq!(decide(Some(8), &c), Decision::Skip, "{c:?}");
+        }
+        // The wire form of a kind this build does not know still reaches decide().
+        let raw = serde_json::json!({"tenant": t.to_string(), "kind": "from_the_future", "number": "6200", "version": 8});
+        let c: ConfigChange = serde_json::from_value(raw).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decide(Some(7), &c), reload);
     }
 
     #[test]

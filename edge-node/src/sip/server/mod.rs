@@ -8,7 +8,8 @@
 //!   that is never held across an `.await`: every input (request, retransmission, ACK,
 //!   handler response, timer) locks, calls the state machine, drains its outputs, and
 //!   unlocks; the bytes are transmitted afterwards.
-//! - Handlers run in their own tasks so a slow handler never delays the receive loops.
+//! - Handlers are polled once in the receive loop and, when they wait (I/O, a timer, a
+//!   ringing INVITE), run on in their own tasks so a slow handler never delays the loops.
 //! - A single timer task owns a min-heap of `(deadline, key)`, fed by an unbounded channel
 //!   whenever a transaction's `poll_timeout()` changes. Heap entries whose deadline no longer
 //!   matches the transaction's (or whose transaction is gone) are skipped.
@@ -34,6 +35,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -950,12 +952,7 @@ impl Shared {
         // What the 500 of a panicking handler is built from: only the header lines a response
         // copies, and the response itself only if it is needed (it used to be built up front
         // for every request, a Via parse and a whole response for nothing).
-        let mut copied = super::message::Headers::new();
-        for name in RESPONSE_COPIES {
-            for value in req.headers.get_all(name) {
-                copied.push(name, value);
-            }
-        }
+        let copied = req.headers.only(&RESPONSE_COPIES);
         let source = inbound.source;
         let shared = Arc::clone(self);
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -964,7 +961,7 @@ impl Shared {
             key: key.clone(),
             reply: reply.clone(),
         };
-        tokio::spawn(async move {
+        let task = async move {
             let handler = Arc::clone(&shared.handler);
             // the panic is caught here so that a panicking handler still gets its transaction
             // answered (one task per request instead of a second task just for that)
@@ -985,7 +982,18 @@ impl Shared {
             if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                 shared.in_flight_done.notify_waiters();
             }
-        });
+        };
+        // Polled once here first: a handler that needs no I/O (a REGISTER against the
+        // in-memory live state, a challenge) is done without a task of its own, i.e. without
+        // a task allocation and a wake-up of another worker per request (a context switch
+        // each when the server is pinned to one core). A handler that waits is handed to a
+        // task, which polls it again and so registers its own waker (the no-op one used here
+        // is never woken).
+        let mut task = Box::pin(task);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if task.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(task);
+        }
     }
 
     /// An ACK for the dialog layer, in a task of its own like requests.

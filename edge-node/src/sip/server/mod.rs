@@ -10,8 +10,9 @@
 //!   unlocks; the bytes are transmitted afterwards.
 //! - Handlers are polled once in the receive loop and, when they wait (I/O, a timer, a
 //!   ringing INVITE), run on in their own tasks so a slow handler never delays the loops.
-//! - A single timer task owns a min-heap of `(deadline, key)`, fed by an unbounded channel
-//!   whenever a transaction's `poll_timeout()` changes. Heap entries whose deadline no longer
+//! - A single timer task sleeps until the top of a shared min-heap of `(deadline, key)`, which
+//!   gets an entry whenever a transaction's `poll_timeout()` changes; the task is woken only
+//!   when an entry becomes the earliest. Heap entries whose deadline no longer
 //!   matches the transaction's (or whose transaction is gone) are skipped.
 //! - Responses go back where RFC 3261 §18.2.2 / RFC 3581 say: over UDP to the packet's source
 //!   address and port (symmetric response routing), over TCP on the request's connection.
@@ -487,7 +488,10 @@ struct Shared {
     /// Open TCP connections by peer address, so requests reach phones over the connection
     /// they registered on (they usually cannot accept connections behind NAT).
     connections: Mutex<HashMap<SocketAddr, (mpsc::Sender<Bytes>, TransportKind)>>,
-    timer_tx: mpsc::UnboundedSender<(Instant, TimerKey)>,
+    /// Pending deadlines, earliest on top; the timer task sleeps until the top one.
+    timer_heap: Mutex<BinaryHeap<Due>>,
+    /// Wakes the timer task when a deadline earlier than all pending ones is pushed.
+    timer_wake: Notify,
     counters: Counters,
     /// Handler tasks in flight, and a wake-up when the count drops.
     in_flight: AtomicUsize,
@@ -546,6 +550,20 @@ fn ack_for(invite: &SipRequest, resp: &SipResponse) -> Bytes {
 impl Shared {
     fn table(&self) -> MutexGuard<'_, ServerTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a deadline. The timer task is only woken when it becomes the earliest one:
+    /// a non-INVITE transaction's Timer J (now + 32 s) never is under load, so answering a
+    /// request no longer wakes a second task (it was a channel send and a task wake-up per
+    /// request, on a pinned core a context switch).
+    fn schedule(&self, at: Instant, key: TimerKey) {
+        let mut heap = self.timer_heap.lock().unwrap_or_else(|e| e.into_inner());
+        let earliest = heap.peek().is_none_or(|d| at < d.at);
+        heap.push(Due { at, key });
+        drop(heap);
+        if earliest {
+            self.timer_wake.notify_one();
+        }
     }
 
     fn clients(&self) -> MutexGuard<'_, ClientTable> {
@@ -665,7 +683,7 @@ impl Shared {
             if next != entry.deadline {
                 entry.deadline = next;
                 if let Some(at) = next {
-                    let _ = self.timer_tx.send((at, TimerKey::Client(key.clone())));
+                    self.schedule(at, TimerKey::Client(key.clone()));
                 }
             }
         }
@@ -762,8 +780,7 @@ impl Shared {
             if next != entry.deadline {
                 entry.deadline = next;
                 if let Some(at) = next {
-                    // the timer task only goes away at shutdown
-                    let _ = self.timer_tx.send((at, TimerKey::Server(key.clone())));
+                    self.schedule(at, TimerKey::Server(key.clone()));
                 }
             }
         }
@@ -1130,20 +1147,25 @@ async fn udp_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr
     }
 }
 
-async fn timer_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Instant, TimerKey)>) {
-    let mut heap: BinaryHeap<Due> = BinaryHeap::new();
+async fn timer_loop(shared: Arc<Shared>) {
+    let heap = || shared.timer_heap.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let next = heap.peek().map(|d| d.at);
+        let next = heap().peek().map(|d| d.at);
         tokio::select! {
             _ = shared.closing.cancelled() => break,
-            msg = rx.recv() => match msg {
-                Some((at, key)) => heap.push(Due { at, key }),
-                None => break,
-            },
+            // a permit stored by `notify_one` between the peek and here is not lost
+            _ = shared.timer_wake.notified() => {}
             _ = sleep_until(next) => {
                 let now = Instant::now();
-                while heap.peek().is_some_and(|d| d.at <= now) {
-                    let Some(due) = heap.pop() else { break };
+                let mut due = Vec::new();
+                {
+                    let mut heap = heap();
+                    while heap.peek().is_some_and(|d| d.at <= now) {
+                        let Some(d) = heap.pop() else { break };
+                        due.push(d);
+                    }
+                }
+                for due in due {
                     match &due.key {
                         TimerKey::Server(key) => {
                             if let Some((reply, out)) =
@@ -1218,7 +1240,6 @@ impl SipServer {
         let tls = bind_stream(config.tls).await?;
         let ws = bind_stream(config.ws).await?;
         let wss = bind_stream(config.wss).await?;
-        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             handler,
             timers: config.timers,
@@ -1233,7 +1254,8 @@ impl SipServer {
             table: Mutex::new(ServerTable::default()),
             clients: Mutex::new(ClientTable::default()),
             connections: Mutex::new(HashMap::new()),
-            timer_tx,
+            timer_heap: Mutex::new(BinaryHeap::new()),
+            timer_wake: Notify::new(),
             counters: Counters::default(),
             in_flight: AtomicUsize::new(0),
             in_flight_done: Notify::new(),
@@ -1277,7 +1299,7 @@ impl SipServer {
                 )));
             }
         }
-        let timer = tokio::spawn(timer_loop(Arc::clone(&shared), timer_rx));
+        let timer = tokio::spawn(timer_loop(Arc::clone(&shared)));
         Ok(SipServerHandle {
             shared,
             local_udp,

@@ -7,6 +7,12 @@
 // Tests may unwrap; the library build (also linted by --all-targets) may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// The pbx binary's allocator, so that the callgrind harness (`sip::server::reg_bench`)
+/// counts what production runs.
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backoff;
 pub mod call;
 pub mod config;

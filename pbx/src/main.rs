@@ -1,5 +1,11 @@
 //! `pbx`: the one binary of the cloud PBX.
 
+/// mimalloc instead of glibc malloc: a SIP message is parsed into owned strings and answered
+/// with a few more, and glibc's malloc/free were about a quarter of the instructions of a
+/// registration (load-tests/register/README.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod serve;
 mod settings;

@@ -282,7 +282,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<char> {
-        self.s.get(self.pos..).and_then(|r| r.chars().next())
+        // ASCII (every character of a well-formed header) without a UTF-8 decode
+        match *self.s.as_bytes().get(self.pos)? {
+            b if b.is_ascii() => Some(char::from(b)),
+            _ => self.s.get(self.pos..).and_then(|r| r.chars().next()),
+        }
     }
 
     fn bump(&mut self) -> Option<char> {

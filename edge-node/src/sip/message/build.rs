@@ -121,7 +121,7 @@ impl SipResponse {
             .headers
             .0
             .iter_mut()
-            .find(|h| super::same_name(&h.name, "To"))
+            .find(|h| h.is("To", super::header_id("To")))
         {
             // a value without the letters "tag" has no tag parameter: the parse (the third
             // of the To header for a REGISTER) is only needed when it might

@@ -108,6 +108,8 @@ impl fmt::Display for Method {
 pub struct Header {
     pub name: String,
     pub value: String,
+    /// [`header_id`] of the name, so that lookups compare one byte instead of two names.
+    id: u8,
 }
 
 /// The header section, in order. Lookups are case-insensitive and know the compact forms
@@ -141,36 +143,117 @@ fn same_name(a: &str, b: &str) -> bool {
     expand_compact(a).eq_ignore_ascii_case(expand_compact(b))
 }
 
+/// Long names that get an id of their own (index + 1); every lookup names one of them.
+const KNOWN_HEADERS: [&str; 28] = [
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Content-Length",
+    "Content-Type",
+    "Content-Encoding",
+    "Max-Forwards",
+    "Expires",
+    "Authorization",
+    "Proxy-Authorization",
+    "WWW-Authenticate",
+    "Proxy-Authenticate",
+    "Route",
+    "Record-Route",
+    "Subject",
+    "Supported",
+    "Event",
+    "Allow-Events",
+    "Refer-To",
+    "Referred-By",
+    "Session-Expires",
+    "Require",
+    "Allow",
+    "User-Agent",
+    "Date",
+];
+
+/// A one-byte name for header lookups (header lookups by name were ~7% of a registration):
+/// the same id for two names iff [`same_name`] says so, except 0 (a name not in
+/// [`KNOWN_HEADERS`]), for which the names themselves must be compared.
+fn header_id(name: &str) -> u8 {
+    // the usual spelling first: a length switch and one compare
+    let exact = match name {
+        "Via" => 1,
+        "From" => 2,
+        "To" => 3,
+        "Call-ID" => 4,
+        "CSeq" => 5,
+        "Contact" => 6,
+        "Content-Length" => 7,
+        "Max-Forwards" => 10,
+        "Expires" => 11,
+        "Authorization" => 12,
+        _ => 0,
+    };
+    if exact != 0 {
+        return exact;
+    }
+    let long = expand_compact(name);
+    KNOWN_HEADERS
+        .iter()
+        .position(|k| k.len() == long.len() && k.eq_ignore_ascii_case(long))
+        .map_or(0, |i| i as u8 + 1)
+}
+
+impl Header {
+    /// Whether this line has the name `name`, whose [`header_id`] is `id`.
+    fn is(&self, name: &str, id: u8) -> bool {
+        self.id == id && (id != 0 || same_name(&self.name, name))
+    }
+}
+
 impl Headers {
     pub fn new() -> Self {
         Self::default()
     }
     /// First value of a header.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|h| same_name(&h.name, name))
-            .map(|h| h.value.as_str())
+        let id = header_id(name);
+        self.0.iter().find(|h| h.is(name, id)).map(|h| h.value.as_str())
     }
     /// All header lines with this name, in order (one entry per line, not split at commas).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let id = header_id(name);
         self.0
             .iter()
-            .filter(move |h| same_name(&h.name, name))
+            .filter(move |h| h.is(name, id))
             .map(|h| h.value.as_str())
+    }
+    /// The lines with any of these names, in order, in one pass.
+    pub fn only(&self, names: &[&str]) -> Headers {
+        let ids: Vec<(u8, &str)> = names.iter().map(|n| (header_id(n), *n)).collect();
+        Headers(
+            self.0
+                .iter()
+                .filter(|h| ids.iter().any(|(id, n)| h.is(n, *id)))
+                .cloned()
+                .collect(),
+        )
     }
     pub fn count(&self, name: &str) -> usize {
         self.get_all(name).count()
     }
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let id = header_id(&name);
         self.0.push(Header {
-            name: name.into(),
+            name,
             value: value.into(),
+            id,
         });
     }
     /// Removes every line with this name.
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|h| !same_name(&h.name, name));
+        let id = header_id(name);
+        self.0.retain(|h| !h.is(name, id));
     }
     /// Replaces every line with this name by one line.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {

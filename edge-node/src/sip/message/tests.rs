@@ -264,3 +264,35 @@ fn the_fast_writers_match_display() {
         assert_eq!(s, n.to_string());
     }
 }
+
+#[test]
+fn header_ids_agree_with_name_comparison() {
+    // the fast spellings give the same id as the case-insensitive search
+    for (i, name) in KNOWN_HEADERS.iter().enumerate() {
+        assert_eq!(header_id(name), i as u8 + 1, "{name}");
+        assert_eq!(header_id(&name.to_ascii_uppercase()), i as u8 + 1, "{name}");
+        assert_eq!(header_id(&name.to_ascii_lowercase()), i as u8 + 1, "{name}");
+    }
+    for (compact, long) in [
+        ("v", "Via"),
+        ("F", "From"),
+        ("t", "To"),
+        ("i", "Call-ID"),
+        ("m", "Contact"),
+    ] {
+        assert_eq!(header_id(compact), header_id(long));
+    }
+    assert_eq!(header_id("X-Custom"), 0);
+    let mut h = Headers::new();
+    h.push("x-CUSTOM", "1");
+    h.push("v", "SIP/2.0/UDP a;branch=z9hG4bK1");
+    h.push("X-Other", "2");
+    h.push("VIA", "SIP/2.0/UDP b;branch=z9hG4bK2");
+    assert_eq!(h.get("X-Custom"), Some("1"));
+    assert_eq!(h.get("x-other"), Some("2"));
+    assert_eq!(h.count("Via"), 2);
+    assert_eq!(h.only(&["via", "X-CUSTOM"]).len(), 3);
+    h.remove("Via");
+    assert_eq!(h.len(), 2);
+    assert_eq!(h.get("x-custom"), Some("1"));
+}

@@ -651,3 +651,47 @@ async fn a_request_with_a_malformed_via_gets_400_at_the_source() {
     assert_eq!(r.call_id().unwrap(), "bad-via");
     server.shutdown().await;
 }
+
+/// Panics, after waiting or right away (the first poll runs in the receive loop).
+struct Panicking {
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Panicking {
+    async fn handle(&self, _request: SipRequest, _inbound: Inbound, _tx: ServerTx) -> Option<SipResponse> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        panic!("handler bug");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gets_its_request_answered_500_and_the_server_goes_on() {
+    for delay in [Duration::ZERO, Duration::from_millis(20)] {
+        let config = SipServerConfig {
+            udp: Some("127.0.0.1:0".parse().unwrap()),
+            ..SipServerConfig::default()
+        };
+        let server = SipServer::start(config, Arc::new(Panicking { delay }))
+            .await
+            .unwrap();
+        let c = client().await;
+        let port = c.local_addr().unwrap().port();
+        for (branch, call_id) in [("z9hG4bKp1", "call-p1"), ("z9hG4bKp2", "call-p2")] {
+            c.send_to(&udp_req("OPTIONS", branch, call_id), server.local_udp().unwrap())
+                .await
+                .unwrap();
+            let r = recv(&c).await;
+            assert_eq!(r.status, 500, "{delay:?}");
+            let via = r.top_via().unwrap();
+            assert_eq!(via.branch(), Some(branch));
+            assert_eq!(via.rport(), Some(Some(port)));
+            assert_eq!(r.call_id().unwrap(), call_id);
+            assert_eq!(r.cseq().unwrap().method, Method::Options);
+            assert_eq!(r.from().unwrap().tag(), Some("a1"));
+        }
+        server.shutdown().await;
+    }
+}

@@ -366,8 +366,16 @@ impl Driver {
         id
     }
 
-    /// Applies a changed snapshot to the engine, and samples registrations.
+    /// Applies a changed snapshot and samples the agents' registrations (at start and on the
+    /// periodic tick: reading every agent's bindings is too much for each call).
     async fn sync(&mut self) {
+        self.apply_snapshot();
+        self.sample_registrations().await;
+    }
+
+    /// Applies the tenant's snapshot to the engine when it changed (a pointer comparison
+    /// otherwise, so it runs before every input that names a queue).
+    fn apply_snapshot(&mut self) {
         let Some(snapshot) = self.ctx.store.get(self.tenant) else {
             return;
         };
@@ -396,6 +404,10 @@ impl Driver {
             }
             self.snapshot = Some(snapshot);
         }
+    }
+
+    /// Tells the engine which agents' phones are registered (and reachable) now.
+    async fn sample_registrations(&mut self) {
         let agents: Vec<(String, AgentId)> = self.agent_ids.iter().map(|(n, id)| (n.clone(), *id)).collect();
         for (number, agent) in agents {
             let reachable = match self.ctx.registrar.bindings(self.tenant, &number).await {
@@ -424,7 +436,7 @@ impl Driver {
                 number,
                 call,
             } => {
-                self.sync().await;
+                self.apply_snapshot();
                 let language = self
                     .snapshot
                     .as_ref()
@@ -489,7 +501,7 @@ impl Driver {
                 }
             }
             DriverMsg::PauseState { agent, queue, reply } => {
-                self.sync().await;
+                self.apply_snapshot();
                 let state = match (self.agent_ids.get(&agent), self.queue_ids.get(&queue)) {
                     (Some(a), Some(q)) => self
                         .engine
@@ -527,7 +539,7 @@ impl Driver {
                 code,
                 reply,
             } => {
-                self.sync().await;
+                self.apply_snapshot();
                 let _ = reply.send(self.agent_code(&extension, code));
             }
         }

@@ -538,11 +538,11 @@ impl QueueCall {
         let parts: Vec<Prompt> = names
             .iter()
             .filter_map(|n| {
-                let wav = system_prompt(language, n);
-                if wav.is_none() {
+                let prompt = system_prompt(language, n);
+                if prompt.is_none() {
                     warn!(call = %self.id, prompt = %n, "no such prompt");
                 }
-                Prompt::from_wav(wav?).ok()
+                prompt
             })
             .collect();
         if parts.is_empty() {

@@ -514,9 +514,7 @@ impl Call {
             Some(_) => 0,
             None => return,
         };
-        let music = crate::media::prompts::system_prompt("en", "moh")
-            .and_then(|wav| crate::media::Prompt::from_wav(wav).ok())
-            .and_then(|p| p.encode(payload_type));
+        let music = crate::media::prompts::system_prompt("en", "moh").and_then(|p| p.encode(payload_type));
         if let Some(payload) = music {
             a.session.play(
                 to.leg(),

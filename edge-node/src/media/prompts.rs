@@ -83,13 +83,27 @@ pub static SYSTEM_PROMPTS: &[SystemPrompt] = prompts![
     "zh" / "thank-you",
 ];
 
-/// The shipped prompt `name` in `lang` (or in English when that language lacks it).
-pub fn system_prompt(lang: &str, name: &str) -> Option<&'static [u8]> {
-    let find = |l: &str| {
+/// The shipped prompt `name` in `lang` (or in English when that language lacks it), decoded
+/// once per process: calls play the same few prompts over and over.
+pub fn system_prompt(lang: &str, name: &str) -> Option<super::Prompt> {
+    static DECODED: std::sync::OnceLock<
+        std::collections::HashMap<(&'static str, &'static str), super::Prompt>,
+    > = std::sync::OnceLock::new();
+    let decoded = DECODED.get_or_init(|| {
         SYSTEM_PROMPTS
             .iter()
-            .find(|p| p.lang == l && p.name == name)
-            .map(|p| p.wav)
-    };
-    find(lang).or_else(|| find(LANGUAGES[0]))
+            .filter_map(|p| {
+                let prompt = super::Prompt::from_wav(p.wav)
+                    .map_err(|e| {
+                        tracing::error!(lang = p.lang, name = p.name, "shipped prompt unreadable: {e}")
+                    })
+                    .ok()?;
+                Some(((p.lang, p.name), prompt))
+            })
+            .collect()
+    });
+    decoded
+        .get(&(lang, name))
+        .or_else(|| decoded.get(&(LANGUAGES[0], name)))
+        .cloned()
 }

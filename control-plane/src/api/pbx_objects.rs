@@ -211,7 +211,7 @@ pub async fn create_ivr(
 
 /// One IVR, by id or by number.
 #[utoipa::path(get, path = "/api/v1/tenants/{slug}/ivrs/{ivr}", tag = "ivrs",
-    params(("slug" = String, Path), ("ivr" = String, Path, description = "ring group id or number")),
+    params(("slug" = String, Path), ("ivr" = String, Path, description = "IVR id or number")),
     responses((status = 200, body = IvrView), (status = 404, body = Problem)))]
 pub async fn get_ivr(
     State(state): State<AppState>,
@@ -224,7 +224,7 @@ pub async fn get_ivr(
 /// Change an IVR with a JSON merge patch (RFC 7396) over its `settings`; `keys` is replaced
 /// whole. The number cannot change (422).
 #[utoipa::path(patch, path = "/api/v1/tenants/{slug}/ivrs/{ivr}", tag = "ivrs",
-    params(("slug" = String, Path), ("ivr" = String, Path, description = "ring group id or number")),
+    params(("slug" = String, Path), ("ivr" = String, Path, description = "IVR id or number")),
     request_body(content = Ivr, content_type = "application/merge-patch+json", description = "any subset of the settings"),
     responses((status = 200, body = IvrView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn update_ivr(
@@ -237,7 +237,7 @@ pub async fn update_ivr(
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{slug}/ivrs/{ivr}", tag = "ivrs",
-    params(("slug" = String, Path), ("ivr" = String, Path, description = "ring group id or number")),
+    params(("slug" = String, Path), ("ivr" = String, Path, description = "IVR id or number")),
     responses((status = 204), (status = 404, body = Problem)))]
 pub async fn delete_ivr(
     State(state): State<AppState>,

@@ -31,6 +31,12 @@ pub struct TenantSnapshot {
     /// issued one by ACME. Absent from older control planes: none.
     #[serde(default)]
     pub certificate: Option<TenantCertificate>,
+    /// The tenant's ring groups (SPEC T7). Absent in snapshots of older control planes: none.
+    #[serde(default)]
+    pub ring_groups: Vec<crate::ring_group::RingGroup>,
+    /// The tenant's IVRs (SPEC T7). Absent in snapshots of older control planes: none.
+    #[serde(default)]
+    pub ivrs: Vec<crate::ivr::Ivr>,
 }
 
 /// A certificate chain and its private key, in PEM. The key travels in clear inside the
@@ -49,6 +55,14 @@ pub struct TenantCertificate {
 impl TenantSnapshot {
     pub fn queue_by_number(&self, number: &str) -> Option<&QueueConfig<String>> {
         self.queues.iter().find(|q| q.number == number)
+    }
+
+    pub fn ring_group_by_number(&self, number: &str) -> Option<&crate::ring_group::RingGroup> {
+        self.ring_groups.iter().find(|g| g.number == number)
+    }
+
+    pub fn ivr_by_number(&self, number: &str) -> Option<&crate::ivr::Ivr> {
+        self.ivrs.iter().find(|v| v.number == number)
     }
 
     pub fn extension_by_number(&self, number: &str) -> Option<&ExtensionConfig> {
@@ -149,5 +163,6 @@ mod tests {
         });
         let snap: TenantSnapshot = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert!(snap.queues.is_empty());
+        assert!(snap.ring_groups.is_empty() && snap.ivrs.is_empty());
     }
 }

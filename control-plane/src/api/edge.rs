@@ -10,9 +10,12 @@ use crate::db::{
 };
 use crate::error::{Error, Problem, Result};
 use crate::service::extensions::edge_config;
+use crate::service::pbx_objects;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::Json;
 use http::request::Parts;
+use pbx_contract::ivr::Ivr;
+use pbx_contract::ring_group::RingGroup;
 use pbx_contract::{
     ExtensionConfig, ExtensionId, Role, TenantCertificate, TenantId, TenantSnapshot, TenantVersion,
 };
@@ -78,6 +81,8 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let extensions = db::extensions::list(&mut tx, tenant).await?;
     let queues = db::queues::list(&mut tx, tenant).await?;
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
+    let ring_groups = pbx_objects::all_settings::<RingGroup>(&mut tx, tenant).await?;
+    let ivrs = pbx_objects::all_settings::<Ivr>(&mut tx, tenant).await?;
     let fqdn = state.settings.fqdn(&t.slug);
     let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
     tx.commit().await?;
@@ -109,6 +114,8 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
             ..Default::default()
         },
         certificate,
+        ring_groups,
+        ivrs,
     }))
 }
 

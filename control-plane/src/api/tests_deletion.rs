@@ -86,6 +86,7 @@ async fn seed(app: &TestApp) -> Seeded {
         from: "100".into(),
         from_name: Some("Ann".into()),
         to: "200".into(),
+        callee: None,
         started_ms: 1_000,
         answered_ms: Some(2_000),
         ended_ms: 10_000,

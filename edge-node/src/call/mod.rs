@@ -10,8 +10,10 @@
 pub mod blf;
 pub mod dialog;
 pub mod feature_codes;
+pub mod ivr;
 mod queue_call;
 pub mod queue_driver;
+pub mod ring_group;
 mod task;
 
 use crate::media::{MediaRelay, SessionDescription};
@@ -313,9 +315,12 @@ impl CallRouter {
             return Some(reply(400, "Bad Via"));
         };
         let dialled = req.uri.user.clone().unwrap_or_default();
-        // Call queues and their agents' feature codes (*7{queue}, *07{queue}, *077).
+        // Call queues and their agents' feature codes (*7{queue}, *07{queue}, *077); IVRs,
+        // which the edge answers too.
         let queue_mode = if tenant.queue_by_number(&dialled).is_some() {
             Some(queue_call::Mode::Queue)
+        } else if tenant.ivr_by_number(&dialled).is_some() {
+            Some(queue_call::Mode::Ivr)
         } else if let Some(code) = feature_codes::parse(&dialled) {
             let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
             let _ = self
@@ -346,12 +351,14 @@ impl CallRouter {
                 driver: self.queue_driver(tenant.tenant_id),
                 tenant,
                 caller,
-                queue: dialled,
+                queue: dialled.clone(),
                 mode,
                 invite: req,
                 offer,
                 inbound,
                 tx,
+                local_tag: None,
+                dialled,
             };
             return queue_call::start(Arc::clone(self), client, setup).await;
         }

@@ -935,6 +935,8 @@ mod tests {
                 ..Default::default()
             },
             certificate: None,
+            ring_groups: Vec::new(),
+            ivrs: Vec::new(),
         });
         let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
         // 102's phone is registered

@@ -39,6 +39,8 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
         queues: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        ring_groups: Vec::new(),
+        ivrs: Vec::new(),
     }
 }
 

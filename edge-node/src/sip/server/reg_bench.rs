@@ -65,6 +65,8 @@ fn handler() -> Edge {
         queues: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        ring_groups: Vec::new(),
+        ivrs: Vec::new(),
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

@@ -156,7 +156,7 @@ impl Fx {
     }
 
     /// Creates a queue of acme and waits until the edge holds it.
-    async fn create_queue(&self, queue: serde_json::Value) -> Resp {
+    pub(crate) async fn create_queue(&self, queue: serde_json::Value) -> Resp {
         let r = self
             .api(reqwest::Method::POST, "/api/v1/tenants/acme/queues", Some(&queue))
             .await;

@@ -163,9 +163,10 @@ async fn ring_groups_ring_all_in_order_and_fail_over() {
     fx.stop().await;
 }
 
-/// 101 calls the IVR with an RTP socket; once the menu prompt arrives it presses `keys`
-/// (none: it waits). The caller must be answered and later hung up by the edge.
-async fn ivr_call(fx: &Fx, number: &str, keys: &'static str) {
+/// 101 calls `number` with an RTP socket; once sound arrives from the edge it presses each
+/// `(after_ms, keys)` in turn (none: it waits). The caller must be answered and later hung
+/// up by the edge.
+async fn ivr_call(fx: &Fx, number: &str, keys: &'static [(u64, &'static str)]) {
     let media = rtp_socket();
     let rtp_port = media
         .local_addr()
@@ -175,9 +176,9 @@ async fn ivr_call(fx: &Fx, number: &str, keys: &'static str) {
     let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", &dial, rtp_port));
     tokio::task::spawn_blocking(move || {
         let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no menu prompt from the edge"));
-        if !keys.is_empty() {
-            std::thread::sleep(Duration::from_millis(300));
-            press_keys(&media, edge, keys, 4000);
+        for (i, (after_ms, keys)) in keys.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(*after_ms));
+            press_keys(&media, edge, keys, 4000 + i as u32 * 40_000);
         }
     })
     .await
@@ -216,7 +217,7 @@ async fn an_ivr_routes_by_key_invalid_key_and_timeout() {
 
     // Key 1: extension 102 answers (and hangs up after 1 s); the edge hangs the caller up.
     let p102 = Uas::start(&fx.pbx.dir, "uas_answer_hangup.xml", ports.0);
-    ivr_call(&fx, "6200", "1").await;
+    ivr_call(&fx, "6200", &[(300, "1")]).await;
     let (ok, out) = tokio::task::spawn_blocking(move || p102.finish())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -233,7 +234,7 @@ async fn an_ivr_routes_by_key_invalid_key_and_timeout() {
 
     // Key 5 is not in the menu: the invalid destination, extension 103.
     let p103 = Uas::start(&fx.pbx.dir, "uas_answer_hangup.xml", ports.1);
-    ivr_call(&fx, "6200", "5").await;
+    ivr_call(&fx, "6200", &[(300, "5")]).await;
     let (ok, out) = tokio::task::spawn_blocking(move || p103.finish())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -245,12 +246,15 @@ async fn an_ivr_routes_by_key_invalid_key_and_timeout() {
     );
     let call = last_call_to(&fx, "6200", 2).await;
     assert_eq!(call["callee"], "103", "{call:#}");
+    // at once, not after the prompt and the timeout (whose destination rings 103 too)
+    let talk = call["talk_ms"].as_i64().unwrap_or(-1);
+    assert!((0..5_000).contains(&talk), "routed on the key: {call:#}");
 
     // No key: 2 s after the prompt the timeout destination, ring group 6300, rings both
     // phones; 103 answers, 102 is cancelled.
     let p102 = Uas::start(&fx.pbx.dir, "uas_ring.xml", ports.0);
     let p103 = Uas::start(&fx.pbx.dir, "uas_answer_hangup.xml", ports.1);
-    ivr_call(&fx, "6200", "").await;
+    ivr_call(&fx, "6200", &[]).await;
     for (who, uas) in [("102", p102), ("103", p103)] {
         let (ok, out) = tokio::task::spawn_blocking(move || uas.finish())
             .await
@@ -267,5 +271,35 @@ async fn an_ivr_routes_by_key_invalid_key_and_timeout() {
     // the menu prompt (about 5.7 s) and the 2 s timeout came first
     let talk = call["talk_ms"].as_i64().unwrap_or(-1);
     assert!(talk >= 7_000, "answered by the IVR, then the group: {call:#}");
+
+    // A queue's key event sends its caller to an IVR where extensions can be dialled: the
+    // caller presses 0 in queue 6401, then keys 103 in IVR 6201; 103 answers.
+    create(
+        &fx,
+        "ivrs",
+        serde_json::json!({"number": "6201", "name": "Directory", "dial_extensions": true,
+            "keys": [{"key": "1", "destination": {"type": "hang_up"}}]}),
+    )
+    .await;
+    fx.create_queue(serde_json::json!({
+        "number": "6401", "name": "Front desk", "strategy": "linear",
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "key_events": [{"key": "0", "destination": {"type": "ivr", "target": "6201"}}],
+    }))
+    .await;
+    let p103 = Uas::start(&fx.pbx.dir, "uas_answer_hangup.xml", ports.1);
+    ivr_call(&fx, "6401", &[(500, "0"), (1500, "103")]).await;
+    let (ok, out) = tokio::task::spawn_blocking(move || p103.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "103 dialled in the IVR:\n{}\n--- pbx:\n{}",
+        tail(&out, 30),
+        fx.pbx.proc.tail(30)
+    );
+    let call = last_call_to(&fx, "6401", 1).await;
+    assert_eq!(call["disposition"], "answered", "{call:#}");
+    assert_eq!(call["callee"], "103", "{call:#}");
     fx.stop().await;
 }

@@ -6,6 +6,11 @@
 //! start a call; CANCEL is matched by the INVITE's branch; requests inside a dialog (ACK,
 //! BYE, re-INVITE, INFO) by Call-ID and our tag. The SIP messages themselves are built by the
 //! pure functions of [`dialog`].
+//!
+//! A ring group's number forks the same way, to its members' phones step by step
+//! ([`ring_group`]); queues, IVRs ([`ivr`]) and feature codes are answered by the edge itself
+//! ([`queue_call`]), which also takes over a ring group call whose failover is a queue, an
+//! IVR or a prompt.
 
 pub mod blf;
 pub mod dialog;
@@ -607,6 +612,12 @@ impl CallRouter {
 
     pub(crate) fn note_started(&self) {
         self.counters.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call handed its caller to a queue call (which counts itself as started): it is not
+    /// counted twice, and ends uncounted.
+    pub(crate) fn note_handed_off(&self) {
+        self.counters.started.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn forget_ringing(&self, branch: &str) {

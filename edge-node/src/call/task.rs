@@ -845,6 +845,7 @@ impl Call {
             a.session.close().await;
         }
         self.handed_off = true;
+        self.router.note_handed_off();
         self.end();
         let setup = queue_call::QueueCallSetup {
             driver: self.router.queue_driver(self.tenant.tenant_id),
@@ -1457,7 +1458,9 @@ impl Call {
             router.unpark(self.tenant.tenant_id, &p.slot, &self.me);
         }
         router.forget_ringing(&self.invite_branch);
-        router.note_ended();
+        if !self.handed_off {
+            router.note_ended();
+        }
         let member = self.member.clone().unwrap_or_else(|| self.callee.clone());
         if self.answered.is_some() {
             router.note_extension_call(self.tenant.tenant_id, &[&self.caller, &member], false);

@@ -39,6 +39,12 @@ const MUSIC_ID: u64 = 0;
 
 static NEXT_CALLER: AtomicU64 = AtomicU64::new(1);
 
+/// A caller id no other queue caller of this process has (callers restored after a restart
+/// take theirs from the same counter).
+pub(crate) fn next_caller_id() -> CallerId {
+    CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed))
+}
+
 /// What the edge does with the answered caller.
 pub(crate) enum Mode {
     /// Wait in the queue numbered `queue`.
@@ -270,7 +276,7 @@ pub(crate) async fn start(
         me,
         driver,
         id: CallId::new(),
-        caller_id: CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed)),
+        caller_id: next_caller_id(),
         tenant,
         caller_name: invite.from().ok().and_then(|f| f.display_name),
         caller,
@@ -963,7 +969,7 @@ impl QueueCall {
             return false;
         }
         self.queue = number.to_owned();
-        self.caller_id = CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed));
+        self.caller_id = next_caller_id();
         self.released = false;
         let _ = self.driver.send(DriverMsg::Join {
             caller: self.caller_id,

@@ -11,6 +11,14 @@
 //! - Registration: an agent counts as registered while the registrar holds a reachable
 //!   binding for the extension, sampled every [`SYNC_INTERVAL`] and at every queue call.
 //! - Time routing (business hours, holidays) is not yet in the snapshot: every queue is open.
+//! - What must outlive the process ([`crate::queue::DurableState`]: sign-ins, pauses,
+//!   registered callbacks, places kept for abandoned callers) is stored in the live-state
+//!   store (Redis in production) under [`durable_state_key`] after every change that touches
+//!   it, before the commands of that change go out (so a caller hears "callback registered"
+//!   only once it is stored), and read back when the tenant's driver starts; the edge starts
+//!   the drivers of tenants that have such state ([`super::CallRouter::resume_queues`]).
+//!   When the store cannot be written the calls go on (the write is retried with the next
+//!   change and on the periodic tick): losing the store must not stop the queues.
 //! - Queue options (pause reasons; shared wrap-up and the default state of new dynamic
 //!   agents have no API yet, so their defaults) come with the snapshot. A pause code with an
 //!   unknown reason, or on a plan without pause reasons, pauses without a reason.
@@ -18,8 +26,9 @@
 use super::feature_codes::AgentCode;
 use super::CallSender;
 use crate::queue::{
-    AgentId, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind, Input, LegEndReason,
-    Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen, RingFailure, Scope,
+    AgentId, AgentStateChange, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind,
+    Input, LegEndReason, Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen,
+    RingFailure, Scope,
 };
 use crate::sip::registrar::Registrar;
 use crate::sync::snapshots::SnapshotStore;
@@ -40,6 +49,23 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 const LIVE_TTL: Duration = Duration::from_secs(10);
 /// The live state is published at most this often when things change.
 const LIVE_MIN_INTERVAL: Duration = Duration::from_millis(300);
+/// The stored durable state expires this long after its last write (it is rewritten at
+/// least every [`DURABLE_REFRESH`]): a tenant whose edges are all gone for a month starts
+/// afresh.
+const DURABLE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const DURABLE_REFRESH: Duration = Duration::from_secs(3600);
+/// The engine clock starts this far from zero, so that times restored from before the start
+/// (callbacks registered before a restart) stay representable.
+const CLOCK_BASE_MS: Millis = 30 * 24 * 3600 * 1000;
+/// The live-state field holding a tenant's durable queue state.
+const DURABLE_FIELD: &str = "engine";
+
+/// The live-state key of a tenant's durable queue state.
+pub fn durable_state_key(tenant: TenantId) -> String {
+    format!("{DURABLE_PREFIX}{tenant}")
+}
+
+pub(crate) const DURABLE_PREFIX: &str = "queue-durable:";
 
 /// What the driver asks of a queue call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +216,8 @@ pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
         call_ids: HashMap::new(),
         languages: HashMap::new(),
         other_calls: HashMap::new(),
+        outbox: Vec::new(),
+        durable: DurableSync::default(),
     };
     tokio::spawn(driver.run(rx));
     tx
@@ -225,6 +253,76 @@ struct Driver {
     languages: HashMap<CallerId, String>,
     /// Calls that are not queue calls, per extension (ring-in-use).
     other_calls: HashMap<String, u32>,
+    /// Commands of the last inputs, sent once the durable state they depend on is stored.
+    outbox: Vec<(CallerId, QueueCommand)>,
+    durable: DurableSync,
+}
+
+/// Where the durable state stands with the store.
+#[derive(Default)]
+struct DurableSync {
+    /// The stored state was read back (or found absent): only then may it be overwritten.
+    restored: bool,
+    /// Something that belongs to the durable state changed since the last write.
+    dirty: bool,
+    last_written: Option<(Instant, StoredQueueState)>,
+}
+
+/// [`crate::queue::DurableState`] as stored: numbers instead of the driver's ids, wall-clock
+/// milliseconds instead of the engine's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+struct StoredQueueState {
+    members: Vec<StoredMember>,
+    callbacks: Vec<StoredCallback>,
+    rejoins: Vec<StoredRejoin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StoredMember {
+    agent: String,
+    queue: String,
+    logged_in: bool,
+    paused: bool,
+    pause_code: Option<String>,
+    signin_order: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StoredCallback {
+    /// The id the queue call's events carry, kept so that the callback's events join it.
+    call_id: Option<CallId>,
+    queue: String,
+    number: String,
+    callback_number: String,
+    place_at_ms: i64,
+    place_order: u64,
+    joined_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StoredRejoin {
+    queue: String,
+    number: String,
+    place_at_ms: i64,
+    place_order: u64,
+    expires_at_ms: i64,
+}
+
+/// An engine time as wall-clock milliseconds, given both clocks' `now`.
+fn wall_time(at: Millis, now: Millis, wall_now: i64) -> i64 {
+    let ago = i64::try_from(now.saturating_sub(at)).unwrap_or(i64::MAX);
+    let ahead = i64::try_from(at.saturating_sub(now)).unwrap_or(i64::MAX);
+    wall_now.saturating_sub(ago).saturating_add(ahead)
+}
+
+/// Wall-clock milliseconds as an engine time (times before the engine clock's zero become 0).
+fn engine_time(wall: i64, now: Millis, wall_now: i64) -> Millis {
+    let delta = wall.saturating_sub(wall_now);
+    if delta >= 0 {
+        now.saturating_add(delta.unsigned_abs())
+    } else {
+        now.saturating_sub(delta.unsigned_abs())
+    }
 }
 
 fn ms_since_epoch() -> i64 {
@@ -236,11 +334,13 @@ fn ms_since_epoch() -> i64 {
 
 impl Driver {
     fn now(&self) -> Millis {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        CLOCK_BASE_MS.saturating_add(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverMsg>) {
         self.sync().await;
+        self.restore().await;
+        self.flush();
         let mut sync_at = Instant::now() + SYNC_INTERVAL;
         loop {
             let timer = self
@@ -267,6 +367,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(sync_at) => {
                     self.sync().await;
+                    self.restore().await;
                     self.sweep();
                     sync_at = Instant::now() + SYNC_INTERVAL;
                     // refreshed even without change, so that it does not expire
@@ -275,6 +376,8 @@ impl Driver {
                 _ = super::task::sleep_until(live_at) => {}
             }
             self.drain();
+            self.persist().await;
+            self.flush();
             let due = self
                 .live_published
                 .is_none_or(|at| at.elapsed() >= LIVE_MIN_INTERVAL);
@@ -640,10 +743,205 @@ impl Driver {
             .map(|r| r.code.clone())
     }
 
-    fn send(&self, caller: CallerId, cmd: QueueCommand) {
-        if let Some(call) = self.calls.get(&caller) {
-            let _ = call.send(super::CallInput::Queue(cmd));
+    /// Queues a command for the caller's call task ([`Self::flush`] sends it).
+    fn send(&mut self, caller: CallerId, cmd: QueueCommand) {
+        self.outbox.push((caller, cmd));
+    }
+
+    fn flush(&mut self) {
+        for (caller, cmd) in std::mem::take(&mut self.outbox) {
+            if let Some(call) = self.calls.get(&caller) {
+                let _ = call.send(super::CallInput::Queue(cmd));
+            }
         }
+    }
+
+    /// Writes the durable state when it changed (or is due for a refresh), once the stored
+    /// one was read back.
+    async fn persist(&mut self) {
+        let due = self
+            .durable
+            .last_written
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= DURABLE_REFRESH);
+        if !self.durable.restored || !(self.durable.dirty || due) {
+            return;
+        }
+        let stored = self.stored_state();
+        let unchanged = self
+            .durable
+            .last_written
+            .as_ref()
+            .is_some_and(|(_, s)| *s == stored);
+        if unchanged && !due {
+            self.durable.dirty = false;
+            return;
+        }
+        let Ok(json) = serde_json::to_vec(&stored) else {
+            return;
+        };
+        let live = self.ctx.registrar.live_state();
+        let key = durable_state_key(self.tenant);
+        match live.put_entry(&key, DURABLE_FIELD, &json, DURABLE_TTL).await {
+            Ok(()) => {
+                self.durable.dirty = false;
+                self.durable.last_written = Some((Instant::now(), stored));
+            }
+            Err(e) => {
+                warn!(tenant = %self.tenant, "durable queue state not stored (retried with the next change): {e}")
+            }
+        }
+    }
+
+    fn stored_state(&self) -> StoredQueueState {
+        let now = self.now();
+        let wall_now = ms_since_epoch();
+        let state = self.engine.durable_state();
+        let queue = |id: QueueId| self.queue_numbers.get(&id).cloned();
+        StoredQueueState {
+            members: state
+                .members
+                .into_iter()
+                .filter_map(|m| {
+                    Some(StoredMember {
+                        agent: self.agent_numbers.get(&m.agent)?.clone(),
+                        queue: queue(m.queue)?,
+                        logged_in: m.logged_in,
+                        paused: m.paused.is_some(),
+                        pause_code: m.paused.flatten(),
+                        signin_order: m.signin_order,
+                    })
+                })
+                .collect(),
+            callbacks: state
+                .callbacks
+                .into_iter()
+                .filter_map(|c| {
+                    Some(StoredCallback {
+                        call_id: self.call_ids.get(&c.caller).copied(),
+                        queue: queue(c.queue)?,
+                        number: c.number,
+                        callback_number: c.callback_number,
+                        place_at_ms: wall_time(c.place_at, now, wall_now),
+                        place_order: c.place_order,
+                        joined_at_ms: wall_time(c.joined_at, now, wall_now),
+                    })
+                })
+                .collect(),
+            rejoins: state
+                .rejoins
+                .into_iter()
+                .filter_map(|r| {
+                    Some(StoredRejoin {
+                        queue: queue(r.queue)?,
+                        number: r.number,
+                        place_at_ms: wall_time(r.place_at, now, wall_now),
+                        place_order: r.place_order,
+                        expires_at_ms: wall_time(r.expires_at, now, wall_now),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads the stored durable state back into the engine, once, when the tenant's
+    /// snapshot is there (its queues must be configured first).
+    async fn restore(&mut self) {
+        if self.durable.restored || self.snapshot.is_none() {
+            return;
+        }
+        let live = self.ctx.registrar.live_state();
+        let key = durable_state_key(self.tenant);
+        let entries = match live.entries(&key).await {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(tenant = %self.tenant, "durable queue state not read (retried): {e}");
+                return;
+            }
+        };
+        self.durable.restored = true;
+        let Some((_, value, _)) = entries.into_iter().find(|(f, _, _)| f == DURABLE_FIELD) else {
+            return;
+        };
+        let stored: StoredQueueState = match serde_json::from_slice(&value) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(tenant = %self.tenant, "durable queue state unreadable, starting afresh: {e}");
+                return;
+            }
+        };
+        let now = self.now();
+        let wall_now = ms_since_epoch();
+        let mut state = crate::queue::DurableState::default();
+        for m in &stored.members {
+            let Some(&queue) = self.queue_ids.get(&m.queue) else {
+                continue;
+            };
+            let agent = self.agent_id(&m.agent);
+            state.members.push(crate::queue::DurableMember {
+                agent,
+                queue,
+                logged_in: m.logged_in,
+                paused: m.paused.then(|| m.pause_code.clone()),
+                signin_order: m.signin_order,
+            });
+        }
+        for c in &stored.callbacks {
+            let Some(&queue) = self.queue_ids.get(&c.queue) else {
+                continue;
+            };
+            let caller = super::queue_call::next_caller_id();
+            if let Some(call_id) = c.call_id {
+                self.call_ids.insert(caller, call_id);
+            }
+            if let Some(language) = self
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.queue_by_number(&c.queue))
+                .and_then(|q| q.prompts.language.clone())
+            {
+                self.languages.insert(caller, language);
+            }
+            state.callbacks.push(crate::queue::DurableCallback {
+                caller,
+                queue,
+                number: c.number.clone(),
+                callback_number: c.callback_number.clone(),
+                place_at: engine_time(c.place_at_ms, now, wall_now),
+                place_order: c.place_order,
+                joined_at: engine_time(c.joined_at_ms, now, wall_now),
+            });
+        }
+        for r in &stored.rejoins {
+            let Some(&queue) = self.queue_ids.get(&r.queue) else {
+                continue;
+            };
+            state.rejoins.push(crate::queue::DurableRejoin {
+                queue,
+                number: r.number.clone(),
+                place_at: engine_time(r.place_at_ms, now, wall_now),
+                place_order: r.place_order,
+                expires_at: engine_time(r.expires_at_ms, now, wall_now),
+            });
+        }
+        debug!(
+            tenant = %self.tenant,
+            members = state.members.len(),
+            callbacks = state.callbacks.len(),
+            "queue state restored"
+        );
+        self.engine.restore(now, state);
+        // The agents' sign-ins and pauses changed: BLF keys follow.
+        if let Some(router) = self.ctx.router.upgrade() {
+            for m in &stored.members {
+                if let (Some(&a), Some(&q)) = (self.agent_ids.get(&m.agent), self.queue_ids.get(&m.queue)) {
+                    router.blf_changed(self.tenant, &m.agent, &m.queue, self.engine.pause_state(a, q));
+                }
+            }
+        }
+        self.drain();
+        self.durable.dirty = true;
+        self.live_dirty = true;
     }
 
     fn number(&self, agent: AgentId) -> String {
@@ -813,6 +1111,22 @@ impl Driver {
     }
 
     fn emit(&mut self, e: EngineEvent) {
+        if matches!(
+            &e.kind,
+            EventKind::AgentState {
+                change: AgentStateChange::LoggedIn
+                    | AgentStateChange::LoggedOut
+                    | AgentStateChange::Paused { .. }
+                    | AgentStateChange::Resumed,
+                ..
+            } | EventKind::CallbackRequested { .. }
+                | EventKind::CallbackSucceeded { .. }
+                | EventKind::CallbackFailed { .. }
+                | EventKind::CallAbandoned { .. }
+                | EventKind::CallerJoined { rejoined: true, .. }
+        ) {
+            self.durable.dirty = true;
+        }
         if let EventKind::AgentState {
             agent,
             queue: Some(queue),
@@ -897,9 +1211,14 @@ mod tests {
         driver: DriverSender,
         live: Arc<dyn LiveState>,
         tenant: TenantId,
+        ctx: DriverContext,
     }
 
     async fn fixture() -> Fx {
+        fixture_with(|_| {}).await
+    }
+
+    async fn fixture_with(adjust: impl FnOnce(&mut QueueConfig<String>)) -> Fx {
         let tenant = TenantId::new();
         let ext = |n: &str| ExtensionConfig {
             id: ExtensionId::new(),
@@ -916,6 +1235,7 @@ mod tests {
             kind: MemberKind::Dynamic,
             skill_level: 1,
         }];
+        adjust(&mut queue);
         let store = SnapshotStore::new();
         store.apply_snapshot(TenantSnapshot {
             tenant_id: tenant,
@@ -963,16 +1283,19 @@ mod tests {
             LockoutPolicy::default(),
             RegistrarConfig::default(),
         ));
-        let driver = spawn(
+        let ctx = DriverContext {
+            store,
+            registrar,
+            events: None,
+            router: std::sync::Weak::new(),
+        };
+        let driver = spawn(tenant, ctx.clone());
+        Fx {
+            driver,
+            live,
             tenant,
-            DriverContext {
-                store,
-                registrar,
-                events: None,
-                router: std::sync::Weak::new(),
-            },
-        );
-        Fx { driver, live, tenant }
+            ctx,
+        }
     }
 
     async fn code(fx: &Fx, ext: &str, code: AgentCode) -> Result<&'static str, String> {
@@ -1136,5 +1459,113 @@ mod tests {
         assert_eq!(v["agent"], "101");
         assert_eq!(v["caller"], 9);
         assert_eq!(v["wait_ms"], 1500);
+    }
+
+    /// What the driver stored for the tenant (None when nothing yet).
+    async fn stored(fx: &Fx) -> Option<StoredQueueState> {
+        let entries = fx.live.entries(&durable_state_key(fx.tenant)).await.unwrap();
+        entries
+            .into_iter()
+            .find(|(f, _, _)| f == DURABLE_FIELD)
+            .map(|(_, v, _)| serde_json::from_slice(&v).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_registered_callback_and_the_agents_state_survive_a_restart() {
+        let mut fx = fixture_with(|q| {
+            q.max_wait_secs = 600;
+            q.callback = Some(pbx_contract::queue::CallbackConfig {
+                trigger: pbx_contract::queue::CallbackTrigger::Key { key: '*' },
+                outbound_prefix: None,
+                timeout: pbx_contract::queue::CallbackTimeout::MaxWait,
+            });
+        })
+        .await;
+        let login = AgentCode::ToggleLogin { queue: "6400".into() };
+        assert_eq!(code(&fx, "102", login).await, Ok("agent-logged-in"));
+        let pause = AgentCode::TogglePause {
+            queue: "6400".into(),
+            reason_code: Some("*03".into()),
+        };
+        assert_eq!(code(&fx, "102", pause).await, Ok("agent-paused"));
+
+        // A caller asks for a callback on another number.
+        let (call, mut rx) = mpsc::unbounded_channel();
+        let caller = CallerId(11);
+        let call_id = CallId::new();
+        fx.driver
+            .send(DriverMsg::Join {
+                caller,
+                call_id,
+                queue: "6400".into(),
+                number: "101".into(),
+                call,
+            })
+            .unwrap();
+        fx.driver.send(DriverMsg::Key { caller, key: '*' }).unwrap();
+        assert_eq!(next_command(&mut rx).await, QueueCommand::CollectCallbackNumber);
+        fx.driver
+            .send(DriverMsg::CallbackNumber {
+                caller,
+                number: Some("0612345678".into()),
+                declined: false,
+            })
+            .unwrap();
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::Route {
+                destination: Destination::PlayPromptThenExit("callback-registered".into())
+            }
+        );
+        // Stored before the caller heard the confirmation.
+        let stored_state = stored(&fx).await.expect("stored");
+        assert_eq!(stored_state.callbacks.len(), 1);
+        let cb = &stored_state.callbacks[0];
+        assert_eq!(
+            (cb.number.as_str(), cb.callback_number.as_str(), cb.call_id),
+            ("101", "0612345678", Some(call_id))
+        );
+        assert_eq!(
+            stored_state.members,
+            vec![StoredMember {
+                agent: "102".into(),
+                queue: "6400".into(),
+                logged_in: true,
+                paused: true,
+                pause_code: Some("*03".into()),
+                signin_order: stored_state.members[0].signin_order,
+            }]
+        );
+        fx.driver.send(DriverMsg::CallerLeft { caller }).unwrap();
+        drop(rx);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // The edge goes away (its driver with it) and a new one starts from the store.
+        let (dead, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut fx.driver, dead));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        fx.live
+            .remove_key(&pbx_contract::queue::live_state_key(fx.tenant))
+            .await
+            .unwrap();
+        fx.driver = spawn(fx.tenant, fx.ctx.clone());
+        let s = live_state(&fx, |s| !s.waiting.is_empty()).await;
+        assert_eq!(s.waiting[0].state, "callback");
+        assert_eq!(s.waiting[0].call_id, Some(call_id));
+        assert!(
+            s.waiting[0].wait_ms >= 1000,
+            "the wait counts from the first entry: {s:?}"
+        );
+        assert_eq!(
+            (s.agents[0].state.as_str(), s.agents[0].pause_code.as_deref()),
+            ("paused", Some("*03"))
+        );
+        // The agent resumes: the restored callback rings the agent first.
+        let resume = AgentCode::TogglePause {
+            queue: "6400".into(),
+            reason_code: None,
+        };
+        assert_eq!(code(&fx, "102", resume).await, Ok("agent-resumed"));
+        live_state(&fx, |s| s.agents[0].state == "ringing").await;
     }
 }

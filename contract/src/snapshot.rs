@@ -31,6 +31,10 @@ pub struct TenantSnapshot {
     /// issued one by ACME. Absent from older control planes: none.
     #[serde(default)]
     pub certificate: Option<TenantCertificate>,
+    /// Business hours and holidays, one per time zone: a queue with time routing follows the
+    /// one of its `time_routing.time_zone`. Absent from older control planes: none.
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::Schedule>,
 }
 
 /// A certificate chain and its private key, in PEM. The key travels in clear inside the
@@ -49,6 +53,11 @@ pub struct TenantCertificate {
 impl TenantSnapshot {
     pub fn queue_by_number(&self, number: &str) -> Option<&QueueConfig<String>> {
         self.queues.iter().find(|q| q.number == number)
+    }
+
+    /// The business hours of a time zone.
+    pub fn schedule_for(&self, time_zone: &str) -> Option<&crate::schedule::Schedule> {
+        self.schedules.iter().find(|s| s.time_zone == time_zone)
     }
 
     pub fn extension_by_number(&self, number: &str) -> Option<&ExtensionConfig> {

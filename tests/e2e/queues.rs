@@ -912,3 +912,52 @@ impl Drop for RedisPrefix {
         }
     }
 }
+
+/// Business hours on a live call: queue 6400 follows the UTC schedule, which is never open,
+/// so a caller is answered, hears the off-hours prompt and is hung up by the edge; the queue
+/// events say why.
+#[tokio::test]
+async fn a_closed_queue_sends_callers_to_its_off_hours_destination() {
+    let fx = Fx::start().await;
+    let schedule = serde_json::json!({"time_zone": "UTC", "office_hours": []});
+    let r = fx
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/tenants/acme/schedules",
+            Some(&schedule),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = fx
+        .create_queue(serde_json::json!({
+            "number": "6400", "name": "Support", "strategy": "ring_all",
+            "members": [{"agent": "102", "kind": "dynamic"}],
+            "time_routing": {
+                "time_zone": "UTC",
+                "off_hours": {"type": "play_prompt_then_exit", "target": "goodbye"},
+                "holiday": {"type": "hang_up"},
+                "ignore_holiday": false,
+                "play_holiday_prompt": false,
+            },
+        }))
+        .await;
+    assert_eq!(
+        r.json["settings"]["time_routing"]["time_zone"], "UTC",
+        "{}",
+        r.text
+    );
+    // uac_call_wait_bye.xml succeeds only when the edge answers and then hangs up.
+    fx.dial("uac_call_wait_bye.xml", "101", "6400").await;
+    let events = fx
+        .events_until("the off-hours route", |events| {
+            events.iter().any(|e| e["type"] == "call_missed")
+        })
+        .await;
+    let missed = events
+        .iter()
+        .find(|e| e["type"] == "call_missed")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(missed["reason"]["reason"], "off_hours", "{missed:#}");
+    assert_eq!(missed["queue"], "6400", "{missed:#}");
+    fx.stop().await;
+}

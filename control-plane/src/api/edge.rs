@@ -78,6 +78,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let extensions = db::extensions::list(&mut tx, tenant).await?;
     let queues = db::queues::list(&mut tx, tenant).await?;
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
+    let schedules = db::pbx_objects::list(&mut tx, tenant, db::pbx_objects::Kind::Schedule).await?;
     let fqdn = state.settings.fqdn(&t.slug);
     let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
     tx.commit().await?;
@@ -109,6 +110,13 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
             ..Default::default()
         },
         certificate,
+        schedules: schedules
+            .into_iter()
+            .map(|row| {
+                serde_json::from_str(&row.config_json)
+                    .map_err(|e| Error::Internal(format!("malformed schedule in database: {e}")))
+            })
+            .collect::<Result<_>>()?,
     }))
 }
 

@@ -182,6 +182,9 @@ struct QueueCall {
     next_prompt_id: u64,
     /// Hang up once the current prompt has played (a "play prompt then exit" destination).
     end_after_prompt: bool,
+    /// A route out of the queue that waits for the prompt being played (the holiday prompt
+    /// before the holiday destination).
+    pending_route: Option<Destination>,
     started: SystemTime,
     answered: Option<SystemTime>,
     ended: Option<SystemTime>,
@@ -299,6 +302,7 @@ pub(crate) async fn start(
         prompt: None,
         next_prompt_id: 1,
         end_after_prompt: false,
+        pending_route: None,
         started: SystemTime::now(),
         answered: None,
         ended: None,
@@ -383,6 +387,7 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             prompt: None,
             next_prompt_id: 1,
             end_after_prompt: false,
+            pending_route: None,
             started: SystemTime::now(),
             answered: None,
             ended: None,
@@ -523,6 +528,36 @@ impl QueueCall {
         }
     }
 
+    /// Takes the caller out of the queue to `destination`.
+    async fn route(&mut self, destination: Destination) {
+        match destination {
+            Destination::PlayPromptThenExit(prompt) => {
+                let language = self.language();
+                if self.play(&[prompt], &language, false).is_ok() {
+                    self.end_after_prompt = true;
+                    return;
+                }
+            }
+            Destination::HangUp => {}
+            Destination::Extension(number) => {
+                if self.route_to_extension(&number).await {
+                    return;
+                }
+            }
+            Destination::Queue(number) => {
+                if self.rejoin(&number) {
+                    return;
+                }
+            }
+            other => {
+                // Routing out of the queue to other destinations comes with those
+                // destinations (voicemail, IVR, ring groups, trunks).
+                warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
+            }
+        }
+        self.hang_up_caller().await;
+    }
+
     /// What a waiting caller hears between announcements: the queue's ringback tone when it
     /// chose one (`ringback` for the shipped one), else its music on hold, else ours.
     fn music_name(&self) -> String {
@@ -609,7 +644,9 @@ impl QueueCall {
                         caller: self.caller_id,
                     });
                 }
-                if self.end_after_prompt {
+                if let Some(destination) = self.pending_route.take() {
+                    self.route(destination).await;
+                } else if self.end_after_prompt {
                     self.hang_up_caller().await;
                 } else {
                     self.play_music();
@@ -706,32 +743,16 @@ impl QueueCall {
             }
             QueueCommand::Route { destination } => {
                 self.released = true;
-                match destination {
-                    Destination::PlayPromptThenExit(prompt) => {
-                        let language = self.language();
-                        if self.play(&[prompt], &language, false).is_ok() {
-                            self.end_after_prompt = true;
-                            return;
-                        }
-                    }
-                    Destination::HangUp => {}
-                    Destination::Extension(number) => {
-                        if self.route_to_extension(&number).await {
-                            return;
-                        }
-                    }
-                    Destination::Queue(number) => {
-                        if self.rejoin(&number) {
-                            return;
-                        }
-                    }
-                    other => {
-                        // Routing out of the queue to other destinations comes with those
-                        // destinations (voicemail, IVR, ring groups, trunks).
-                        warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
-                    }
+                self.route(destination).await;
+            }
+            QueueCommand::RouteAfterPrompt { destination } => {
+                self.released = true;
+                if self.prompt.is_some() {
+                    // the caller hears the prompt that explains the route (a holiday's) first
+                    self.pending_route = Some(destination);
+                    return;
                 }
-                self.hang_up_caller().await;
+                self.route(destination).await;
             }
             QueueCommand::End => {
                 self.released = true;

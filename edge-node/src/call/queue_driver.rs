@@ -10,7 +10,9 @@
 //!   a counter), so the engine keeps its compact ids while the events carry numbers.
 //! - Registration: an agent counts as registered while the registrar holds a reachable
 //!   binding for the extension, sampled every [`SYNC_INTERVAL`] and at every queue call.
-//! - Time routing (business hours, holidays) is not yet in the snapshot: every queue is open.
+//! - Time routing: a caller's queue is open, off hours or on holiday by the business hours
+//!   of the queue's time zone in the snapshot, evaluated when the caller joins; the holiday
+//!   prompt plays before the holiday destination.
 //! - What must outlive the process ([`crate::queue::DurableState`]: sign-ins, pauses,
 //!   registered callbacks, places kept for abandoned callers) is stored in the live-state
 //!   store (Redis in production) under [`durable_state_key`] after every change that touches
@@ -94,6 +96,11 @@ pub enum QueueCommand {
     },
     /// Leave the queue for this destination.
     Route {
+        destination: Destination,
+    },
+    /// Leave the queue for this destination once the prompt being played has ended (the
+    /// holiday prompt before the holiday destination).
+    RouteAfterPrompt {
         destination: Destination,
     },
     /// Hang up the caller's leg.
@@ -218,6 +225,7 @@ pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
         other_calls: HashMap::new(),
         outbox: Vec::new(),
         durable: DurableSync::default(),
+        routes_after_prompt: std::collections::HashSet::new(),
     };
     tokio::spawn(driver.run(rx));
     tx
@@ -256,6 +264,8 @@ struct Driver {
     /// Commands of the last inputs, sent once the durable state they depend on is stored.
     outbox: Vec<(CallerId, QueueCommand)>,
     durable: DurableSync,
+    /// Callers whose next route waits for the prompt just sent (a holiday's).
+    routes_after_prompt: std::collections::HashSet<CallerId>,
 }
 
 /// Where the durable state stands with the store.
@@ -553,12 +563,13 @@ impl Driver {
                     return;
                 };
                 self.calls.insert(caller, call.clone());
+                let open = self.queue_open(&queue);
                 if self
                     .input(Input::CallerJoined {
                         caller,
                         queue: queue_id,
                         number,
-                        open: QueueOpen::Open,
+                        open,
                     })
                     .is_err()
                 {
@@ -648,6 +659,28 @@ impl Driver {
         }
     }
 
+    /// What the queue's business hours say now. A queue without time routing is open; so is
+    /// one whose zone has no schedule in the snapshot (the API refuses that configuration, so
+    /// it only happens while a change is on its way).
+    fn queue_open(&self, queue: &str) -> QueueOpen {
+        let Some(snapshot) = &self.snapshot else {
+            return QueueOpen::Open;
+        };
+        let Some(routing) = snapshot
+            .queue_by_number(queue)
+            .and_then(|q| q.time_routing.as_ref())
+        else {
+            return QueueOpen::Open;
+        };
+        match snapshot.schedule_for(&routing.time_zone) {
+            Some(schedule) => pbx_contract::schedule::is_open(schedule, chrono::Utc::now()),
+            None => {
+                warn!(tenant = %self.tenant, queue, zone = %routing.time_zone, "no business hours for the queue's zone; open");
+                QueueOpen::Open
+            }
+        }
+    }
+
     /// Forgets callers whose call is over and whom the engine no longer tracks (a caller
     /// waiting for a callback has no call but keeps its call id for the events to come).
     fn sweep(&mut self) {
@@ -657,6 +690,8 @@ impl Driver {
             .retain(|caller, _| calls.contains_key(caller) || engine.has_caller(*caller));
         let call_ids = &self.call_ids;
         self.languages.retain(|caller, _| call_ids.contains_key(caller));
+        self.routes_after_prompt
+            .retain(|caller| call_ids.contains_key(caller));
     }
 
     /// Applies an agent feature code; Ok(confirmation prompt) or Err(why not).
@@ -1009,6 +1044,9 @@ impl Driver {
                     );
                 }
                 Output::PlayPrompt { caller, prompt } => {
+                    if matches!(prompt, EnginePrompt::Holiday { .. }) {
+                        self.routes_after_prompt.insert(caller);
+                    }
                     let report_done = matches!(prompt, EnginePrompt::Join { .. });
                     let language = self
                         .languages
@@ -1027,7 +1065,12 @@ impl Driver {
                 Output::RouteCaller {
                     caller, destination, ..
                 } => {
-                    self.send(caller, QueueCommand::Route { destination });
+                    let cmd = if self.routes_after_prompt.remove(&caller) {
+                        QueueCommand::RouteAfterPrompt { destination }
+                    } else {
+                        QueueCommand::Route { destination }
+                    };
+                    self.send(caller, cmd);
                 }
                 Output::EndCallerLeg {
                     caller,
@@ -1255,6 +1298,7 @@ mod tests {
                 ..Default::default()
             },
             certificate: None,
+            schedules: Vec::new(),
         });
         let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
         // 102's phone is registered
@@ -1567,5 +1611,110 @@ mod tests {
         };
         assert_eq!(code(&fx, "102", resume).await, Ok("agent-resumed"));
         live_state(&fx, |s| s.agents[0].state == "ringing").await;
+    }
+
+    /// Business hours on live calls: a queue whose schedule is closed today sends the caller
+    /// to its off-hours destination; on a holiday, the holiday prompt plays first, then the
+    /// caller goes to the holiday destination.
+    #[tokio::test]
+    async fn callers_follow_the_business_hours_of_the_queues_zone() {
+        use pbx_contract::schedule::{Holiday, Schedule};
+        let fx = fixture_with(|q| {
+            q.time_routing = Some(pbx_contract::queue::TimeRouting {
+                time_zone: "UTC".into(),
+                off_hours: Destination::PlayPromptThenExit("goodbye".into()),
+                holiday: Destination::HangUp,
+                ignore_holiday: false,
+                play_holiday_prompt: true,
+            });
+        })
+        .await;
+        let with_schedule = |schedule: Schedule, version: u64| {
+            let mut s = (*fx.ctx.store.get(fx.tenant).unwrap()).clone();
+            s.version = version;
+            s.schedules = vec![schedule];
+            fx.ctx.store.apply_snapshot(s);
+        };
+        let join = |caller: u64| {
+            let (call, rx) = mpsc::unbounded_channel();
+            fx.driver
+                .send(DriverMsg::Join {
+                    caller: CallerId(caller),
+                    call_id: CallId::new(),
+                    queue: "6400".into(),
+                    number: "101".into(),
+                    call,
+                })
+                .unwrap();
+            rx
+        };
+        // Never open (no office hours): off hours.
+        with_schedule(
+            Schedule {
+                time_zone: "UTC".into(),
+                office_hours: Vec::new(),
+                holidays: Vec::new(),
+            },
+            2,
+        );
+        let mut rx = join(21);
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::Route {
+                destination: Destination::PlayPromptThenExit("goodbye".into())
+            }
+        );
+        // A holiday from yesterday to tomorrow, with its prompt.
+        let today = chrono::Utc::now().date_naive();
+        let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+        with_schedule(
+            Schedule {
+                time_zone: "UTC".into(),
+                office_hours: Vec::new(),
+                holidays: vec![Holiday {
+                    name: "Feast".into(),
+                    start: day(today.pred_opt().unwrap()),
+                    end: day(today.succ_opt().unwrap()),
+                    prompt: Some("thank-you".into()),
+                }],
+            },
+            3,
+        );
+        let mut rx = join(22);
+        match next_command(&mut rx).await {
+            QueueCommand::Play { prompts, .. } => assert_eq!(prompts, ["thank-you"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::RouteAfterPrompt {
+                destination: Destination::HangUp
+            }
+        );
+        // Open all week: the caller waits and the (signed-out) agent is not rung; no route.
+        let all_day = pbx_contract::schedule::OfficeHours {
+            days: vec![
+                pbx_contract::schedule::Weekday::Mon,
+                pbx_contract::schedule::Weekday::Tue,
+                pbx_contract::schedule::Weekday::Wed,
+                pbx_contract::schedule::Weekday::Thu,
+                pbx_contract::schedule::Weekday::Fri,
+                pbx_contract::schedule::Weekday::Sat,
+                pbx_contract::schedule::Weekday::Sun,
+            ],
+            start: "00:00".into(),
+            end: "24:00".into(),
+        };
+        with_schedule(
+            Schedule {
+                time_zone: "UTC".into(),
+                office_hours: vec![all_day],
+                holidays: Vec::new(),
+            },
+            4,
+        );
+        let _rx = join(23);
+        let s = live_state(&fx, |s| s.waiting.iter().any(|w| w.number == "101")).await;
+        assert_eq!(s.waiting.len(), 1, "{s:?}");
     }
 }

@@ -380,6 +380,7 @@ pub(crate) mod tests {
             queues: Vec::new(),
             queue_options: Default::default(),
             certificate: None,
+            schedules: Vec::new(),
         }
     }
 

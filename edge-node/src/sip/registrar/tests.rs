@@ -39,6 +39,7 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
         queues: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        schedules: Vec::new(),
     }
 }
 

@@ -602,7 +602,7 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         "one queue call from request to callback"
     );
 
-    // Pause reasons reach the edge: 102 pauses with *076400*03 ("Wrap up"), then resumes.
+    // Pause reasons reach the edge: 102 is paused with reason *03 ("Wrap up"), then resumes.
     let reasons = serde_json::json!({"pause_reasons": [{"code": "*03", "name": "Wrap up"}]});
     let r = fx
         .api(
@@ -628,7 +628,8 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         )
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    fx.dial("uac_call_wait_bye.xml", "102", "*076400*03").await;
+    // 103 presses its BLF key, which dials the same code: 102 pauses for Wrap up; 102 resumes.
+    fx.dial("uac_call_wait_bye.xml", "103", "*07102*6400*03").await;
     fx.dial("uac_call_wait_bye.xml", "102", "*076400").await;
     let events = fx
         .events_until("the pause and the resume", |events| {

@@ -694,8 +694,27 @@ impl Driver {
             .retain(|caller| call_ids.contains_key(caller));
     }
 
-    /// Applies an agent feature code; Ok(confirmation prompt) or Err(why not).
+    /// Applies an agent feature code dialled by `extension`; Ok(confirmation prompt) or
+    /// Err(why not).
     fn agent_code(&mut self, extension: &str, code: AgentCode) -> Result<&'static str, String> {
+        let code = self.resolve_agent(code);
+        // A BLF key may name another agent (seed 001 line 802: keys on any phone of the
+        // tenant, set up by the administrator); other codes act on the one dialling.
+        let extension = match &code {
+            AgentCode::TogglePause { agent: Some(a), .. } => {
+                if self
+                    .snapshot
+                    .as_ref()
+                    .and_then(|s| s.extension_by_number(a))
+                    .is_none()
+                {
+                    return Err(format!("no extension {a}"));
+                }
+                a.clone()
+            }
+            _ => extension.to_owned(),
+        };
+        let extension = extension.as_str();
         let agent = self.agent_id(extension);
         let queue_of = |d: &mut Driver, number: &str| -> Result<QueueId, String> {
             let id = d
@@ -736,7 +755,9 @@ impl Driver {
                     )
                 }
             }
-            AgentCode::TogglePause { queue, reason_code } => {
+            AgentCode::TogglePause {
+                queue, reason_code, ..
+            } => {
                 let q = queue_of(self, &queue)?;
                 if self.engine.pause_state(agent, q).is_some() {
                     (
@@ -760,6 +781,32 @@ impl Driver {
         };
         self.input(input).map_err(|e| e.to_string())?;
         Ok(prompt)
+    }
+
+    /// `*07{a}*{b}` is `*07{queue}*{code}` when `{a}` is a queue, and `*07{ext}*{queue}`
+    /// (agent `{a}`, no reason) when `{a}` is an extension and `{b}` a queue.
+    fn resolve_agent(&self, code: AgentCode) -> AgentCode {
+        let AgentCode::TogglePause {
+            agent: None,
+            queue,
+            reason_code: Some(reason),
+        } = &code
+        else {
+            return code;
+        };
+        let b = reason.trim_start_matches('*');
+        let is_extension = self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.extension_by_number(queue).is_some());
+        if !self.queue_ids.contains_key(queue) && is_extension && self.queue_ids.contains_key(b) {
+            return AgentCode::TogglePause {
+                agent: Some(queue.clone()),
+                queue: b.to_owned(),
+                reason_code: None,
+            };
+        }
+        code
     }
 
     /// The configured pause reason code the dialled one selects (`*03` and `03` are the same
@@ -1439,6 +1486,7 @@ mod tests {
 
         // Pause with the configured reason, then resume (the same code toggles).
         let pause = |reason: Option<&str>| AgentCode::TogglePause {
+            agent: None,
             queue: "6400".into(),
             reason_code: reason.map(str::to_owned),
         };
@@ -1528,6 +1576,7 @@ mod tests {
         let login = AgentCode::ToggleLogin { queue: "6400".into() };
         assert_eq!(code(&fx, "102", login).await, Ok("agent-logged-in"));
         let pause = AgentCode::TogglePause {
+            agent: None,
             queue: "6400".into(),
             reason_code: Some("*03".into()),
         };
@@ -1606,6 +1655,7 @@ mod tests {
         );
         // The agent resumes: the restored callback rings the agent first.
         let resume = AgentCode::TogglePause {
+            agent: None,
             queue: "6400".into(),
             reason_code: None,
         };
@@ -1716,5 +1766,28 @@ mod tests {
         let _rx = join(23);
         let s = live_state(&fx, |s| s.waiting.iter().any(|w| w.number == "101")).await;
         assert_eq!(s.waiting.len(), 1, "{s:?}");
+    }
+
+    /// A BLF key's code dialled from another phone pauses and resumes the agent it names.
+    #[tokio::test]
+    async fn the_blf_form_pauses_and_resumes_the_agent_it_names() {
+        let fx = fixture().await;
+        let login = AgentCode::ToggleLogin { queue: "6400".into() };
+        assert_eq!(code(&fx, "102", login).await, Ok("agent-logged-in"));
+        let dial = |n: &str| super::super::feature_codes::parse(n).unwrap();
+        assert_eq!(code(&fx, "101", dial("*07102*6400*03")).await, Ok("agent-paused"));
+        let s = live_state(&fx, |s| s.agents[0].state == "paused").await;
+        assert_eq!(s.agents[0].pause_code.as_deref(), Some("*03"));
+        // `*07{ext}*{queue}`: 102 is no queue but an extension, 6400 a queue.
+        assert_eq!(code(&fx, "101", dial("*07102*6400")).await, Ok("agent-resumed"));
+        live_state(&fx, |s| s.agents[0].state == "available").await;
+        assert!(
+            code(&fx, "101", dial("*07109*6400*03")).await.is_err(),
+            "no extension 109"
+        );
+        assert!(
+            code(&fx, "102", dial("*07101*6400*03")).await.is_err(),
+            "101 is no agent of 6400"
+        );
     }
 }

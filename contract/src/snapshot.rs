@@ -37,6 +37,10 @@ pub struct TenantSnapshot {
     /// The tenant's IVRs (SPEC T7). Absent in snapshots of older control planes: none.
     #[serde(default)]
     pub ivrs: Vec<crate::ivr::Ivr>,
+    /// Business hours and holidays, one per time zone: a queue with time routing follows the
+    /// one of its `time_routing.time_zone`. Absent from older control planes: none.
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::Schedule>,
 }
 
 /// A certificate chain and its private key, in PEM. The key travels in clear inside the
@@ -63,6 +67,11 @@ impl TenantSnapshot {
 
     pub fn ivr_by_number(&self, number: &str) -> Option<&crate::ivr::Ivr> {
         self.ivrs.iter().find(|v| v.number == number)
+    }
+
+    /// The business hours of a time zone.
+    pub fn schedule_for(&self, time_zone: &str) -> Option<&crate::schedule::Schedule> {
+        self.schedules.iter().find(|s| s.time_zone == time_zone)
     }
 
     pub fn extension_by_number(&self, number: &str) -> Option<&ExtensionConfig> {

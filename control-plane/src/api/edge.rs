@@ -83,6 +83,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
     let ring_groups = pbx_objects::all_settings::<RingGroup>(&mut tx, tenant).await?;
     let ivrs = pbx_objects::all_settings::<Ivr>(&mut tx, tenant).await?;
+    let schedules = db::pbx_objects::list(&mut tx, tenant, db::pbx_objects::Kind::Schedule).await?;
     let fqdn = state.settings.fqdn(&t.slug);
     let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
     tx.commit().await?;
@@ -116,6 +117,13 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
         certificate,
         ring_groups,
         ivrs,
+        schedules: schedules
+            .into_iter()
+            .map(|row| {
+                serde_json::from_str(&row.config_json)
+                    .map_err(|e| Error::Internal(format!("malformed schedule in database: {e}")))
+            })
+            .collect::<Result<_>>()?,
     }))
 }
 

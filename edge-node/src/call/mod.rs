@@ -61,6 +61,10 @@ impl Default for CallConfig {
     }
 }
 
+/// How long after the start the edge waits for the snapshots of tenants with stored queue
+/// state (tenants it does not serve are skipped after this).
+const RESUME_WAIT: Duration = Duration::from_secs(120);
+
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallStats {
@@ -571,6 +575,45 @@ impl CallRouter {
         if let (false, Some(client)) = (notifies.is_empty(), self.client.get().cloned()) {
             tokio::spawn(async move { blf::send_all(&client, notifies).await });
         }
+    }
+
+    /// Starts the queue drivers of the tenants whose queue state outlived the last process
+    /// (sign-ins, pauses, registered callbacks: see [`queue_driver`]), so that callbacks are
+    /// made without waiting for a call into the queue. Each driver reads its state back once
+    /// the tenant's snapshot is loaded.
+    pub fn resume_queues(self: &Arc<Self>) {
+        let router = Arc::clone(self);
+        tokio::spawn(async move {
+            let live = router.registrar.live_state();
+            let mut delay = Duration::from_millis(500);
+            let keys = loop {
+                match live.keys_with_prefix(queue_driver::DURABLE_PREFIX).await {
+                    Ok(keys) => break keys,
+                    Err(e) => {
+                        tracing::warn!("queue state not listed (retrying): {e}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            };
+            let mut pending: Vec<TenantId> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(queue_driver::DURABLE_PREFIX)?.parse().ok())
+                .collect();
+            // Only tenants this edge serves: their snapshots arrive once the edge has synced.
+            let give_up = tokio::time::Instant::now() + RESUME_WAIT;
+            while !pending.is_empty() && tokio::time::Instant::now() < give_up {
+                pending.retain(|&tenant| {
+                    if router.store.get(tenant).is_none() {
+                        return true;
+                    }
+                    debug!(%tenant, "resuming the queues");
+                    router.queue_driver(tenant);
+                    false
+                });
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
     }
 
     /// The tenant's queue driver, started on first use.

@@ -41,6 +41,12 @@ const MUSIC_ID: u64 = 0;
 
 static NEXT_CALLER: AtomicU64 = AtomicU64::new(1);
 
+/// A caller id no other queue caller of this process has (callers restored after a restart
+/// take theirs from the same counter).
+pub(crate) fn next_caller_id() -> CallerId {
+    CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed))
+}
+
 /// What the edge does with the answered caller.
 pub(crate) enum Mode {
     /// Wait in the queue numbered `queue`.
@@ -190,6 +196,9 @@ struct QueueCall {
     next_prompt_id: u64,
     /// Hang up once the current prompt has played (a "play prompt then exit" destination).
     end_after_prompt: bool,
+    /// A route out of the queue that waits for the prompt being played (the holiday prompt
+    /// before the holiday destination).
+    pending_route: Option<Destination>,
     started: SystemTime,
     answered: Option<SystemTime>,
     ended: Option<SystemTime>,
@@ -292,7 +301,7 @@ pub(crate) async fn start(
         me,
         driver,
         id: CallId::new(),
-        caller_id: CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed)),
+        caller_id: next_caller_id(),
         tenant,
         caller_name: invite.from().ok().and_then(|f| f.display_name),
         caller,
@@ -315,6 +324,7 @@ pub(crate) async fn start(
         prompt: None,
         next_prompt_id: 1,
         end_after_prompt: false,
+        pending_route: None,
         started: SystemTime::now(),
         answered: None,
         ended: None,
@@ -400,6 +410,7 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             prompt: None,
             next_prompt_id: 1,
             end_after_prompt: false,
+            pending_route: None,
             started: SystemTime::now(),
             answered: None,
             ended: None,
@@ -649,7 +660,9 @@ impl QueueCall {
                         caller: self.caller_id,
                     });
                 }
-                if self.end_after_prompt {
+                if let Some(destination) = self.pending_route.take() {
+                    self.route(destination).await;
+                } else if self.end_after_prompt {
                     self.hang_up_caller().await;
                 } else if let Some(menu) = self.ivr.as_mut() {
                     menu.prompt_done(Instant::now());
@@ -751,6 +764,15 @@ impl QueueCall {
             }
             QueueCommand::Route { destination } => {
                 self.released = true;
+                self.route(destination).await;
+            }
+            QueueCommand::RouteAfterPrompt { destination } => {
+                self.released = true;
+                if self.prompt.is_some() {
+                    // the caller hears the prompt that explains the route (a holiday's) first
+                    self.pending_route = Some(destination);
+                    return;
+                }
                 self.route(destination).await;
             }
             QueueCommand::End => {
@@ -1157,7 +1179,7 @@ impl QueueCall {
             return false;
         }
         self.queue = number.to_owned();
-        self.caller_id = CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed));
+        self.caller_id = next_caller_id();
         self.released = false;
         self.joined = true;
         let _ = self.driver.send(DriverMsg::Join {

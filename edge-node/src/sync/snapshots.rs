@@ -42,10 +42,10 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
             reason: SnapshotReason::TenantChanged,
         },
         ConfigSubject::Extension { id } => Decision::FetchExtension(*id),
-        // Queues, ring groups and IVRs are few and small: the snapshot carries them all.
-        // Schedules, trunks and routes are not in the snapshot yet, but reloading keeps the
-        // version in step; a kind this build does not know (a newer control plane) reloads too
-        // rather than being skipped.
+        // Queues, schedules, ring groups and IVRs are few and small: the snapshot carries them
+        // all. Trunks and routes are not in the snapshot yet, but reloading keeps the version
+        // in step; a kind this build does not know (a newer control plane) reloads too rather
+        // than being skipped.
         ConfigSubject::Queue { .. }
         | ConfigSubject::Schedule { .. }
         | ConfigSubject::RingGroup { .. }
@@ -383,6 +383,7 @@ pub(crate) mod tests {
             certificate: None,
             ring_groups: Vec::new(),
             ivrs: Vec::new(),
+            schedules: Vec::new(),
         }
     }
 

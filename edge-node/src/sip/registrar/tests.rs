@@ -41,6 +41,7 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
         certificate: None,
         ring_groups: Vec::new(),
         ivrs: Vec::new(),
+        schedules: Vec::new(),
     }
 }
 

@@ -67,6 +67,7 @@ fn handler() -> Edge {
         certificate: None,
         ring_groups: Vec::new(),
         ivrs: Vec::new(),
+        schedules: Vec::new(),
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

@@ -1,0 +1,524 @@
+//! Attended transfer (REFER with Replaces, RFC 5589 §7) and INVITE with Replaces (RFC 3891) on
+//! `pbx up`. The transferor is a small SIP phone written here (it must put the Call-ID and
+//! tags of its second call into the REFER of its first, which a sipp scenario cannot do); the
+//! other phones are sipp. Media is checked through the relay: the transfer target's SDP
+//! points at a socket of this test, the transferee is a sipp that echoes RTP (`-rtp_echo`),
+//! so RTP sent from that socket comes back only if the relay connects the two.
+
+use crate::calls::{free_udp_port, start, tail, Pbx, Uas, SECRET};
+use crate::support::*;
+use pbx_edge_node::sip::auth::digest::{compute_response, DigestAlgorithm, ResponseInput};
+use pbx_edge_node::sip::message::{parse, SipMessage, SipRequest, SipResponse};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+const DOMAIN: &str = "acme.localhost";
+
+fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+fn sdp(rtp_port: u16, direction: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na={direction}\r\n",
+        rand_version()
+    )
+}
+
+/// A new SDP version for each body this phone sends.
+fn rand_version() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The audio address of an SDP body.
+fn media_addr(body: &[u8]) -> Option<SocketAddr> {
+    let text = String::from_utf8_lossy(body);
+    let ip = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("c=IN IP4 "))?
+        .trim()
+        .to_owned();
+    let port = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("m=audio "))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    format!("{ip}:{port}").parse().ok()
+}
+
+/// One dialog of the test phone.
+#[derive(Debug, Clone)]
+struct Dlg {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    /// The edge's Contact.
+    target: String,
+    to_uri: String,
+    cseq: u32,
+    /// The edge's SDP (its relay address for this phone).
+    media: Option<SocketAddr>,
+}
+
+/// A phone of extension `ext` on a UDP socket; requests from the edge (NOTIFY, BYE) are
+/// answered 200 and kept in `received`.
+struct Phone {
+    sock: UdpSocket,
+    local: SocketAddr,
+    edge: SocketAddr,
+    ext: String,
+    received: Vec<SipRequest>,
+}
+
+impl Phone {
+    async fn new(edge: &str, ext: &str) -> Phone {
+        let sock = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let local = sock.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        Phone {
+            sock,
+            local,
+            edge: edge.parse().unwrap_or_else(|e| panic!("{edge}: {e}")),
+            ext: ext.to_owned(),
+            received: Vec::new(),
+        }
+    }
+
+    async fn send(&self, text: String) {
+        self.sock
+            .send_to(text.as_bytes(), self.edge)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn via(&self, branch: &str) -> String {
+        format!("Via: SIP/2.0/UDP {};branch=z9hG4bK{branch};rport", self.local)
+    }
+
+    /// Waits for the response to (`call_id`, `cseq`) with a final status; requests meanwhile
+    /// are answered and kept.
+    async fn response(&mut self, call_id: &str, cseq: u32, method: &str) -> SipResponse {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut buf = vec![0u8; 65535];
+            let (n, _) = tokio::time::timeout_at(until, self.sock.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no final response to {method} {cseq} of {call_id}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            match parse(&buf[..n]) {
+                Ok(SipMessage::Response(r)) => {
+                    let c = r.cseq().unwrap_or_else(|e| panic!("{e:?}"));
+                    if r.call_id().ok() == Some(call_id)
+                        && c.seq == cseq
+                        && c.method.as_str() == method
+                        && r.status >= 200
+                    {
+                        return r;
+                    }
+                }
+                Ok(SipMessage::Request(req)) => self.answer(req).await,
+                Err(e) => panic!("unparsable message from the edge: {e:?}"),
+            }
+        }
+    }
+
+    async fn answer(&mut self, req: SipRequest) {
+        let ok = SipResponse::for_request(&req, 200, "OK", self.edge);
+        self.sock
+            .send_to(&ok.to_bytes(), self.edge)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.received.push(req);
+    }
+
+    /// Waits until a request from the edge matches `pred` (answered 200 like the others).
+    async fn request_where(&mut self, what: &str, pred: impl Fn(&SipRequest) -> bool) -> SipRequest {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self.received.iter().position(&pred) {
+                return self.received.remove(i);
+            }
+            let mut buf = vec![0u8; 65535];
+            let got = tokio::time::timeout_at(until, self.sock.recv_from(&mut buf)).await;
+            let Ok(Ok((n, _))) = got else {
+                panic!(
+                    "{what}: not received; got {:?}",
+                    self.received
+                        .iter()
+                        .map(|r| format!("{} {}", r.method.as_str(), String::from_utf8_lossy(&r.body)))
+                        .collect::<Vec<_>>()
+                );
+            };
+            if let Ok(SipMessage::Request(req)) = parse(&buf[..n]) {
+                self.answer(req).await;
+            }
+        }
+    }
+
+    fn digest(&self, resp: &SipResponse, method: &str, uri: &str) -> String {
+        let header = resp
+            .header("Proxy-Authenticate")
+            .unwrap_or_else(|| panic!("no challenge in {resp:?}"));
+        let param = |name: &str| -> String {
+            let at = header
+                .find(&format!("{name}=\""))
+                .unwrap_or_else(|| panic!("no {name} in {header}"));
+            let rest = &header[at + name.len() + 2..];
+            rest[..rest.find('"').unwrap_or(rest.len())].to_owned()
+        };
+        let (realm, nonce, opaque) = (param("realm"), param("nonce"), param("opaque"));
+        let response = compute_response(&ResponseInput {
+            algorithm: DigestAlgorithm::Md5,
+            username: &self.ext,
+            realm: &realm,
+            password: SECRET,
+            method,
+            uri,
+            nonce: &nonce,
+            qop_auth: Some(("00000001", "c0ffee")),
+        });
+        format!(
+            "Proxy-Authorization: Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+             response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\", opaque=\"{opaque}\"\r\n",
+            self.ext
+        )
+    }
+
+    /// An authenticated INVITE to `dial` (extra headers such as Replaces): the final response
+    /// and, on 2xx (acknowledged), the dialog.
+    async fn invite(&mut self, dial: &str, rtp_port: u16, extra: &str) -> (u16, Option<Dlg>) {
+        let call_id = format!("{}@test", token());
+        let tag = token();
+        let uri = format!("sip:{dial}@{DOMAIN}");
+        let body = sdp(rtp_port, "sendrecv");
+        let (ext, local) = (self.ext.clone(), self.local);
+        let build = |cseq: u32, branch: &str, auth: &str| {
+            format!(
+                "INVITE {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: \"Phone {ext}\" <sip:{ext}@{DOMAIN}>;tag={tag}\r\n\
+                 To: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:{ext}@{local}>\r\n\
+                 {auth}{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                format_args!("Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport"),
+                body.len(),
+            )
+        };
+        let branch = token();
+        self.send(build(1, &branch, "")).await;
+        let challenge = self.response(&call_id, 1, "INVITE").await;
+        assert_eq!(challenge.status, 407, "{challenge:?}");
+        let to = challenge.header("To").unwrap_or_default().to_owned();
+        self.send(format!(
+            "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{DOMAIN}>;tag={tag}\r\nTo: {to}\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            self.via(&branch),
+            ext = self.ext
+        ))
+        .await;
+        let auth = self.digest(&challenge, "INVITE", &uri);
+        self.send(build(2, &token(), &auth)).await;
+        let resp = self.response(&call_id, 2, "INVITE").await;
+        if !(200..300).contains(&resp.status) {
+            let to = resp.header("To").unwrap_or_default().to_owned();
+            self.send(format!(
+                "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{DOMAIN}>;tag={tag}\r\nTo: {to}\r\n\
+                 Call-ID: {call_id}\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+                self.via(&token()),
+                ext = self.ext
+            ))
+            .await;
+            return (resp.status, None);
+        }
+        let remote_tag = resp
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no To tag in {resp:?}"));
+        let target = resp
+            .header("Contact")
+            .and_then(|c| c.split('<').nth(1))
+            .and_then(|c| c.split('>').next())
+            .unwrap_or_else(|| panic!("no Contact in {resp:?}"))
+            .to_owned();
+        let mut d = Dlg {
+            call_id,
+            local_tag: tag,
+            remote_tag,
+            target,
+            to_uri: uri,
+            cseq: 2,
+            media: media_addr(&resp.body),
+        };
+        self.ack(&d).await;
+        d.cseq = 3;
+        (resp.status, Some(d))
+    }
+
+    fn in_dialog(&self, d: &Dlg, method: &str, cseq: u32, extra: &str, body: &str) -> String {
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_owned()
+        };
+        format!(
+            "{method} {target} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{DOMAIN}>;tag={lt}\r\n\
+             To: <{to}>;tag={rt}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{ext}@{local}>\r\n\
+             {extra}{ct}Content-Length: {}\r\n\r\n{body}",
+            self.via(&token()),
+            body.len(),
+            target = d.target,
+            ext = self.ext,
+            lt = d.local_tag,
+            to = d.to_uri,
+            rt = d.remote_tag,
+            cid = d.call_id,
+            local = self.local,
+        )
+    }
+
+    async fn ack(&self, d: &Dlg) {
+        self.send(self.in_dialog(d, "ACK", d.cseq, "", "")).await;
+    }
+
+    /// A request inside `d`; returns the final response (a 2xx to INVITE is acknowledged).
+    /// 491 (the edge still waits for an ACK of ours) is retried, as RFC 3261 §14.1 says.
+    async fn request(&mut self, d: &mut Dlg, method: &str, extra: &str, body: &str) -> SipResponse {
+        for _ in 0..5 {
+            let cseq = d.cseq;
+            self.send(self.in_dialog(d, method, cseq, extra, body)).await;
+            let resp = self.response(&d.call_id.clone(), cseq, method).await;
+            if method == "INVITE" {
+                self.ack(d).await;
+            }
+            d.cseq += 1;
+            if resp.status != 491 {
+                return resp;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("{method} refused with 491 five times");
+    }
+}
+
+/// `Refer-To` with the Replaces of dialog `d` as the edge is its recipient (to-tag = the
+/// edge's tag, from-tag = ours), escaped as a URI header.
+fn refer_to(target: &str, call_id: &str, to_tag: &str, from_tag: &str) -> String {
+    format!(
+        "Refer-To: <sip:{target}@{DOMAIN}?Replaces={}%3Bto-tag%3D{to_tag}%3Bfrom-tag%3D{from_tag}>\r\n",
+        call_id.replace('@', "%40")
+    )
+}
+
+fn is_notify_with(status: &'static str) -> impl Fn(&SipRequest) -> bool {
+    move |r| {
+        r.method.as_str() == "NOTIFY"
+            && String::from_utf8_lossy(&r.body).starts_with(&format!("SIP/2.0 {status}"))
+    }
+}
+
+fn is_bye_of(call_id: &str) -> impl Fn(&SipRequest) -> bool + '_ {
+    move |r| r.method.as_str() == "BYE" && r.call_id().ok() == Some(call_id)
+}
+
+/// Sends RTP with a marker SSRC from `sock` to `to` for about 2 s and counts the packets with
+/// that SSRC that come back (echoed by the other phone through the relay).
+fn echoed_rtp(sock: &std::net::UdpSocket, to: SocketAddr) -> usize {
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ssrc = 0x7e57_c0deu32;
+    let mut back = 0;
+    let mut buf = [0u8; 2048];
+    for seq in 0..100u16 {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0x55; 160]);
+        let _ = sock.send_to(&p, to);
+        let until = Instant::now() + Duration::from_millis(20);
+        while Instant::now() < until {
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if n >= 12 && buf[8..12] == ssrc.to_be_bytes() {
+                    back += 1;
+                }
+            }
+        }
+    }
+    back
+}
+
+fn csv(dir: &Path, line: &str) -> String {
+    let path = dir.join(format!("fields-{}.csv", token()));
+    std::fs::write(&path, format!("SEQUENTIAL\n{line}\n")).unwrap_or_else(|e| panic!("{e}"));
+    path.to_string_lossy().into_owned()
+}
+
+async fn finish(uas: Uas, who: &str, pbx: &Pbx) {
+    let (ok, out) = tokio::task::spawn_blocking(move || uas.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok, "{who}:\n{}\n--- pbx:\n{}", tail(&out, 40), pbx.proc.tail(40));
+}
+
+/// 101 (this test's phone) calls 102 and holds it, calls 103, and transfers 102 to 103 with
+/// a REFER in the first call naming its second call; a REFER naming no dialog first gets a
+/// NOTIFY 481 and changes nothing. Then an INVITE with Replaces from 103 takes 101's place in
+/// a call with 102. The call log has each call once.
+#[tokio::test]
+async fn attended_transfer_and_invite_with_replaces() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pbx = start(tmp.path()).await;
+    let (b_port, c_port) = (free_udp_port(), free_udp_port());
+    pbx.register_soon("102", DOMAIN, b_port).await;
+    pbx.register("103", DOMAIN, c_port);
+
+    // 102 echoes RTP on its media port; 103's SDP names this test's socket.
+    let b_media = free_udp_port().to_string();
+    let b = Uas::start_args(
+        &pbx.dir,
+        "uas_attended_transferee.xml",
+        b_port,
+        &["-rtp_echo", "-mp", &b_media],
+    );
+    let c_rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let c_rtp_port = c_rtp.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let c_fields = csv(&pbx.dir, &format!("{c_rtp_port};"));
+    let c = Uas::start_args(&pbx.dir, "uas_attended_target.xml", c_port, &["-inf", &c_fields]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut a = Phone::new(&pbx.sip, "101").await;
+    let a_rtp = free_udp_port();
+    let (status, call1) = a.invite("102", a_rtp, "").await;
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let mut call1 = call1.unwrap_or_else(|| panic!("no dialog"));
+    // hold 102
+    let hold = a.request(&mut call1, "INVITE", "", &sdp(a_rtp, "sendonly")).await;
+    assert_eq!(hold.status, 200);
+    assert!(
+        String::from_utf8_lossy(&hold.body).contains("a=recvonly"),
+        "{hold:?}"
+    );
+    // consult 103
+    let (status, call2) = a.invite("103", a_rtp, "").await;
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let call2 = call2.unwrap_or_else(|| panic!("no dialog"));
+
+    // A Replaces naming no dialog of ours: 202, then NOTIFY 481; nothing changes.
+    let bogus = refer_to("103", "nope@nowhere", &call2.remote_tag, &call2.local_tag);
+    let r = a.request(&mut call1, "REFER", &bogus, "").await;
+    assert_eq!(r.status, 202, "{r:?}");
+    a.request_where("NOTIFY 481", is_notify_with("481")).await;
+    // Nor does one naming the right Call-ID with the tags swapped.
+    let swapped = refer_to("103", &call2.call_id, &call2.local_tag, &call2.remote_tag);
+    let r = a.request(&mut call1, "REFER", &swapped, "").await;
+    assert_eq!(r.status, 202, "{r:?}");
+    a.request_where("NOTIFY 481 (swapped tags)", is_notify_with("481"))
+        .await;
+
+    // The transfer: 102 and 103 are joined, 101 hears 200 and is hung up in both calls.
+    let replaces = refer_to("103", &call2.call_id, &call2.remote_tag, &call2.local_tag);
+    let r = a.request(&mut call1, "REFER", &replaces, "").await;
+    assert_eq!(r.status, 202, "{r:?}");
+    a.request_where("NOTIFY 200", is_notify_with("200")).await;
+    a.request_where("BYE of the first call", is_bye_of(&call1.call_id))
+        .await;
+    a.request_where("BYE of the second call", is_bye_of(&call2.call_id))
+        .await;
+
+    // Media: 103's RTP reaches 102 (which echoes it) and comes back, through call 1's relay
+    // leg that faced 101.
+    let relay = call1.media.unwrap_or_else(|| panic!("no SDP from the edge"));
+    let (back, _sock) = tokio::task::spawn_blocking(move || (echoed_rtp(&c_rtp, relay), c_rtp))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        back >= 50,
+        "103's RTP should come back from 102 through the relay: {back} of 100 packets\n{}",
+        pbx.proc.tail(30)
+    );
+    // 103 hangs up after a while; 102 gets the BYE.
+    finish(c, "the transfer target 103", &pbx).await;
+    finish(b, "the transferee 102", &pbx).await;
+
+    // INVITE with Replaces: 101 calls 102; 103 takes 101's place.
+    let b = Uas::start(&pbx.dir, "uas_answer.xml", b_port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, call3) = a.invite("102", a_rtp, "").await;
+    assert_eq!(status, 200);
+    let call3 = call3.unwrap_or_else(|| panic!("no dialog"));
+    let mut d = Phone::new(&pbx.sip, "103").await;
+    let unknown = format!(
+        "Replaces: nope@x;to-tag={};from-tag={}\r\n",
+        call3.remote_tag, call3.local_tag
+    );
+    let (status, _) = d.invite("102", free_udp_port(), &unknown).await;
+    assert_eq!(status, 481, "an unknown dialog");
+    let early_only = format!(
+        "Replaces: {};to-tag={};from-tag={};early-only\r\n",
+        call3.call_id, call3.remote_tag, call3.local_tag
+    );
+    let (status, _) = d.invite("102", free_udp_port(), &early_only).await;
+    assert_eq!(status, 486, "early-only on a confirmed dialog");
+    let take = format!(
+        "Replaces: {};to-tag={};from-tag={}\r\n",
+        call3.call_id, call3.remote_tag, call3.local_tag
+    );
+    let (status, taken) = d.invite("102", free_udp_port(), &take).await;
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let mut taken = taken.unwrap_or_else(|| panic!("no dialog"));
+    a.request_where("BYE of the replaced call", is_bye_of(&call3.call_id))
+        .await;
+    // 103 hangs up: 102 gets the BYE and its scenario ends.
+    let r = d.request(&mut taken, "BYE", "", "").await;
+    assert_eq!(r.status, 200);
+    finish(b, "102 after the take-over", &pbx).await;
+
+    // The call log: three calls, once each (the transferred one, the consultation, the
+    // replaced one); the REFERs and INVITEs with Replaces add none.
+    let token =
+        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", pbx.api);
+    let client = http_client();
+    let items = eventually("the call log", Duration::from_secs(15), || {
+        let (client, url, token) = (client.clone(), url.clone(), token.trim().to_owned());
+        async move {
+            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
+            let items = r.json["items"].as_array().cloned().unwrap_or_default();
+            if items.len() >= 3 {
+                Ok(items)
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+    let got: Vec<String> = items
+        .iter()
+        .rev()
+        .map(|i| {
+            format!(
+                "{}->{}:{}",
+                i["from"].as_str().unwrap_or("?"),
+                i["to"].as_str().unwrap_or("?"),
+                i["disposition"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["101->102:answered", "101->103:answered", "101->102:answered"],
+        "{items:#?}"
+    );
+    // the transferred call lasts until 103 hangs up, well after the consultation ended
+    let talk = |i: usize| items[items.len() - 1 - i]["talk_ms"].as_i64().unwrap_or(0);
+    assert!(talk(0) > talk(1) + 2000, "{items:#?}");
+
+    let mut proc = pbx.proc;
+    let status = proc.stop("TERM").await;
+    assert!(status.success(), "{}", proc.tail(40));
+}

@@ -105,6 +105,11 @@ impl Phone {
     /// Waits for the response to (`call_id`, `cseq`) with a final status; requests meanwhile
     /// are answered and kept.
     async fn response(&mut self, call_id: &str, cseq: u32, method: &str) -> SipResponse {
+        self.response_from(call_id, cseq, method, 200).await
+    }
+
+    /// The first response to (`call_id`, `cseq`) with a status of `min` or more.
+    async fn response_from(&mut self, call_id: &str, cseq: u32, method: &str, min: u16) -> SipResponse {
         let until = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let mut buf = vec![0u8; 65535];
@@ -118,7 +123,7 @@ impl Phone {
                     if r.call_id().ok() == Some(call_id)
                         && c.seq == cseq
                         && c.method.as_str() == method
-                        && r.status >= 200
+                        && r.status >= min
                     {
                         return r;
                     }
@@ -129,13 +134,76 @@ impl Phone {
         }
     }
 
+    /// Requests other than INVITE, ACK and CANCEL get 200 at once; all are kept.
     async fn answer(&mut self, req: SipRequest) {
-        let ok = SipResponse::for_request(&req, 200, "OK", self.edge);
+        if !matches!(req.method.as_str(), "INVITE" | "ACK" | "CANCEL") {
+            let ok = SipResponse::for_request(&req, 200, "OK", self.edge);
+            self.respond(ok).await;
+        }
+        self.received.push(req);
+    }
+
+    async fn respond(&self, resp: SipResponse) {
         self.sock
-            .send_to(&ok.to_bytes(), self.edge)
+            .send_to(&resp.to_bytes(), self.edge)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        self.received.push(req);
+    }
+
+    /// The edge's next INVITE (a new call to this phone): answered 180; returns it and our tag.
+    async fn ringing(&mut self) -> (SipRequest, String) {
+        let inv = self
+            .request_where("an INVITE", |r| r.method.as_str() == "INVITE")
+            .await;
+        let tag = token();
+        self.respond(SipResponse::for_request(&inv, 180, "Ringing", self.edge).with_to_tag(&tag))
+            .await;
+        (inv, tag)
+    }
+
+    /// Answers a ringing INVITE with an SDP naming `rtp_port`, waits for the ACK; the dialog's
+    /// `media` is where the edge wants this phone's RTP.
+    async fn pick_up(&mut self, inv: &SipRequest, tag: &str, rtp_port: u16) -> Dlg {
+        let ok = SipResponse::for_request(inv, 200, "OK", self.edge)
+            .with_to_tag(tag)
+            .with_header("Contact", format!("<sip:{}@{}>", self.ext, self.local))
+            .with_body("application/sdp", sdp(rtp_port, "sendrecv").into_bytes());
+        self.respond(ok).await;
+        let call_id = inv.call_id().unwrap_or_default().to_owned();
+        let cid = call_id.clone();
+        self.request_where("the ACK of our 200", move |r| {
+            r.method.as_str() == "ACK" && r.call_id().ok() == Some(cid.as_str())
+        })
+        .await;
+        let from = inv.from().unwrap_or_else(|e| panic!("{e:?}"));
+        Dlg {
+            call_id,
+            local_tag: tag.to_owned(),
+            remote_tag: from.tag().unwrap_or_default().to_owned(),
+            target: inv
+                .header("Contact")
+                .and_then(|c| c.split('<').nth(1))
+                .and_then(|c| c.split('>').next())
+                .unwrap_or_default()
+                .to_owned(),
+            to_uri: from.uri.as_str().to_owned(),
+            cseq: 1,
+            media: media_addr(&inv.body),
+        }
+    }
+
+    /// The edge cancels a ringing INVITE: 200 to the CANCEL, 487 to the INVITE.
+    async fn cancelled(&mut self, inv: &SipRequest, tag: &str) {
+        let cid = inv.call_id().unwrap_or_default().to_owned();
+        let cancel = self
+            .request_where("a CANCEL", move |r| {
+                r.method.as_str() == "CANCEL" && r.call_id().ok() == Some(cid.as_str())
+            })
+            .await;
+        self.respond(SipResponse::for_request(&cancel, 200, "OK", self.edge).with_to_tag(tag))
+            .await;
+        self.respond(SipResponse::for_request(inv, 487, "Request Terminated", self.edge).with_to_tag(tag))
+            .await;
     }
 
     /// Waits until a request from the edge matches `pred` (answered 200 like the others).
@@ -194,6 +262,11 @@ impl Phone {
     /// An authenticated INVITE to `dial` (extra headers such as Replaces): the final response
     /// and, on 2xx (acknowledged), the dialog.
     async fn invite(&mut self, dial: &str, rtp_port: u16, extra: &str) -> (u16, Option<Dlg>) {
+        self.invite_until(dial, rtp_port, extra, 200).await
+    }
+
+    /// Like [`Self::invite`], but `min` 180 returns the early dialog of the first 18x.
+    async fn invite_until(&mut self, dial: &str, rtp_port: u16, extra: &str, min: u16) -> (u16, Option<Dlg>) {
         let call_id = format!("{}@test", token());
         let tag = token();
         let uri = format!("sip:{dial}@{DOMAIN}");
@@ -222,7 +295,23 @@ impl Phone {
         .await;
         let auth = self.digest(&challenge, "INVITE", &uri);
         self.send(build(2, &token(), &auth)).await;
-        let resp = self.response(&call_id, 2, "INVITE").await;
+        let resp = self.response_from(&call_id, 2, "INVITE", min).await;
+        if resp.status < 200 {
+            let d = Dlg {
+                remote_tag: resp
+                    .to()
+                    .ok()
+                    .and_then(|t| t.tag().map(str::to_owned))
+                    .unwrap_or_default(),
+                call_id,
+                local_tag: tag,
+                target: String::new(),
+                to_uri: uri,
+                cseq: 3,
+                media: None,
+            };
+            return (resp.status, Some(d));
+        }
         if !(200..300).contains(&resp.status) {
             let to = resp.header("To").unwrap_or_default().to_owned();
             self.send(format!(
@@ -517,6 +606,161 @@ async fn attended_transfer_and_invite_with_replaces() {
     // the transferred call lasts until 103 hangs up, well after the consultation ended
     let talk = |i: usize| items[items.len() - 1 - i]["talk_ms"].as_i64().unwrap_or(0);
     assert!(talk(0) > talk(1) + 2000, "{items:#?}");
+
+    let mut proc = pbx.proc;
+    let status = proc.stop("TERM").await;
+    assert!(status.success(), "{}", proc.tail(40));
+}
+
+/// Registers `ext` from a port, then returns that port's phone (the registration names it).
+async fn registered_phone(pbx: &Pbx, ext: &str) -> Phone {
+    let port = free_udp_port();
+    pbx.register(ext, DOMAIN, port);
+    let sock = UdpSocket::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut p = Phone::new(&pbx.sip, ext).await;
+    p.local = sock.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    p.sock = sock;
+    p
+}
+
+/// The transfer from the other call (101's REFER in its call to 103 names its held call with
+/// 102: 102 is moved onto the consultation call's relay), and the semi-attended transfer
+/// (101 transfers while 103 still rings: that call stops, 103 rings again for 102, who hears
+/// ringback, and is joined when 103 answers). 103 is a phone of this test here.
+#[tokio::test]
+async fn attended_transfer_from_the_consultation_and_before_the_answer() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pbx = start(tmp.path()).await;
+    let b_port = free_udp_port();
+    pbx.register_soon("102", DOMAIN, b_port).await;
+    let mut c = registered_phone(&pbx, "103").await;
+    let c_rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let c_rtp_port = c_rtp.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let mut a = Phone::new(&pbx.sip, "101").await;
+    let a_rtp = free_udp_port();
+    let b_media = free_udp_port().to_string();
+    let echo = ["-rtp_echo", "-mp", b_media.as_str()];
+
+    // 1. The REFER comes in the consultation call (to 102, replacing the first call).
+    let b = Uas::start_args(&pbx.dir, "uas_attended_transferee.xml", b_port, &echo);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, call1) = a.invite("102", a_rtp, "").await;
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let mut call1 = call1.unwrap_or_else(|| panic!("no dialog"));
+    let hold = a.request(&mut call1, "INVITE", "", &sdp(a_rtp, "sendonly")).await;
+    assert_eq!(hold.status, 200);
+    let ((status, call2), c_call) = tokio::join!(a.invite("103", a_rtp, ""), async {
+        let (inv, tag) = c.ringing().await;
+        c.pick_up(&inv, &tag, c_rtp_port).await
+    });
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let mut call2 = call2.unwrap_or_else(|| panic!("no dialog"));
+    let mut c_call = c_call;
+    let replaces = refer_to("102", &call1.call_id, &call1.remote_tag, &call1.local_tag);
+    let r = a.request(&mut call2, "REFER", &replaces, "").await;
+    assert_eq!(r.status, 202, "{r:?}");
+    a.request_where("NOTIFY 200", is_notify_with("200")).await;
+    a.request_where("BYE of the consultation", is_bye_of(&call2.call_id))
+        .await;
+    a.request_where("BYE of the held call", is_bye_of(&call1.call_id))
+        .await;
+    // 103 kept its relay address; its RTP reaches 102 and comes back
+    let relay = c_call
+        .media
+        .unwrap_or_else(|| panic!("no SDP in the INVITE to 103"));
+    let (back, c_rtp) = tokio::task::spawn_blocking(move || (echoed_rtp(&c_rtp, relay), c_rtp))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        back >= 50,
+        "{back} of 100 packets came back\n{}",
+        pbx.proc.tail(30)
+    );
+    let r = c.request(&mut c_call, "BYE", "", "").await;
+    assert_eq!(r.status, 200);
+    finish(b, "102 transferred from the consultation call", &pbx).await;
+
+    // 2. Semi-attended: the REFER names the consultation call while it still rings.
+    let b = Uas::start_args(&pbx.dir, "uas_attended_transferee.xml", b_port, &echo);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, call1) = a.invite("102", a_rtp, "").await;
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let mut call1 = call1.unwrap_or_else(|| panic!("no dialog"));
+    let hold = a.request(&mut call1, "INVITE", "", &sdp(a_rtp, "sendonly")).await;
+    assert_eq!(hold.status, 200);
+    let ((status, early), (first, first_tag)) =
+        tokio::join!(a.invite_until("103", a_rtp, "", 180), c.ringing());
+    assert_eq!(status, 180, "{}", pbx.proc.tail(30));
+    let early = early.unwrap_or_else(|| panic!("no early dialog"));
+    let replaces = refer_to("103", &early.call_id, &early.remote_tag, &early.local_tag);
+    let r = a.request(&mut call1, "REFER", &replaces, "").await;
+    assert_eq!(r.status, 202, "{r:?}");
+    // 103 stops ringing for 101, then rings for 102 and answers
+    c.cancelled(&first, &first_tag).await;
+    let (second, second_tag) = c.ringing().await;
+    assert_ne!(second.call_id().ok(), first.call_id().ok());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c_call = c.pick_up(&second, &second_tag, c_rtp_port).await;
+    a.request_where("NOTIFY 200", is_notify_with("200")).await;
+    a.request_where("BYE of the held call", is_bye_of(&call1.call_id))
+        .await;
+    let relay = c_call
+        .media
+        .unwrap_or_else(|| panic!("no SDP in the INVITE to 103"));
+    let (back, _c_rtp) = tokio::task::spawn_blocking(move || (echoed_rtp(&c_rtp, relay), c_rtp))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        back >= 50,
+        "{back} of 100 packets came back\n{}",
+        pbx.proc.tail(30)
+    );
+    let r = c.request(&mut c_call, "BYE", "", "").await;
+    assert_eq!(r.status, 200);
+    finish(b, "102 transferred before 103 answered", &pbx).await;
+
+    // The call log: each call once; the consultation that never got an answer is cancelled.
+    let token =
+        std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("{}/api/v1/tenants/acme/call-logs?limit=50", pbx.api);
+    let client = http_client();
+    let items = eventually("the call log", Duration::from_secs(15), || {
+        let (client, url, token) = (client.clone(), url.clone(), token.trim().to_owned());
+        async move {
+            let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
+            let items = r.json["items"].as_array().cloned().unwrap_or_default();
+            if items.len() >= 4 {
+                Ok(items)
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+    let mut got: Vec<String> = items
+        .iter()
+        .map(|i| {
+            format!(
+                "{}->{}:{}",
+                i["from"].as_str().unwrap_or("?"),
+                i["to"].as_str().unwrap_or("?"),
+                i["disposition"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "101->102:answered",
+            "101->102:answered",
+            "101->103:answered",
+            "101->103:cancelled"
+        ],
+        "{items:#?}"
+    );
 
     let mut proc = pbx.proc;
     let status = proc.stop("TERM").await;

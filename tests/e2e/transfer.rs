@@ -73,11 +73,17 @@ struct Phone {
     local: SocketAddr,
     edge: SocketAddr,
     ext: String,
+    /// The tenant's domain.
+    domain: String,
     received: Vec<SipRequest>,
 }
 
 impl Phone {
     async fn new(edge: &str, ext: &str) -> Phone {
+        Self::new_in(edge, ext, DOMAIN).await
+    }
+
+    async fn new_in(edge: &str, ext: &str, domain: &str) -> Phone {
         let sock = UdpSocket::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -87,6 +93,7 @@ impl Phone {
             local,
             edge: edge.parse().unwrap_or_else(|e| panic!("{edge}: {e}")),
             ext: ext.to_owned(),
+            domain: domain.to_owned(),
             received: Vec::new(),
         }
     }
@@ -269,12 +276,13 @@ impl Phone {
     async fn invite_until(&mut self, dial: &str, rtp_port: u16, extra: &str, min: u16) -> (u16, Option<Dlg>) {
         let call_id = format!("{}@test", token());
         let tag = token();
-        let uri = format!("sip:{dial}@{DOMAIN}");
+        let domain = self.domain.clone();
+        let uri = format!("sip:{dial}@{domain}");
         let body = sdp(rtp_port, "sendrecv");
         let (ext, local) = (self.ext.clone(), self.local);
         let build = |cseq: u32, branch: &str, auth: &str| {
             format!(
-                "INVITE {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: \"Phone {ext}\" <sip:{ext}@{DOMAIN}>;tag={tag}\r\n\
+                "INVITE {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: \"Phone {ext}\" <sip:{ext}@{domain}>;tag={tag}\r\n\
                  To: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:{ext}@{local}>\r\n\
                  {auth}{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
                 format_args!("Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport"),
@@ -287,7 +295,7 @@ impl Phone {
         assert_eq!(challenge.status, 407, "{challenge:?}");
         let to = challenge.header("To").unwrap_or_default().to_owned();
         self.send(format!(
-            "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{DOMAIN}>;tag={tag}\r\nTo: {to}\r\n\
+            "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{domain}>;tag={tag}\r\nTo: {to}\r\n\
              Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
             self.via(&branch),
             ext = self.ext
@@ -315,7 +323,7 @@ impl Phone {
         if !(200..300).contains(&resp.status) {
             let to = resp.header("To").unwrap_or_default().to_owned();
             self.send(format!(
-                "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{DOMAIN}>;tag={tag}\r\nTo: {to}\r\n\
+                "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{domain}>;tag={tag}\r\nTo: {to}\r\n\
                  Call-ID: {call_id}\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
                 self.via(&token()),
                 ext = self.ext
@@ -355,7 +363,7 @@ impl Phone {
             "Content-Type: application/sdp\r\n".to_owned()
         };
         format!(
-            "{method} {target} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{DOMAIN}>;tag={lt}\r\n\
+            "{method} {target} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{domain}>;tag={lt}\r\n\
              To: <{to}>;tag={rt}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{ext}@{local}>\r\n\
              {extra}{ct}Content-Length: {}\r\n\r\n{body}",
             self.via(&token()),
@@ -367,6 +375,7 @@ impl Phone {
             rt = d.remote_tag,
             cid = d.call_id,
             local = self.local,
+            domain = self.domain,
         )
     }
 
@@ -496,6 +505,30 @@ async fn attended_transfer_and_invite_with_replaces() {
     let (status, call2) = a.invite("103", a_rtp, "").await;
     assert_eq!(status, 200, "{}", pbx.proc.tail(30));
     let call2 = call2.unwrap_or_else(|| panic!("no dialog"));
+
+    // A Replaces naming another tenant's dialog (bravo's 102 calling its own number): 481, and
+    // that call goes on.
+    let bravo_port = free_udp_port();
+    pbx.register("102", "bravo.localhost", bravo_port);
+    let bravo_callee = Uas::start(&pbx.dir, "uas_answer.xml", bravo_port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bravo = Phone::new_in(&pbx.sip, "102", "bravo.localhost").await;
+    let (status, bravo_call) = bravo.invite("102", free_udp_port(), "").await;
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let mut bravo_call = bravo_call.unwrap_or_else(|| panic!("no dialog"));
+    let other_tenant = refer_to(
+        "102",
+        &bravo_call.call_id,
+        &bravo_call.remote_tag,
+        &bravo_call.local_tag,
+    );
+    let r = a.request(&mut call1, "REFER", &other_tenant, "").await;
+    assert_eq!(r.status, 202, "{r:?}");
+    a.request_where("NOTIFY 481 (another tenant)", is_notify_with("481"))
+        .await;
+    let r = bravo.request(&mut bravo_call, "BYE", "", "").await;
+    assert_eq!(r.status, 200, "bravo's call must still be there");
+    finish(bravo_callee, "bravo's 102", &pbx).await;
 
     // A Replaces naming no dialog of ours: 202, then NOTIFY 481; nothing changes.
     let bogus = refer_to("103", "nope@nowhere", &call2.remote_tag, &call2.local_tag);

@@ -799,3 +799,49 @@ async fn attended_transfer_from_the_consultation_and_before_the_answer() {
     let status = proc.stop("TERM").await;
     assert!(status.success(), "{}", proc.tail(40));
 }
+
+/// An INVITE with Replaces naming the early dialog of a phone that rings (the edge's INVITE
+/// to 102): the new phone (103) picks the call up, 102 is cancelled, the caller is answered.
+#[tokio::test]
+async fn invite_with_replaces_picks_up_a_ringing_phone() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pbx = start(tmp.path()).await;
+    let mut b = registered_phone(&pbx, "102").await;
+    let mut a = Phone::new(&pbx.sip, "101").await;
+    let mut d = Phone::new(&pbx.sip, "103").await;
+    let ((status, call), (picked, taken)) = tokio::join!(a.invite("102", free_udp_port(), ""), async {
+        let (inv, tag) = b.ringing().await;
+        // the edge's dialog with 102 as 102 sees it: our tag is the edge's From tag
+        let edge_tag = inv
+            .from()
+            .ok()
+            .and_then(|f| f.tag().map(str::to_owned))
+            .unwrap_or_default();
+        let call_id = inv.call_id().unwrap_or_default().to_owned();
+        // early-only is fine for an early dialog; a wrong phone tag is not
+        let wrong = format!("Replaces: {call_id};to-tag={edge_tag};from-tag=not-{tag}\r\n");
+        let (status, _) = d.invite("102", free_udp_port(), &wrong).await;
+        assert_eq!(status, 481, "a tag that is not the ringing phone's");
+        let replaces = format!("Replaces: {call_id};to-tag={edge_tag};from-tag={tag};early-only\r\n");
+        let picked = d.invite("102", free_udp_port(), &replaces).await;
+        b.cancelled(&inv, &tag).await;
+        picked
+    });
+    assert_eq!(status, 200, "the caller is answered\n{}", pbx.proc.tail(30));
+    assert_eq!(picked, 200, "{}", pbx.proc.tail(30));
+    let (mut call, mut taken) = (
+        call.unwrap_or_else(|| panic!("no dialog")),
+        taken.unwrap_or_else(|| panic!("no dialog")),
+    );
+    // the caller and the phone that picked up are in one call: a BYE from one reaches the other
+    let r = a.request(&mut call, "BYE", "", "").await;
+    assert_eq!(r.status, 200);
+    d.request_where("BYE to the phone that picked up", is_bye_of(&taken.call_id))
+        .await;
+    let r = d.request(&mut taken, "BYE", "", "").await;
+    assert_eq!(r.status, 481, "the call is over");
+
+    let mut proc = pbx.proc;
+    let status = proc.stop("TERM").await;
+    assert!(status.success(), "{}", proc.tail(40));
+}

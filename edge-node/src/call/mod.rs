@@ -5,7 +5,9 @@
 //! (forking). The [`CallRouter`] turns requests into inputs of the right task: new INVITEs
 //! start a call; CANCEL is matched by the INVITE's branch; requests inside a dialog (ACK,
 //! BYE, re-INVITE, INFO) by Call-ID and our tag. The SIP messages themselves are built by the
-//! pure functions of [`dialog`].
+//! pure functions of [`dialog`]. A `Replaces` ([`replaces`], in an INVITE or in a REFER's
+//! target) names a dialog by the same key: the router finds its call, which checks the other
+//! tag and the tenant; an attended transfer moves a dialog from one call's task to another's.
 
 pub mod blf;
 pub mod dialog;

@@ -7,7 +7,9 @@
 //! the task retransmits until the caller's ACK. Every fork failing gives the caller the best
 //! final response (486 when any phone was busy); the ring timeout gives 480. BYE from either
 //! side ends both; re-INVITEs (hold, resume) and other requests inside the call pass to the
-//! other side. The call ends as one `CallEnded` event.
+//! other side. Transfers: blind (REFER), park, pickup, attended (REFER with Replaces: another
+//! call's party joins this one) and INVITE with Replaces (a new phone takes a party's place).
+//! The call ends as one `CallEnded` event.
 
 use super::dialog::{self, Dialog};
 use super::replaces::Replaces;
@@ -96,12 +98,11 @@ pub enum CallInput {
 }
 
 /// A party handed from one call to another by an attended transfer: the edge's dialog with
-/// it, where it is, and the last SDP it sent.
+/// it, where it is, and its extension number (for the log).
 #[derive(Debug)]
 pub struct HandedOver {
     dialog: Dialog,
     target: Target,
-    sdp: Option<SessionDescription>,
     number: String,
 }
 
@@ -2030,7 +2031,6 @@ impl Call {
         let HandedOver {
             dialog: mut party,
             target,
-            sdp,
             number,
         } = h;
         self.router
@@ -2055,7 +2055,6 @@ impl Call {
             (None, _, _) => None,
         };
         let Some(body) = body else {
-            drop(sdp);
             let bye = party.request(Method::Bye, None);
             drop(self.client.request(bye, &target).await);
             self.notify(&mut notify, "SIP/2.0 488 Not Acceptable Here", true)
@@ -2289,7 +2288,6 @@ impl Call {
         let handed = HandedOver {
             dialog,
             target,
-            sdp: self.last_sdp[party.index()].clone(),
             number,
         };
         if reply.send(Ok(handed)).is_err() {

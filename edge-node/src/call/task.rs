@@ -493,6 +493,12 @@ pub(crate) async fn run(
             _ = sleep_until(linger_until) => break,
         }
     }
+    // Nothing more reaches this call (the router answers 481 to what is sent from now on);
+    // what is already queued is handled, so that no request is left without an answer.
+    rx.close();
+    while let Ok(input) = rx.try_recv() {
+        call.on_input(input).await;
+    }
     call.finish().await;
 }
 

@@ -660,9 +660,9 @@ async fn registered_phone(pbx: &Pbx, ext: &str) -> Phone {
 
 /// The transfer from the other call (101's REFER in its call to 103 names its held call with
 /// 102: 102 is moved onto the consultation call's relay; 101 hangs up right after the 202),
-/// and the semi-attended transfer
-/// (101 transfers while 103 still rings: that call stops, 103 rings again for 102, who hears
-/// ringback, and is joined when 103 answers). 103 is a phone of this test here.
+/// the semi-attended transfer (101 transfers while 103 still rings: that call stops, 103
+/// rings again for 102, who hears ringback, and is joined when 103 answers), and a blind
+/// transfer of a held call. 103 is a phone of this test here.
 #[tokio::test]
 async fn attended_transfer_from_the_consultation_and_before_the_answer() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -744,7 +744,7 @@ async fn attended_transfer_from_the_consultation_and_before_the_answer() {
     let relay = c_call
         .media
         .unwrap_or_else(|| panic!("no SDP in the INVITE to 103"));
-    let (back, _c_rtp) = tokio::task::spawn_blocking(move || (echoed_rtp(&c_rtp, relay), c_rtp))
+    let (back, c_rtp) = tokio::task::spawn_blocking(move || (echoed_rtp(&c_rtp, relay), c_rtp))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -756,6 +756,46 @@ async fn attended_transfer_from_the_consultation_and_before_the_answer() {
     assert_eq!(r.status, 200);
     finish(b, "102 transferred before 103 answered", &pbx).await;
 
+    // 3. A blind transfer of a held call (REFER without Replaces): 103 gets a sendrecv offer,
+    // and 102 is taken off hold once 103 answers.
+    let b = Uas::start_args(&pbx.dir, "uas_attended_transferee.xml", b_port, &echo);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, call1) = a.invite("102", a_rtp, "").await;
+    assert_eq!(status, 200, "{}", pbx.proc.tail(30));
+    let mut call1 = call1.unwrap_or_else(|| panic!("no dialog"));
+    let hold = a.request(&mut call1, "INVITE", "", &sdp(a_rtp, "sendonly")).await;
+    assert_eq!(hold.status, 200);
+    let r = a
+        .request(
+            &mut call1,
+            "REFER",
+            &format!("Refer-To: <sip:103@{DOMAIN}>\r\n"),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let (inv, tag) = c.ringing().await;
+    let offer = String::from_utf8_lossy(&inv.body).into_owned();
+    assert!(offer.contains("a=sendrecv"), "the target's offer: {offer}");
+    let mut c_call = c.pick_up(&inv, &tag, c_rtp_port).await;
+    a.request_where("NOTIFY 200 (blind)", is_notify_with("200")).await;
+    a.request_where("BYE after the blind transfer", is_bye_of(&call1.call_id))
+        .await;
+    let relay = c_call
+        .media
+        .unwrap_or_else(|| panic!("no SDP in the INVITE to 103"));
+    let back = tokio::task::spawn_blocking(move || echoed_rtp(&c_rtp, relay))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        back >= 50,
+        "{back} of 100 packets came back\n{}",
+        pbx.proc.tail(30)
+    );
+    let r = c.request(&mut c_call, "BYE", "", "").await;
+    assert_eq!(r.status, 200);
+    finish(b, "102 transferred blind while held", &pbx).await;
+
     // The call log: each call once; the consultation that never got an answer is cancelled.
     let token =
         std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
@@ -766,7 +806,7 @@ async fn attended_transfer_from_the_consultation_and_before_the_answer() {
         async move {
             let r = try_call(&client, reqwest::Method::GET, &url, Some(&token), None).await?;
             let items = r.json["items"].as_array().cloned().unwrap_or_default();
-            if items.len() >= 4 {
+            if items.len() >= 5 {
                 Ok(items)
             } else {
                 Err(r.text)
@@ -789,6 +829,7 @@ async fn attended_transfer_from_the_consultation_and_before_the_answer() {
     assert_eq!(
         got,
         [
+            "101->102:answered",
             "101->102:answered",
             "101->102:answered",
             "101->103:answered",

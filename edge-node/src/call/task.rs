@@ -1427,7 +1427,12 @@ impl Call {
             }
         };
         let stays = from.other();
-        let Some(offer_sdp) = self.last_sdp[stays.index()].clone() else {
+        // the transferee may be on hold (the transferor held it first): the target gets a
+        // sendrecv offer, and the transferee a re-INVITE once the target answers
+        let Some(offer_sdp) = self.last_sdp[stays.index()]
+            .as_ref()
+            .map(|s| s.with_direction(Direction::SendRecv))
+        else {
             tx.respond(reply(488, "Not Acceptable Here")).await;
             return;
         };

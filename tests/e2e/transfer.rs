@@ -76,6 +76,8 @@ struct Phone {
     /// The tenant's domain.
     domain: String,
     received: Vec<SipRequest>,
+    /// The last CSeq the edge used in each dialog (by Call-ID) and its request's branch.
+    edge_cseq: std::collections::HashMap<String, (u32, String)>,
 }
 
 impl Phone {
@@ -95,6 +97,7 @@ impl Phone {
             ext: ext.to_owned(),
             domain: domain.to_owned(),
             received: Vec::new(),
+            edge_cseq: std::collections::HashMap::new(),
         }
     }
 
@@ -142,7 +145,34 @@ impl Phone {
     }
 
     /// Requests other than INVITE, ACK and CANCEL get 200 at once; all are kept.
+    /// The edge's requests in a dialog must take increasing CSeqs (RFC 3261 §12.2.1.1; a phone
+    /// answers 500 to a lower one); a retransmission (same branch) is answered again only.
     async fn answer(&mut self, req: SipRequest) {
+        if !matches!(req.method.as_str(), "ACK" | "CANCEL") {
+            let call_id = req.call_id().unwrap_or_default().to_owned();
+            let seq = req.cseq().map(|c| c.seq).unwrap_or(0);
+            let branch = req
+                .top_via()
+                .ok()
+                .and_then(|v| v.branch().map(str::to_owned))
+                .unwrap_or_default();
+            if let Some((last, last_branch)) = self.edge_cseq.get(&call_id) {
+                if *last_branch == branch {
+                    if req.method.as_str() != "INVITE" {
+                        self.respond(SipResponse::for_request(&req, 200, "OK", self.edge))
+                            .await;
+                    }
+                    return;
+                }
+                assert!(
+                    seq > *last,
+                    "the edge reused CSeq {seq} (after {last}) in {call_id}: {} {}",
+                    req.method.as_str(),
+                    String::from_utf8_lossy(&req.body)
+                );
+            }
+            self.edge_cseq.insert(call_id, (seq, branch));
+        }
         if !matches!(req.method.as_str(), "INVITE" | "ACK" | "CANCEL") {
             let ok = SipResponse::for_request(&req, 200, "OK", self.edge);
             self.respond(ok).await;

@@ -1535,7 +1535,10 @@ impl Call {
     }
 
     /// A NOTIFY of the transfer's progress to the transferor (message/sipfrag).
-    async fn notify(&self, t: &mut Transfer, status_line: &str, last: bool) {
+    /// The NOTIFYs go out on a copy of the transferor's dialog; while that dialog is still
+    /// the call's leg (the transfer failed, or has not ended), the leg takes the CSeq after them,
+    /// so that a later request to the transferor does not reuse one.
+    async fn notify(&mut self, t: &mut Transfer, status_line: &str, last: bool) {
         if t.transferor_gone {
             return;
         }
@@ -1553,6 +1556,11 @@ impl Call {
         );
         req.headers.push("Event", "refer");
         req.headers.push("Subscription-State", state);
+        if let Some((d, _)) = self.leg(t.from) {
+            if d.call_id == t.notify_dialog.call_id && d.local_tag == t.notify_dialog.local_tag {
+                d.local_cseq = d.local_cseq.max(t.notify_dialog.local_cseq);
+            }
+        }
         drop(self.client.request(req, &t.notify_target).await);
     }
 
@@ -1607,10 +1615,6 @@ impl Call {
                 }
                 self.notify(&mut t, "SIP/2.0 200 OK", true).await;
                 if !t.transferor_gone {
-                    // after the NOTIFYs (sent on a copy of the dialog): the next CSeq
-                    if let Some((d, _)) = self.leg(t.from) {
-                        d.local_cseq = d.local_cseq.max(t.notify_dialog.local_cseq);
-                    }
                     self.bye(t.from).await;
                 }
                 match t.from {

@@ -87,10 +87,16 @@ pub(crate) struct Uas {
 
 impl Uas {
     pub(crate) fn start(dir: &Path, xml: &str, port: u16) -> Uas {
+        Self::start_args(dir, xml, port, &[])
+    }
+
+    /// Like [`Self::start`], with more sipp arguments (`-rtp_echo`, `-inf`, ...).
+    pub(crate) fn start_args(dir: &Path, xml: &str, port: u16, extra: &[&str]) -> Uas {
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(scenario(xml))
             .args(["-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .args(["-timeout", "40s", "-timeout_error", "-nostdin"])
             .current_dir(dir)
             .stdout(Stdio::piped())

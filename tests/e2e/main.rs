@@ -18,5 +18,6 @@ mod ring_groups;
 mod schemathesis;
 mod sip;
 mod support;
+mod transfer;
 mod transports;
 mod up;

@@ -5,7 +5,9 @@
 //! (forking). The [`CallRouter`] turns requests into inputs of the right task: new INVITEs
 //! start a call; CANCEL is matched by the INVITE's branch; requests inside a dialog (ACK,
 //! BYE, re-INVITE, INFO) by Call-ID and our tag. The SIP messages themselves are built by the
-//! pure functions of [`dialog`].
+//! pure functions of [`dialog`]. A `Replaces` ([`replaces`], in an INVITE or in a REFER's
+//! target) names a dialog by the same key: the router finds its call, which checks the other
+//! tag and the tenant; an attended transfer moves a dialog from one call's task to another's.
 //!
 //! A ring group's number forks the same way, to its members' phones step by step
 //! ([`ring_group`]); queues, IVRs ([`ivr`]) and feature codes are answered by the edge itself
@@ -18,6 +20,7 @@ pub mod feature_codes;
 pub mod ivr;
 mod queue_call;
 pub mod queue_driver;
+pub mod replaces;
 pub mod ring_group;
 mod task;
 
@@ -192,6 +195,32 @@ impl CallRouter {
         });
     }
 
+    /// Forgets a dialog if it still belongs to `call` (an attended transfer moves a dialog
+    /// from one call to another: the call it left must not forget it for the new one).
+    fn forget_dialog_of(&self, call_id: &str, local_tag: &str, call: &CallSender) {
+        let mut map = lock(&self.dialogs);
+        let key = DialogKey {
+            call_id: call_id.to_owned(),
+            local_tag: local_tag.to_owned(),
+        };
+        if map.get(&key).is_some_and(|c| c.same_channel(call)) {
+            map.remove(&key);
+        }
+    }
+
+    /// The call holding the dialog a `Replaces` names (by Call-ID and our tag; the task checks
+    /// the other tag and the tenant).
+    fn dialog_named(&self, r: &replaces::Replaces) -> Option<CallSender> {
+        let key = DialogKey {
+            call_id: r.call_id.clone(),
+            local_tag: r.to_tag.clone(),
+        };
+        lock(&self.dialogs)
+            .get(&key)
+            .filter(|tx| !tx.is_closed())
+            .cloned()
+    }
+
     fn dialog(&self, req: &SipRequest) -> Option<CallSender> {
         let key = DialogKey {
             call_id: req.call_id().ok()?.to_owned(),
@@ -323,6 +352,33 @@ impl CallRouter {
         let Ok(branch) = req.top_via().map(|v| v.branch().unwrap_or_default().to_owned()) else {
             return Some(reply(400, "Bad Via"));
         };
+        // RFC 3891: an INVITE naming one of our dialogs takes that party's place (the call
+        // checks the other tag and the tenant); an unknown dialog is 481.
+        if let Some(value) = req.header("Replaces") {
+            let Some(named) = replaces::Replaces::parse(value) else {
+                return Some(
+                    reply(400, "Bad Replaces")
+                        .with_header("Warning", "399 edge \"the Replaces cannot be read\""),
+                );
+            };
+            let gone = reply(481, "Call/Transaction Does Not Exist");
+            let Some(call) = self.dialog_named(&named) else {
+                return Some(gone);
+            };
+            let input = CallInput::Replace {
+                req: Box::new(req),
+                inbound,
+                tx,
+                offer: Box::new(offer),
+                by: caller,
+                tenant: tenant.tenant_id,
+                named,
+            };
+            return match call.send(input) {
+                Ok(()) => None,
+                Err(_) => Some(gone),
+            };
+        }
         let dialled = req.uri.user.clone().unwrap_or_default();
         // Call queues and their agents' feature codes (*7{queue}, *07{queue}, *077); IVRs,
         // which the edge answers too.

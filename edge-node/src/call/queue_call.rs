@@ -714,7 +714,18 @@ impl QueueCall {
                 }
             }
             CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
-            CallInput::Cancel | CallInput::Reinvite { .. } => {}
+            // a queue call is not joined to another call (attended transfer): the asking call
+            // sees the dropped reply as "no such dialog"
+            CallInput::Cancel
+            | CallInput::Reinvite { .. }
+            | CallInput::Join { .. }
+            | CallInput::HandOver { .. } => {}
+            CallInput::Replace { req, inbound, tx, .. } => {
+                let resp =
+                    SipResponse::for_request(&req, 481, "Call/Transaction Does Not Exist", inbound.source)
+                        .with_to_tag(&dialog::random_token());
+                tx.respond(resp).await;
+            }
             CallInput::Pickup { req, inbound, tx, .. } | CallInput::Retrieve { req, inbound, tx, .. } => {
                 let resp = SipResponse::for_request(&req, 480, "Temporarily Unavailable", inbound.source)
                     .with_to_tag(&dialog::random_token());

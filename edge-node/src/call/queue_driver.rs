@@ -935,6 +935,8 @@ mod tests {
                 ..Default::default()
             },
             certificate: None,
+            domains: Vec::new(),
+            platform_certificate: None,
         });
         let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
         // 102's phone is registered

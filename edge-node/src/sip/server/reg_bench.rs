@@ -65,6 +65,8 @@ fn handler() -> Edge {
         queues: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        domains: Vec::new(),
+        platform_certificate: None,
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

@@ -349,6 +349,7 @@ async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
             Some(a) => a.to_settings()?,
             None => None,
         },
+        dns: cfg.dns.to_settings()?,
     };
     let state = AppState::new(
         Engines {

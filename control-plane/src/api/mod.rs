@@ -5,6 +5,7 @@ mod billing;
 mod call_logs;
 mod certificates;
 pub mod client_ip;
+mod domains;
 mod edge;
 mod extensions;
 mod health;
@@ -173,6 +174,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::stripe_webhook))
         .routes(routes!(certificates::get_certificate))
         .routes(routes!(certificates::acme_challenge))
+        .routes(routes!(domains::list_domains, domains::create_domain))
+        .routes(routes!(domains::get_domain, domains::delete_domain))
         .routes(routes!(edge::edge_nodes))
         .routes(routes!(edge::edge_tenants))
         .routes(routes!(edge::edge_snapshot))

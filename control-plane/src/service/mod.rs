@@ -6,6 +6,7 @@ pub mod billing;
 pub mod call_logs;
 pub mod config_publish;
 pub mod deletions;
+pub mod domains;
 pub mod extensions;
 pub mod lifecycle;
 pub mod pause_reasons;

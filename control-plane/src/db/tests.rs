@@ -552,3 +552,86 @@ on_both_backends!(platform_certificate_and_dns_records, |db: Db| async move {
         vec!["x"]
     );
 });
+
+on_both_backends!(contacts_and_groups_are_scoped_by_tenant, |db: Db| async move {
+    use super::contacts::{self, ContactFields, ContactFilter, ContactNumber, NumberType};
+    let (a, b) = two_tenants(&db).await;
+    let mut c = db.acquire().await.unwrap();
+    let fields = |name: &str, number: &str| ContactFields {
+        name: name.into(),
+        company: Some("ACME Corp".into()),
+        email: None,
+        notes: None,
+        numbers: vec![ContactNumber {
+            kind: NumberType::Business,
+            number: number.into(),
+        }],
+    };
+    let ann = contacts::insert(&mut c, a.id, &fields("Ann", "+1 (555) 0100"), 1)
+        .await
+        .unwrap();
+    let bob = contacts::insert(&mut c, b.id, &fields("Bob", "555-0100"), 1)
+        .await
+        .unwrap();
+    // Each tenant lists and finds its own only, by number digits or by text.
+    let by_digits = ContactFilter {
+        digits: Some("5550100".into()),
+        ..ContactFilter::default()
+    };
+    let found = contacts::list(&mut c, a.id, &by_digits, 10).await.unwrap();
+    assert_eq!(
+        found.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        vec![ann.id.as_str()]
+    );
+    let by_text = ContactFilter {
+        text: Some("acme".into()),
+        ..ContactFilter::default()
+    };
+    assert_eq!(
+        contacts::list(&mut c, b.id, &by_text, 10).await.unwrap(),
+        vec![bob.clone()]
+    );
+    assert!(contacts::get(&mut c, a.id, &bob.id).await.unwrap().is_none());
+    assert!(contacts::update(&mut c, a.id, &bob.id, &fields("X", "1"), 2)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(contacts::delete(&mut c, a.id, &bob.id).await.unwrap().is_none());
+    assert_eq!(
+        contacts::existing_ids(&mut c, a.id, &[ann.id.clone(), bob.id.clone()])
+            .await
+            .unwrap(),
+        vec![ann.id.clone()]
+    );
+    // Groups: a name is unique per tenant, not across tenants.
+    let g = contacts::insert_group(&mut c, a.id, "VIP", std::slice::from_ref(&ann.id), 1)
+        .await
+        .unwrap();
+    assert_eq!(g.contact_ids, vec![ann.id.clone()]);
+    assert!(matches!(
+        contacts::insert_group(&mut c, a.id, "VIP", &[], 1).await,
+        Err(crate::error::Error::Conflict { .. })
+    ));
+    contacts::insert_group(&mut c, b.id, "VIP", std::slice::from_ref(&bob.id), 1)
+        .await
+        .unwrap();
+    assert!(contacts::get_group(&mut c, b.id, &g.id).await.unwrap().is_none());
+    assert!(contacts::delete_group(&mut c, b.id, &g.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        contacts::list_groups(&mut c, a.id).await.unwrap(),
+        vec![g.clone()]
+    );
+    // Deleting the contact empties the group; deleting the group keeps contacts.
+    contacts::delete(&mut c, a.id, &ann.id).await.unwrap().unwrap();
+    assert!(contacts::get_group(&mut c, a.id, &g.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .contact_ids
+        .is_empty());
+    assert_eq!(contacts::count(&mut c, b.id).await.unwrap(), 1);
+    assert_eq!(contacts::count_groups(&mut c, a.id).await.unwrap(), 1);
+});

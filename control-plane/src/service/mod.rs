@@ -5,6 +5,7 @@ pub mod auth;
 pub mod billing;
 pub mod call_logs;
 pub mod config_publish;
+pub mod contacts;
 pub mod deletions;
 pub mod domains;
 pub mod extensions;

@@ -934,3 +934,78 @@ crate::on_both_backends!(
         app.stop().await;
     }
 );
+
+/// A DNS provider that publishes nothing (a misconfigured delegation).
+struct SilentDns(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl acme::DnsProvider for SilentDns {
+    async fn set_txt(&self, record: &str, _value: &str) -> crate::error::Result<()> {
+        self.0.lock().unwrap().push(format!("set {record}"));
+        Ok(())
+    }
+    async fn remove_txt(&self, record: &str, _value: &str) -> crate::error::Result<()> {
+        self.0.lock().unwrap().push(format!("remove {record}"));
+        Ok(())
+    }
+}
+
+crate::on_both_backends!(
+    dns01_without_the_txt_record_is_refused_by_pebble_and_backed_off,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let responder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let responder_addr = responder.local_addr().unwrap();
+        tokio::spawn(crate::dns::serve(app.state.clone(), responder, stop_rx));
+        let world = TestDns::start(responder_addr).await;
+        let Some(pebble) = start_pebble_with(PebbleOptions {
+            dns_server: Some(world.addr),
+            http_port: None,
+            validate: true,
+        })
+        .await
+        else {
+            return;
+        };
+        let settings = AcmeSettings {
+            directory_url: pebble.directory_url.clone(),
+            contact_email: None,
+            extra_root_pem: Some(pebble.listener_pem.clone()),
+            interval: Duration::from_secs(60),
+            challenge: acme::ChallengeKind::Dns01,
+            wildcard: true,
+            dns_listen: None,
+        };
+        let provider = SilentDns(std::sync::Mutex::default());
+        let before = db::now_ms();
+        assert_eq!(
+            acme::run_once_with(&app.state, &settings, &provider)
+                .await
+                .unwrap(),
+            0
+        );
+        // The provider was asked to publish and to withdraw the record, at the base name.
+        assert_eq!(
+            *provider.0.lock().unwrap(),
+            vec![
+                "set _acme-challenge.example.test".to_owned(),
+                "remove _acme-challenge.example.test".to_owned()
+            ]
+        );
+        assert!(world.was_asked("_acme-challenge.example.test TXT"));
+        let row = {
+            let mut c = app.state.db.acquire().await.unwrap();
+            certs::get_scoped(&mut c, certs::Scope::Platform, "*.example.test")
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(row.state, certs::CertState::Failed);
+        assert!(row.chain_pem.is_none());
+        assert!(row.last_error.as_deref().unwrap().contains("ACME"), "{row:?}");
+        assert!(row.next_attempt_at_ms >= before + 60_000, "backed off");
+        let _ = stop_tx.send(true);
+        app.stop().await;
+    }
+);

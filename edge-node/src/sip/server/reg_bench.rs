@@ -68,6 +68,8 @@ fn handler() -> Edge {
         ring_groups: Vec::new(),
         ivrs: Vec::new(),
         schedules: Vec::new(),
+        domains: Vec::new(),
+        platform_certificate: None,
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

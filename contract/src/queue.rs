@@ -259,7 +259,7 @@ pub struct QueueConfig<A> {
     pub sla: Option<SlaConfig>,
     /// Queue call logs visible to agents (SPEC Q12; Enterprise: queue console). Absent: agents
     /// see none of the queue's calls (the seed's option is off by default).
-    #[serde(default)]
+    #[serde(default = "no_call_log_access")]
     pub call_log_access: Option<CallLogAccess<A>>,
 }
 
@@ -878,6 +878,11 @@ impl EngineOptions {
         }
         Ok(())
     }
+}
+
+/// `#[serde(default)]` without its `A: Default` bound (an engine's agent id has none).
+fn no_call_log_access<A>() -> Option<CallLogAccess<A>> {
+    None
 }
 
 fn default_skill_level() -> u8 {

@@ -189,20 +189,15 @@ pub async fn create(state: &AppState, ctx: &Ctx, tenant: &Tenant, input: CreateU
         let user = db::users::get(&mut tx, tenant.id, created.user.id)
             .await?
             .ok_or(Error::NotFound("user"))?;
-        audit_link(&mut tx, &ctx.actor(), tenant.id, &user, None).await?;
+        audit_link(&mut tx, &ctx.actor(), tenant.id, &user).await?;
         created.user = UserView::from(&user);
     }
     tx.commit().await?;
     Ok(created)
 }
 
-async fn audit_link(
-    conn: &mut Conn,
-    actor: &Actor,
-    tenant: TenantId,
-    user: &User,
-    before: Option<&str>,
-) -> Result<()> {
+/// The audit entry of a link made at creation (later links are in `user.update`).
+async fn audit_link(conn: &mut Conn, actor: &Actor, tenant: TenantId, user: &User) -> Result<()> {
     db::audit::record(
         conn,
         actor,
@@ -211,7 +206,7 @@ async fn audit_link(
             action: "user.extension",
             entity: "user",
             entity_id: &user.id.to_string(),
-            before: Some(serde_json::json!({ "extension": before })),
+            before: Some(serde_json::json!({ "extension": null })),
             after: Some(serde_json::json!({ "extension": user.extension })),
         },
     )

@@ -164,6 +164,7 @@ pub async fn start_edge(
         .as_ref()
         .and_then(|s| s.media.as_ref())
         .map(|m| m.spool_dir.clone());
+    let prompt_store = objects.clone();
     let uploader = match (spool, objects) {
         (Some(dir), Some(store)) => {
             let cancel = CancellationToken::new();
@@ -179,6 +180,11 @@ pub async fn start_edge(
     let node = EdgeNode::start(config, bus.clone())
         .await
         .context("starting the edge node")?;
+    // tenants' uploaded prompts are fetched from the same object store as recordings go to
+    if let Some(store) = prompt_store {
+        node.store()
+            .attach_prompts(pbx_edge_node::media::PromptCache::new(store));
+    }
     let sip = match sip {
         Some(opts) => Some(Arc::new(
             SipService::start(

@@ -78,6 +78,8 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let extensions = db::extensions::list(&mut tx, tenant).await?;
     let queues = db::queues::list(&mut tx, tenant).await?;
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
+    let options = db::queue_options::get(&mut tx, tenant).await?;
+    let prompts = crate::service::prompts::edge_prompts(&mut tx, tenant).await?;
     let fqdn = state.settings.fqdn(&t.slug);
     let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
     tx.commit().await?;
@@ -106,8 +108,10 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
                     name: r.name,
                 })
                 .collect(),
-            ..Default::default()
+            shared_wrap_up: options.shared_wrap_up,
+            dynamic_agent_default: options.dynamic_agent_default,
         },
+        prompts,
         certificate,
     }))
 }

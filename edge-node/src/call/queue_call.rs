@@ -14,7 +14,6 @@ use super::dialog::{self, Dialog};
 use super::queue_driver::{DriverMsg, DriverSender, QueueCommand};
 use super::task::{parse_sdp, sleep_until};
 use super::{forward_events, CallInput, CallRouter, CallSender};
-use crate::media::prompts::system_prompt;
 use crate::media::{
     recording_key, Leg, MediaEvent, Playback, Prompt, RecordingMeta, RelaySession, SdpOrigin,
     SessionDescription,
@@ -533,12 +532,14 @@ impl QueueCall {
             .unwrap_or_else(|| "en".to_owned())
     }
 
-    /// The prompts, in the caller's codec; unknown names are skipped (and logged).
+    /// The prompts, in the caller's codec: the tenant's uploaded prompt of each name when the
+    /// edge holds it, else the shipped one; unknown names are skipped (and logged).
     fn audio(&self, names: &[String], language: &str) -> Option<Arc<[u8]>> {
+        let store = self.router.store();
         let parts: Vec<Prompt> = names
             .iter()
             .filter_map(|n| {
-                let prompt = system_prompt(language, n);
+                let prompt = store.prompt(&self.tenant, language, n);
                 if prompt.is_none() {
                     warn!(call = %self.id, prompt = %n, "no such prompt");
                 }

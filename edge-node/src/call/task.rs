@@ -514,7 +514,12 @@ impl Call {
             Some(_) => 0,
             None => return,
         };
-        let music = crate::media::prompts::system_prompt("en", "moh").and_then(|p| p.encode(payload_type));
+        // the tenant's own `moh` when it uploaded one, else the shipped music
+        let music = self
+            .router
+            .store()
+            .prompt(&self.tenant, "en", "moh")
+            .and_then(|p| p.encode(payload_type));
         if let Some(payload) = music {
             a.session.play(
                 to.leg(),

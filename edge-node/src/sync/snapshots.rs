@@ -1,6 +1,7 @@
 //! Sans-IO: every tenant's configuration snapshot held in memory, and the decision what to do
 //! with one `cfg` stream entry. No I/O here; [`super::worker`] drives it.
 
+use crate::media::prompt_cache::PromptCache;
 use crate::sip::tls::{certified_key, SniResolver};
 use pbx_contract::bus::{ConfigChange, ConfigSubject, SnapshotReason};
 use pbx_contract::{ExtensionConfig, ExtensionId, TenantId, TenantSnapshot};
@@ -53,6 +54,7 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
         | ConfigSubject::InboundRoute { .. }
         | ConfigSubject::OutboundRoute { .. }
         | ConfigSubject::MessageQueue { .. }
+        | ConfigSubject::Prompt { .. }
         | ConfigSubject::Unknown => Decision::Reload {
             reason: SnapshotReason::TenantChanged,
         },
@@ -240,6 +242,8 @@ pub struct SnapshotStore {
     inner: Arc<RwLock<TenantSnapshots>>,
     /// Where tenant certificates from snapshots go (the TLS/WSS listeners' resolver).
     certificates: Arc<RwLock<Option<Arc<SniResolver>>>>,
+    /// Where tenant prompts named by snapshots are fetched into (when an object store is set).
+    prompts: Arc<RwLock<Option<Arc<PromptCache>>>>,
 }
 
 impl SnapshotStore {
@@ -291,7 +295,34 @@ impl SnapshotStore {
         if let Some(resolver) = self.resolver() {
             install_certificate(&resolver, previous.as_deref(), &snapshot);
         }
+        if let Some(cache) = self.prompt_cache() {
+            cache.sync(&snapshot);
+        }
         self.write().apply_snapshot(snapshot)
+    }
+
+    fn prompt_cache(&self) -> Option<Arc<PromptCache>> {
+        self.prompts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// From now on, tenant prompts named by snapshots are fetched into `cache` in the
+    /// background; those of the snapshots held already at once.
+    pub fn attach_prompts(&self, cache: Arc<PromptCache>) {
+        *self.prompts.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&cache));
+        for tenant in self.tenant_ids() {
+            if let Some(snapshot) = self.get(tenant) {
+                cache.sync(&snapshot);
+            }
+        }
+    }
+
+    /// The prompt `name` for a call of `tenant`: the tenant's own upload when fetched, else
+    /// the shipped one in `lang` (or English). Never waits on the network.
+    pub fn prompt(&self, tenant: &TenantSnapshot, lang: &str, name: &str) -> Option<crate::media::Prompt> {
+        crate::media::prompt_cache::resolve(self.prompt_cache().as_deref(), tenant, lang, name)
     }
 
     fn resolver(&self) -> Option<Arc<SniResolver>> {
@@ -321,6 +352,9 @@ impl SnapshotStore {
     }
 
     pub fn remove_tenant(&self, tenant: TenantId) -> bool {
+        if let Some(cache) = self.prompt_cache() {
+            cache.forget_tenant(tenant);
+        }
         if let (Some(resolver), Some(old)) = (self.resolver(), self.get(tenant)) {
             if let Some(cert) = &old.certificate {
                 resolver.remove(&cert.name);
@@ -378,6 +412,7 @@ pub(crate) mod tests {
             version,
             extensions,
             queues: Vec::new(),
+            prompts: Vec::new(),
             queue_options: Default::default(),
             certificate: None,
         }
@@ -430,6 +465,9 @@ pub(crate) mod tests {
             ConfigSubject::InboundRoute { name: "in".into() },
             ConfigSubject::OutboundRoute { name: "out".into() },
             ConfigSubject::MessageQueue { name: "mq".into() },
+            ConfigSubject::Prompt {
+                name: "welcome".into(),
+            },
             ConfigSubject::Unknown,
         ] {
             let c = change(t, subject, 8);

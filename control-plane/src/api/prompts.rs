@@ -10,6 +10,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
+/// A WAV file as the request body (for the OpenAPI document).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct WavFile(Vec<u8>);
+
 /// Reads the whole upload, up to [`MAX_UPLOAD_BYTES`] (413 beyond).
 async fn upload(body: Body) -> Result<Bytes> {
     axum::body::to_bytes(body, MAX_UPLOAD_BYTES)
@@ -38,7 +44,7 @@ pub async fn list_prompts(
 /// tenant. A file that cannot be read is 422 (`field: body`) and stores nothing.
 #[utoipa::path(post, path = "/api/v1/tenants/{slug}/prompts", tag = "prompts",
     params(("slug" = String, Path), UploadQuery),
-    request_body(content = Vec<u8>, content_type = "audio/wav", description = "a WAV file"),
+    request_body(content = WavFile, content_type = "application/octet-stream", description = "a WAV file (sent with any Content-Type, e.g. audio/wav)"),
     responses((status = 201, body = PromptView), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "a prompt of that name exists"), (status = 413, body = Problem),
         (status = 422, body = Problem, description = "bad name, or a file that is not a supported WAV")))]
@@ -73,7 +79,7 @@ pub async fn get_prompt(
 /// no prompt of that name. The old object is deleted once the prompt points at the new one.
 #[utoipa::path(put, path = "/api/v1/tenants/{slug}/prompts/{name}", tag = "prompts",
     params(("slug" = String, Path), ("name" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "audio/wav", description = "a WAV file"),
+    request_body(content = WavFile, content_type = "application/octet-stream", description = "a WAV file (sent with any Content-Type, e.g. audio/wav)"),
     responses((status = 200, body = PromptView), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub async fn replace_prompt(

@@ -265,27 +265,68 @@ const ZERO_CROSSINGS: f64 = 16.0;
 /// The cut-off as a share of the lower Nyquist frequency.
 const ROLL_OFF: f64 = 0.92;
 
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The most kernel weights precomputed (one row per phase); beyond, computed per sample.
+const MAX_TABLE: usize = 4_000_000;
+
 /// Band-limited resampling from `from` Hz to `to` Hz (windowed sinc, gain normalised to 1 at
-/// DC for every output sample).
+/// DC for every output sample). Output sample n sits at input position n·from/to; its
+/// fractional part takes one of to/gcd(from, to) values, so the kernel weights are computed
+/// once per phase (80 phases for 44.1 kHz, one for 48 kHz).
 pub fn resample(input: &[f64], from: u32, to: u32) -> Vec<f64> {
-    if from == to || input.is_empty() {
+    if from == to || input.is_empty() || from == 0 || to == 0 {
         return input.to_vec();
     }
-    let step = f64::from(from) / f64::from(to); // input samples per output sample
-                                                // Cut-off in cycles per input sample.
+    let (from64, to64) = (u64::from(from), u64::from(to));
+    // Cut-off in cycles per input sample.
     let fc = 0.5 * ROLL_OFF * (f64::from(to) / f64::from(from)).min(1.0);
     let half = ZERO_CROSSINGS / (2.0 * fc); // kernel half-width in input samples
-    let n_out = (input.len() as u64 * u64::from(to) / u64::from(from)) as usize;
+    let kernel = |d: f64| 2.0 * fc * sinc(2.0 * fc * d) * blackman(d / half);
+    // Taps of the phase whose fractional position is `frac`: first offset and weights.
+    let taps = |frac: f64| -> (i64, Vec<f64>) {
+        let lo = (frac - half).ceil() as i64;
+        let hi = (frac + half).floor() as i64;
+        (lo, (lo..=hi).map(|j| kernel(frac - j as f64)).collect())
+    };
+    let g = gcd(from64, to64);
+    let phases = usize::try_from(to64 / g).unwrap_or(usize::MAX);
+    let per_phase = (2.0 * half) as usize + 2;
+    let table: Option<Vec<(i64, Vec<f64>)>> = (phases.saturating_mul(per_phase) <= MAX_TABLE).then(|| {
+        (0..phases)
+            .map(|p| taps((p as u64 * g) as f64 / to as f64))
+            .collect()
+    });
+    let n_out = (input.len() as u64 * to64 / from64) as usize;
     let last = input.len() as i64 - 1;
     (0..n_out)
         .map(|n| {
-            let t = n as f64 * step;
-            let lo = ((t - half).ceil() as i64).max(0);
-            let hi = ((t + half).floor() as i64).min(last);
+            let pos = n as u64 * from64;
+            let base = (pos / to64) as i64;
+            let rem = pos % to64;
+            let computed;
+            let (lo, weights) = match &table {
+                Some(t) => {
+                    let row = &t[(rem / g) as usize];
+                    (row.0, &row.1)
+                }
+                None => {
+                    computed = taps(rem as f64 / to as f64);
+                    (computed.0, &computed.1)
+                }
+            };
             let (mut acc, mut norm) = (0.0, 0.0);
-            for k in lo..=hi {
-                let d = t - k as f64;
-                let w = 2.0 * fc * sinc(2.0 * fc * d) * blackman(d / half);
+            for (i, w) in weights.iter().enumerate() {
+                let k = base + lo + i as i64;
+                if k < 0 || k > last {
+                    continue;
+                }
                 acc += w * input[k as usize];
                 norm += w;
             }
@@ -441,6 +482,26 @@ mod tests {
         let mut w = wav_pcm16(&[1], 8000);
         w[16..20].copy_from_slice(&8u32.to_le_bytes());
         assert!(convert(&w).is_err());
+    }
+
+    #[test]
+    fn cd_rate_is_resampled_with_its_80_phases() {
+        let s = resample(&tone(1000.0, 44_100, 1.0, 0.5), 44_100, 8000);
+        assert_eq!(s.len(), 8000);
+        let p = tone_power(&s[400..7600], 8000, 1000.0);
+        assert!((p / 0.0625 - 1.0).abs() < 0.05, "{p}");
+        // 5 kHz would fold to 3 kHz
+        let s = resample(&tone(5000.0, 44_100, 1.0, 0.5), 44_100, 8000);
+        assert!(tone_power(&s[400..7600], 8000, 3000.0) < 0.0625 * 1e-4);
+    }
+
+    #[test]
+    fn a_rate_with_too_many_phases_for_a_table_computes_its_taps_per_sample() {
+        // 191,999 Hz: 8,000 phases of ~830 taps, more than the table holds
+        let s = resample(&tone(1000.0, 191_999, 0.25, 0.5), 191_999, 8000);
+        assert_eq!(s.len(), 1999);
+        let p = tone_power(&s[400..1600], 8000, 1000.0);
+        assert!((p / 0.0625 - 1.0).abs() < 0.05, "{p}");
     }
 
     #[test]

@@ -264,6 +264,7 @@ pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Valu
                 "certificate_not_after_ms": t.certificate.as_ref().map(|c| c.not_after_ms),
                 "extensions": t.extensions.iter().map(|e| serde_json::json!({"number": e.number, "display_name": e.display_name})).collect::<Vec<_>>(),
                 "queues": t.queues.iter().map(|q| serde_json::json!({"number": q.number, "name": q.name})).collect::<Vec<_>>(),
+                "prompts": t.prompts.iter().map(|p| serde_json::json!({"name": p.name, "loaded": store.prompt_loaded(&p.key)})).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -157,17 +157,7 @@ impl Fx {
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let number = format!("\"{}\"", queue["number"].as_str().unwrap_or_default());
-        let edge = self
-            .pbx
-            .proc
-            .stdout_lines()
-            .iter()
-            .find_map(|l| {
-                l.split("Edge node health: ")
-                    .nth(1)
-                    .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
-            })
-            .unwrap_or_else(|| panic!("no edge line"));
+        let edge = self.edge_url();
         eventually("the edge has the queue", Duration::from_secs(10), || async {
             let tenants = edge_tenants(&self.client, &edge).await?;
             let text = serde_json::to_string(&tenants).unwrap_or_default();
@@ -179,6 +169,20 @@ impl Fx {
         })
         .await;
         r
+    }
+
+    /// The embedded edge node's HTTP address, from `pbx up`'s banner.
+    fn edge_url(&self) -> String {
+        self.pbx
+            .proc
+            .stdout_lines()
+            .iter()
+            .find_map(|l| {
+                l.split("Edge node health: ")
+                    .nth(1)
+                    .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
+            })
+            .unwrap_or_else(|| panic!("no edge line"))
     }
 
     /// Registers `ext` of acme from `port`, retrying while the edge learns new extensions.
@@ -785,8 +789,25 @@ async fn a_queue_plays_an_uploaded_join_prompt_from_the_object_store() {
         "prompts": {"join_prompt": "welcome"},
     }))
     .await;
-    // the edge fetches in the background when the snapshot names the prompt
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // the edge fetches it in the background once a snapshot names it
+    let edge = fx.edge_url();
+    eventually(
+        "the edge has loaded the prompt",
+        Duration::from_secs(10),
+        || async {
+            let tenants = edge_tenants(&fx.client, &edge).await?;
+            let loaded = tenants
+                .iter()
+                .flat_map(|t| t["prompts"].as_array().cloned().unwrap_or_default())
+                .any(|p| p["name"] == "welcome" && p["loaded"] == true);
+            if loaded {
+                Ok(())
+            } else {
+                Err(format!("{tenants:?}"))
+            }
+        },
+    )
+    .await;
 
     let media = rtp_socket();
     let rtp_port = media

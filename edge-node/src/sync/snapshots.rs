@@ -319,6 +319,11 @@ impl SnapshotStore {
         }
     }
 
+    /// Whether the tenant prompt stored at `key` has been fetched and decoded.
+    pub fn prompt_loaded(&self, key: &str) -> bool {
+        self.prompt_cache().is_some_and(|c| c.get(key).is_some())
+    }
+
     /// The prompt `name` for a call of `tenant`: the tenant's own upload when fetched, else
     /// the shipped one in `lang` (or English). Never waits on the network.
     pub fn prompt(&self, tenant: &TenantSnapshot, lang: &str, name: &str) -> Option<crate::media::Prompt> {

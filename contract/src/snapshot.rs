@@ -35,6 +35,10 @@ pub struct TenantSnapshot {
     /// issued one by ACME. Absent from older control planes: none.
     #[serde(default)]
     pub certificate: Option<TenantCertificate>,
+    /// Business hours and holidays, one per time zone: a queue with time routing follows the
+    /// one of its `time_routing.time_zone`. Absent from older control planes: none.
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::Schedule>,
 }
 
 /// A certificate chain and its private key, in PEM. The key travels in clear inside the
@@ -58,6 +62,11 @@ impl TenantSnapshot {
     /// The tenant's uploaded prompt called `name`, if any.
     pub fn prompt(&self, name: &str) -> Option<&crate::prompt::TenantPrompt> {
         self.prompts.iter().find(|p| p.name == name)
+    }
+
+    /// The business hours of a time zone.
+    pub fn schedule_for(&self, time_zone: &str) -> Option<&crate::schedule::Schedule> {
+        self.schedules.iter().find(|s| s.time_zone == time_zone)
     }
 
     pub fn extension_by_number(&self, number: &str) -> Option<&ExtensionConfig> {

@@ -93,6 +93,14 @@ enum Cmd {
         /// SIP over secure WebSocket address, or `off` (default: port 7443 on the --sip IP).
         #[arg(long)]
         sip_wss: Option<String>,
+        /// Keep the live state (registrations, lockouts, queue sign-ins, pauses and registered
+        /// callbacks) in this Redis (`redis://host:port`) instead of memory, so that a restart
+        /// keeps it.
+        #[arg(long, env = "PBX_LIVE_REDIS", hide_env_values = true)]
+        live_redis: Option<String>,
+        /// Key prefix in that Redis, to share it.
+        #[arg(long, default_value = "pbx-up:")]
+        live_redis_prefix: String,
     },
     /// The control plane on production engines (PostgreSQL, Redis, S3, SMTP).
     ControlPlane {
@@ -210,6 +218,8 @@ async fn main() -> Result<()> {
             sip_tls,
             sip_ws,
             sip_wss,
+            live_redis,
+            live_redis_prefix,
         } => {
             init_tracing();
             up::validate_base_domain(&base_domain)?;
@@ -228,6 +238,8 @@ async fn main() -> Result<()> {
                 sip_tls,
                 sip_ws,
                 sip_wss,
+                live_redis,
+                live_redis_prefix,
             })
             .await
         }

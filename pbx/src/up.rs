@@ -45,6 +45,10 @@ pub struct UpOptions {
     pub sip_tls: Option<String>,
     pub sip_ws: Option<String>,
     pub sip_wss: Option<String>,
+    /// Redis for the live state instead of memory (so that a restart keeps it), and its key
+    /// prefix.
+    pub live_redis: Option<String>,
+    pub live_redis_prefix: String,
 }
 
 /// A stream listener address: given, `off`, or the default port on the SIP IP.
@@ -149,7 +153,15 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     let db = Db::connect(&format!("sqlite://{}", data.join("pbx.db").display())).await?;
     db.migrate().await?;
     // one live-state store for the control plane and the edge (queue live state, bindings)
-    let live: Arc<dyn pbx_engines::live::LiveState> = Arc::new(MemoryLiveState::new());
+    let live: Arc<dyn pbx_engines::live::LiveState> = match &opts.live_redis {
+        Some(url) => Arc::new(
+            pbx_engines::live::RedisLiveState::connect(url)
+                .await
+                .context("connecting to --live-redis")?
+                .with_prefix(opts.live_redis_prefix.clone()),
+        ),
+        None => Arc::new(MemoryLiveState::new()),
+    };
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let dir_objects = Arc::new(DirObjectStore::new(
         data.join("objects"),

@@ -87,10 +87,16 @@ pub(crate) struct Uas {
 
 impl Uas {
     pub(crate) fn start(dir: &Path, xml: &str, port: u16) -> Uas {
+        Self::start_args(dir, xml, port, &[])
+    }
+
+    /// Like [`Self::start`], with more sipp arguments (`-rtp_echo`, `-inf`, ...).
+    pub(crate) fn start_args(dir: &Path, xml: &str, port: u16, extra: &[&str]) -> Uas {
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(scenario(xml))
             .args(["-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .args(["-timeout", "40s", "-timeout_error", "-nostdin"])
             .current_dir(dir)
             .stdout(Stdio::piped())
@@ -236,34 +242,7 @@ pub(crate) async fn start(dir: &Path) -> Pbx {
 
 /// `pbx up` with extra arguments, and the tenants and extensions of [`start`].
 pub(crate) async fn start_with(dir: &Path, extra: &[&str]) -> Pbx {
-    let mut cmd = pbx_command();
-    cmd.arg("up").arg("--data-dir").arg(dir.join("data")).args([
-        "--http",
-        "127.0.0.1:0",
-        "--sip",
-        "127.0.0.1:0",
-        "--sip-digest",
-        "md5",
-        // sipp cannot answer the edge's keep-alive OPTIONS (an unexpected message to it)
-        "--sip-keepalive",
-        "0",
-        "--edge-http",
-        "127.0.0.1:0",
-    ]);
-    cmd.args(extra);
-    let mut proc = Proc::spawn("pbx-up-calls", cmd);
-    proc.wait_stdout("the Data directory line", Duration::from_secs(60), |l| {
-        l.contains("Data directory:")
-    })
-    .await;
-    let out = proc.stdout_lines();
-    let find = |label: &str| -> String {
-        out.iter()
-            .find_map(|l| field_after(l, label).map(str::to_owned))
-            .unwrap_or_else(|| panic!("no {label:?} line in {out:#?}"))
-    };
-    let sip = find("SIP over UDP:");
-    let api = find("API and console:");
+    let pbx = spawn_up(dir, extra).await;
     let data = dir.join("data").to_string_lossy().into_owned();
     for (slug, exts) in [("acme", &["101", "102", "103"][..]), ("bravo", &["102"][..])] {
         let out = pbx_cli(&["tenant", "create", "--slug", slug, "--data-dir", &data], &[]).await;
@@ -293,6 +272,39 @@ pub(crate) async fn start_with(dir: &Path, extra: &[&str]) -> Pbx {
             assert_eq!(out.code, Some(0), "{out:?}");
         }
     }
+    pbx
+}
+
+/// `pbx up` on `dir/data` (new or used before) with extra arguments, started and listening.
+pub(crate) async fn spawn_up(dir: &Path, extra: &[&str]) -> Pbx {
+    let mut cmd = pbx_command();
+    cmd.arg("up").arg("--data-dir").arg(dir.join("data")).args([
+        "--http",
+        "127.0.0.1:0",
+        "--sip",
+        "127.0.0.1:0",
+        "--sip-digest",
+        "md5",
+        // sipp cannot answer the edge's keep-alive OPTIONS (an unexpected message to it)
+        "--sip-keepalive",
+        "0",
+        "--edge-http",
+        "127.0.0.1:0",
+    ]);
+    cmd.args(extra);
+    let mut proc = Proc::spawn("pbx-up-calls", cmd);
+    proc.wait_stdout("the Data directory line", Duration::from_secs(60), |l| {
+        l.contains("Data directory:")
+    })
+    .await;
+    let out = proc.stdout_lines();
+    let find = |label: &str| -> String {
+        out.iter()
+            .find_map(|l| field_after(l, label).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {label:?} line in {out:#?}"))
+    };
+    let sip = find("SIP over UDP:");
+    let api = find("API and console:");
     Pbx {
         proc,
         sip,

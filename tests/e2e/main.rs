@@ -17,5 +17,6 @@ mod rfc4475;
 mod schemathesis;
 mod sip;
 mod support;
+mod transfer;
 mod transports;
 mod up;

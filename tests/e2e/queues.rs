@@ -5,7 +5,7 @@
 //! hangs up, and the edge hangs the caller up. Then 102 signs out (`*76400` again), a second
 //! caller waits and gives up. Both queue calls are in the call log.
 
-use crate::calls::{free_udp_port, sipp_client, start, tail, Pbx, Uas, SECRET};
+use crate::calls::{free_udp_port, sipp_client, spawn_up, tail, Pbx, Uas, SECRET};
 use crate::support::*;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -125,8 +125,12 @@ struct Fx {
 
 impl Fx {
     async fn start() -> Fx {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Fx {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let pbx = start(dir.path()).await;
+        let pbx = crate::calls::start_with(dir.path(), extra).await;
         let token =
             std::fs::read_to_string(pbx.dir.join("data/operator.token")).unwrap_or_else(|e| panic!("{e}"));
         Fx {
@@ -602,7 +606,7 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         "one queue call from request to callback"
     );
 
-    // Pause reasons reach the edge: 102 pauses with *076400*03 ("Wrap up"), then resumes.
+    // Pause reasons reach the edge: 102 is paused with reason *03 ("Wrap up"), then resumes.
     let reasons = serde_json::json!({"pause_reasons": [{"code": "*03", "name": "Wrap up"}]});
     let r = fx
         .api(
@@ -628,7 +632,8 @@ async fn a_queue_callback_dials_the_agent_then_the_customer() {
         )
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    fx.dial("uac_call_wait_bye.xml", "102", "*076400*03").await;
+    // 103 presses its BLF key, which dials the same code: 102 pauses for Wrap up; 102 resumes.
+    fx.dial("uac_call_wait_bye.xml", "103", "*07102*6400*03").await;
     fx.dial("uac_call_wait_bye.xml", "102", "*076400").await;
     let events = fx
         .events_until("the pause and the resume", |events| {
@@ -719,6 +724,246 @@ async fn a_queue_key_event_sends_the_caller_to_an_extension() {
         .find(|e| e["type"] == "call_missed")
         .unwrap_or_else(|| panic!("{events:#?}"));
     assert_eq!(missed["reason"]["reason"], "key_press", "{missed:#}");
+    fx.stop().await;
+}
+
+/// Issue 5: what a queue accepted without a live call outlives the process. With the live
+/// state in Redis (`--live-redis`), agent 102 signs in and pauses, a caller registers a
+/// callback, and `pbx up` is killed (SIGKILL) and started again on the same data: 102's
+/// sign-in and pause are still there (`*076400` resumes rather than pauses), the callback
+/// still holds its place, and it is made: the edge rings 102, then calls 10555.
+#[tokio::test]
+async fn a_registered_callback_and_the_agents_state_survive_a_restart() {
+    let Ok(redis) = std::env::var("PBX_TEST_REDIS_URL") else {
+        eprintln!("skipped: PBX_TEST_REDIS_URL is not set");
+        return;
+    };
+    let prefix = format!("pbx_e2e_{}:", uuid::Uuid::new_v4().simple());
+    let extra = [
+        "--live-redis",
+        redis.as_str(),
+        "--live-redis-prefix",
+        prefix.as_str(),
+    ];
+    let _cleanup = RedisPrefix {
+        url: redis.clone(),
+        prefix: prefix.clone(),
+    };
+    let mut fx = Fx::start_with(&extra).await;
+    let data = fx.pbx.dir.join("data").to_string_lossy().into_owned();
+    let args = [
+        "extension",
+        "create",
+        "--tenant",
+        "acme",
+        "--number",
+        "10555",
+        "--secret",
+        SECRET,
+        "--data-dir",
+        &data,
+    ];
+    let out = pbx_cli(&args, &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    fx.set_plan("enterprise").await;
+    let r = fx
+        .create_queue(serde_json::json!({
+            "number": "6400", "name": "Support", "strategy": "ring_all",
+            "members": [{"agent": "102", "kind": "dynamic"}],
+            "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
+        }))
+        .await;
+    assert!(r.json["settings"]["callback"].is_object(), "{}", r.text);
+    let (agent_port, customer_port) = (free_udp_port(), free_udp_port());
+    fx.register("102", agent_port).await;
+    fx.register("10555", customer_port).await;
+
+    // 102 signs in, then pauses: nobody takes calls.
+    fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
+    fx.dial("uac_call_wait_bye.xml", "102", "*076400").await;
+    // 101 waits, presses 5 and registers a callback on 10555.
+    let media = rtp_socket();
+    let rtp_port = media
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, sip) = (fx.pbx.dir.clone(), fx.pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
+    tokio::task::spawn_blocking(move || {
+        let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
+        press_keys(&media, edge, "5", 1000);
+        std::thread::sleep(Duration::from_millis(500));
+        press_keys(&media, edge, "10555#", 90_000);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ok,
+        "the caller asking for a callback:\n{}\n--- pbx:\n{}",
+        tail(&out, 30),
+        fx.pbx.proc.tail(40)
+    );
+    let events = fx
+        .events_until("the callback request", |events| {
+            events.iter().any(|e| e["type"] == "callback_requested")
+        })
+        .await;
+    let requested = events
+        .iter()
+        .find(|e| e["type"] == "callback_requested")
+        .cloned()
+        .unwrap_or_else(|| panic!("{events:#?}"));
+
+    // The process dies without a chance to save anything, and starts again.
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    fx.pbx.proc.kill_now().await;
+    fx.pbx = spawn_up(&fx.pbx.dir.clone(), &extra).await;
+    let live_url = format!("{}/api/v1/tenants/acme/queues/6400/live", fx.pbx.api);
+    let live = eventually(
+        "the restored queue's live state",
+        Duration::from_secs(15),
+        || async {
+            let r = try_call(&fx.client, reqwest::Method::GET, &live_url, Some(&fx.token), None).await?;
+            let fresh = r.json["updated_at_ms"].as_i64().unwrap_or(0);
+            let waiting = &r.json["waiting"][0];
+            if r.status == 200
+                && waiting["state"] == "callback"
+                && r.json["agents"][0]["state"] == "paused"
+                && fresh > killed_at
+            {
+                Ok(r.json)
+            } else {
+                Err(format!("{} {}", r.status, r.text))
+            }
+        },
+    )
+    .await;
+    assert_eq!(live["waiting"][0]["number"], "101", "{live:#}");
+    assert_eq!(live["waiting"][0]["call_id"], requested["call_id"], "{live:#}");
+
+    // 102 resumes (the restored pause toggles off): the callback rings 102, then 10555.
+    let agent = Uas::start(&fx.pbx.dir, "uas_answer.xml", agent_port);
+    let customer = Uas::start(&fx.pbx.dir, "uas_answer_hangup.xml", customer_port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fx.dial("uac_call_wait_bye.xml", "102", "*076400").await;
+    let (agent_ok, agent_out) = tokio::task::spawn_blocking(move || agent.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (customer_ok, customer_out) = tokio::task::spawn_blocking(move || customer.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent_ok && customer_ok,
+        "agent ok={agent_ok}, customer ok={customer_ok}\n--- agent:\n{}\n--- customer:\n{}\n--- pbx:\n{}",
+        tail(&agent_out, 30),
+        tail(&customer_out, 30),
+        fx.pbx.proc.tail(40)
+    );
+    let events = fx
+        .events_until("the callback's success", |events| {
+            events.iter().any(|e| e["type"] == "callback_succeeded")
+        })
+        .await;
+    let succeeded = events
+        .iter()
+        .find(|e| e["type"] == "callback_succeeded")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(succeeded["agent"], "102", "{succeeded:#}");
+    assert_eq!(
+        succeeded["call_id"], requested["call_id"],
+        "one queue call across the restart"
+    );
+    // Nothing announced twice: one sign-in of 102 in all.
+    let sign_ins = events
+        .iter()
+        .filter(|e| e["type"] == "agent_state" && e["agent"] == "102" && e["change"]["state"] == "logged_in")
+        .count();
+    assert_eq!(sign_ins, 1, "{events:#?}");
+    fx.stop().await;
+}
+
+/// Deletes the keys under a Redis prefix on drop (best effort: needs redis-cli).
+struct RedisPrefix {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(out) = Command::new("redis-cli")
+            .args(["-u", &self.url, "--scan", "--pattern"])
+            .arg(format!("{}*", self.prefix))
+            .stdin(std::process::Stdio::null())
+            .output()
+        else {
+            return;
+        };
+        let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|k| k.starts_with(&self.prefix))
+            .map(str::to_owned)
+            .collect();
+        if !keys.is_empty() {
+            let _ = Command::new("redis-cli")
+                .args(["-u", &self.url, "DEL"])
+                .args(&keys)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Business hours on a live call: queue 6400 follows the UTC schedule, which is never open,
+/// so a caller is answered, hears the off-hours prompt and is hung up by the edge; the queue
+/// events say why.
+#[tokio::test]
+async fn a_closed_queue_sends_callers_to_its_off_hours_destination() {
+    let fx = Fx::start().await;
+    let schedule = serde_json::json!({"time_zone": "UTC", "office_hours": []});
+    let r = fx
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/tenants/acme/schedules",
+            Some(&schedule),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = fx
+        .create_queue(serde_json::json!({
+            "number": "6400", "name": "Support", "strategy": "ring_all",
+            "members": [{"agent": "102", "kind": "dynamic"}],
+            "time_routing": {
+                "time_zone": "UTC",
+                "off_hours": {"type": "play_prompt_then_exit", "target": "goodbye"},
+                "holiday": {"type": "hang_up"},
+                "ignore_holiday": false,
+                "play_holiday_prompt": false,
+            },
+        }))
+        .await;
+    assert_eq!(
+        r.json["settings"]["time_routing"]["time_zone"], "UTC",
+        "{}",
+        r.text
+    );
+    // uac_call_wait_bye.xml succeeds only when the edge answers and then hangs up.
+    fx.dial("uac_call_wait_bye.xml", "101", "6400").await;
+    let events = fx
+        .events_until("the off-hours route", |events| {
+            events.iter().any(|e| e["type"] == "call_missed")
+        })
+        .await;
+    let missed = events
+        .iter()
+        .find(|e| e["type"] == "call_missed")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(missed["reason"]["reason"], "off_hours", "{missed:#}");
+    assert_eq!(missed["queue"], "6400", "{missed:#}");
     fx.stop().await;
 }
 

@@ -80,6 +80,7 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
     let options = db::queue_options::get(&mut tx, tenant).await?;
     let prompts = crate::service::prompts::edge_prompts(&mut tx, tenant).await?;
+    let schedules = db::pbx_objects::list(&mut tx, tenant, db::pbx_objects::Kind::Schedule).await?;
     let fqdn = state.settings.fqdn(&t.slug);
     let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
     tx.commit().await?;
@@ -113,6 +114,13 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
         },
         prompts,
         certificate,
+        schedules: schedules
+            .into_iter()
+            .map(|row| {
+                serde_json::from_str(&row.config_json)
+                    .map_err(|e| Error::Internal(format!("malformed schedule in database: {e}")))
+            })
+            .collect::<Result<_>>()?,
     }))
 }
 

@@ -1147,3 +1147,99 @@ on_both_backends!(
         app.stop().await;
     }
 );
+
+on_both_backends!(
+    queues_follow_the_business_hours_of_their_zone,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let admin = tenant(&app, "acme").await;
+        let routing = json!({
+            "name": "Support",
+            "time_routing": {
+                "time_zone": "Europe/Berlin",
+                "off_hours": {"type": "play_prompt_then_exit", "target": "goodbye"},
+                "holiday": {"type": "hang_up"},
+                "ignore_holiday": false,
+                "play_holiday_prompt": true,
+            },
+        });
+        // No business hours for the zone yet: refused, naming the field, nothing written.
+        refused(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/tenants/acme/queues",
+            vec![(
+                routing.clone(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "time_routing.time_zone",
+            )],
+        )
+        .await;
+        let berlin = json!({
+            "time_zone": "Europe/Berlin",
+            "office_hours": [{"days": ["mon"], "start": "08:00", "end": "12:00"}],
+            "holidays": [{"name": "Christmas", "start": "2026-12-24", "end": "2026-12-26", "prompt": "goodbye"}],
+        });
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/schedules",
+                Some(berlin),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let r = app
+            .call(&admin, Method::POST, "/api/v1/tenants/acme/queues", Some(routing))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let queue = r.body["settings"]["number"].as_str().unwrap().to_owned();
+
+        // The edge's snapshot carries the schedule with the queue.
+        let r = app.call(&admin, Method::GET, "/api/v1/tenants/acme", None).await;
+        let tenant_id = r.body["id"].as_str().unwrap().to_owned();
+        let r = app
+            .call(
+                crate::testkit::EDGE_TOKEN,
+                Method::GET,
+                &format!("/api/v1/edge/tenants/{tenant_id}/snapshot"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let snapshot: pbx_contract::TenantSnapshot = serde_json::from_value(r.body.clone()).unwrap();
+        let schedule = snapshot.schedule_for("Europe/Berlin").expect("the schedule");
+        assert_eq!(schedule.holidays[0].name, "Christmas");
+        assert_eq!(
+            snapshot
+                .queue_by_number(&queue)
+                .unwrap()
+                .time_routing
+                .as_ref()
+                .unwrap()
+                .time_zone,
+            "Europe/Berlin"
+        );
+
+        // The schedule cannot go while the queue uses it; it can once the queue is gone.
+        let url = "/api/v1/tenants/acme/schedules/Europe%2FBerlin";
+        let before = footprint(&app).await;
+        let r = app.call(&admin, Method::DELETE, url, None).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+        assert!(r.text.contains(&format!("queue {queue}")), "{}", r.text);
+        assert_eq!(footprint(&app).await, before);
+        let r = app
+            .call(
+                &admin,
+                Method::DELETE,
+                &format!("/api/v1/tenants/acme/queues/{queue}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        let r = app.call(&admin, Method::DELETE, url, None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        app.stop().await;
+    }
+);

@@ -326,6 +326,42 @@ impl ObjectType for Schedule {
     async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
         Ok(Schedule::default())
     }
+    async fn check_delete(&self, conn: &mut Conn, tenant: TenantId) -> Result<()> {
+        let mut users: Vec<String> = all_of::<InboundRoute>(conn, tenant)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                r.settings
+                    .hours
+                    .as_ref()
+                    .is_some_and(|h| h.time_zone == self.time_zone)
+            })
+            .map(|r| format!("inbound route {:?}", r.settings.name))
+            .collect();
+        users.extend(
+            db::queues::list(conn, tenant)
+                .await?
+                .into_iter()
+                .filter(|q| {
+                    q.config
+                        .time_routing
+                        .as_ref()
+                        .is_some_and(|t| t.time_zone == self.time_zone)
+                })
+                .map(|q| format!("queue {}", q.config.number)),
+        );
+        if !users.is_empty() {
+            return Err(Error::conflict(
+                "time_zone",
+                format!(
+                    "the business hours of {} are used by {}; change those first",
+                    self.time_zone,
+                    users.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Extension, queue, ring group and IVR numbers of the tenant (the object with id `except`

@@ -124,6 +124,19 @@ async fn check(conn: &mut Conn, tenant: &Tenant, config: &QueueConfig<String>) -
     check_destination(&extensions, "failover", &config.failover)?;
     super::prompts::check_refs(conn, tenant.id, &config.prompt_refs()).await?;
     if let Some(t) = &config.time_routing {
+        // The queue follows the business hours of its zone, which must exist (as for routes).
+        if db::pbx_objects::get_by_key(conn, tenant.id, db::pbx_objects::Kind::Schedule, &t.time_zone)
+            .await?
+            .is_none()
+        {
+            return Err(Error::invalid(
+                "time_routing.time_zone",
+                format!(
+                    "no business hours are set for {} in this tenant; create the schedule first",
+                    t.time_zone
+                ),
+            ));
+        }
         check_destination(&extensions, "time_routing.off_hours", &t.off_hours)?;
         check_destination(&extensions, "time_routing.holiday", &t.holiday)?;
     }

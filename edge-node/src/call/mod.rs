@@ -5,13 +5,16 @@
 //! (forking). The [`CallRouter`] turns requests into inputs of the right task: new INVITEs
 //! start a call; CANCEL is matched by the INVITE's branch; requests inside a dialog (ACK,
 //! BYE, re-INVITE, INFO) by Call-ID and our tag. The SIP messages themselves are built by the
-//! pure functions of [`dialog`].
+//! pure functions of [`dialog`]. A `Replaces` ([`replaces`], in an INVITE or in a REFER's
+//! target) names a dialog by the same key: the router finds its call, which checks the other
+//! tag and the tenant; an attended transfer moves a dialog from one call's task to another's.
 
 pub mod blf;
 pub mod dialog;
 pub mod feature_codes;
 mod queue_call;
 pub mod queue_driver;
+pub mod replaces;
 mod task;
 
 use crate::media::{MediaRelay, SessionDescription};
@@ -53,6 +56,10 @@ impl Default for CallConfig {
         }
     }
 }
+
+/// How long after the start the edge waits for the snapshots of tenants with stored queue
+/// state (tenants it does not serve are skipped after this).
+const RESUME_WAIT: Duration = Duration::from_secs(120);
 
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -179,6 +186,32 @@ impl CallRouter {
             call_id: call_id.to_owned(),
             local_tag: local_tag.to_owned(),
         });
+    }
+
+    /// Forgets a dialog if it still belongs to `call` (an attended transfer moves a dialog
+    /// from one call to another: the call it left must not forget it for the new one).
+    fn forget_dialog_of(&self, call_id: &str, local_tag: &str, call: &CallSender) {
+        let mut map = lock(&self.dialogs);
+        let key = DialogKey {
+            call_id: call_id.to_owned(),
+            local_tag: local_tag.to_owned(),
+        };
+        if map.get(&key).is_some_and(|c| c.same_channel(call)) {
+            map.remove(&key);
+        }
+    }
+
+    /// The call holding the dialog a `Replaces` names (by Call-ID and our tag; the task checks
+    /// the other tag and the tenant).
+    fn dialog_named(&self, r: &replaces::Replaces) -> Option<CallSender> {
+        let key = DialogKey {
+            call_id: r.call_id.clone(),
+            local_tag: r.to_tag.clone(),
+        };
+        lock(&self.dialogs)
+            .get(&key)
+            .filter(|tx| !tx.is_closed())
+            .cloned()
     }
 
     fn dialog(&self, req: &SipRequest) -> Option<CallSender> {
@@ -312,6 +345,33 @@ impl CallRouter {
         let Ok(branch) = req.top_via().map(|v| v.branch().unwrap_or_default().to_owned()) else {
             return Some(reply(400, "Bad Via"));
         };
+        // RFC 3891: an INVITE naming one of our dialogs takes that party's place (the call
+        // checks the other tag and the tenant); an unknown dialog is 481.
+        if let Some(value) = req.header("Replaces") {
+            let Some(named) = replaces::Replaces::parse(value) else {
+                return Some(
+                    reply(400, "Bad Replaces")
+                        .with_header("Warning", "399 edge \"the Replaces cannot be read\""),
+                );
+            };
+            let gone = reply(481, "Call/Transaction Does Not Exist");
+            let Some(call) = self.dialog_named(&named) else {
+                return Some(gone);
+            };
+            let input = CallInput::Replace {
+                req: Box::new(req),
+                inbound,
+                tx,
+                offer: Box::new(offer),
+                by: caller,
+                tenant: tenant.tenant_id,
+                named,
+            };
+            return match call.send(input) {
+                Ok(()) => None,
+                Err(_) => Some(gone),
+            };
+        }
         let dialled = req.uri.user.clone().unwrap_or_default();
         // Call queues and their agents' feature codes (*7{queue}, *07{queue}, *077).
         let queue_mode = if tenant.queue_by_number(&dialled).is_some() {
@@ -559,6 +619,45 @@ impl CallRouter {
         if let (false, Some(client)) = (notifies.is_empty(), self.client.get().cloned()) {
             tokio::spawn(async move { blf::send_all(&client, notifies).await });
         }
+    }
+
+    /// Starts the queue drivers of the tenants whose queue state outlived the last process
+    /// (sign-ins, pauses, registered callbacks: see [`queue_driver`]), so that callbacks are
+    /// made without waiting for a call into the queue. Each driver reads its state back once
+    /// the tenant's snapshot is loaded.
+    pub fn resume_queues(self: &Arc<Self>) {
+        let router = Arc::clone(self);
+        tokio::spawn(async move {
+            let live = router.registrar.live_state();
+            let mut delay = Duration::from_millis(500);
+            let keys = loop {
+                match live.keys_with_prefix(queue_driver::DURABLE_PREFIX).await {
+                    Ok(keys) => break keys,
+                    Err(e) => {
+                        tracing::warn!("queue state not listed (retrying): {e}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            };
+            let mut pending: Vec<TenantId> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(queue_driver::DURABLE_PREFIX)?.parse().ok())
+                .collect();
+            // Only tenants this edge serves: their snapshots arrive once the edge has synced.
+            let give_up = tokio::time::Instant::now() + RESUME_WAIT;
+            while !pending.is_empty() && tokio::time::Instant::now() < give_up {
+                pending.retain(|&tenant| {
+                    if router.store.get(tenant).is_none() {
+                        return true;
+                    }
+                    debug!(%tenant, "resuming the queues");
+                    router.queue_driver(tenant);
+                    false
+                });
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
     }
 
     /// The tenant's queue driver, started on first use.

@@ -38,6 +38,12 @@ const MUSIC_ID: u64 = 0;
 
 static NEXT_CALLER: AtomicU64 = AtomicU64::new(1);
 
+/// A caller id no other queue caller of this process has (callers restored after a restart
+/// take theirs from the same counter).
+pub(crate) fn next_caller_id() -> CallerId {
+    CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed))
+}
+
 /// What the edge does with the answered caller.
 pub(crate) enum Mode {
     /// Wait in the queue numbered `queue`.
@@ -175,6 +181,9 @@ struct QueueCall {
     next_prompt_id: u64,
     /// Hang up once the current prompt has played (a "play prompt then exit" destination).
     end_after_prompt: bool,
+    /// A route out of the queue that waits for the prompt being played (the holiday prompt
+    /// before the holiday destination).
+    pending_route: Option<Destination>,
     started: SystemTime,
     answered: Option<SystemTime>,
     ended: Option<SystemTime>,
@@ -269,7 +278,7 @@ pub(crate) async fn start(
         me,
         driver,
         id: CallId::new(),
-        caller_id: CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed)),
+        caller_id: next_caller_id(),
         tenant,
         caller_name: invite.from().ok().and_then(|f| f.display_name),
         caller,
@@ -292,6 +301,7 @@ pub(crate) async fn start(
         prompt: None,
         next_prompt_id: 1,
         end_after_prompt: false,
+        pending_route: None,
         started: SystemTime::now(),
         answered: None,
         ended: None,
@@ -376,6 +386,7 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             prompt: None,
             next_prompt_id: 1,
             end_after_prompt: false,
+            pending_route: None,
             started: SystemTime::now(),
             answered: None,
             ended: None,
@@ -516,6 +527,36 @@ impl QueueCall {
         }
     }
 
+    /// Takes the caller out of the queue to `destination`.
+    async fn route(&mut self, destination: Destination) {
+        match destination {
+            Destination::PlayPromptThenExit(prompt) => {
+                let language = self.language();
+                if self.play(&[prompt], &language, false).is_ok() {
+                    self.end_after_prompt = true;
+                    return;
+                }
+            }
+            Destination::HangUp => {}
+            Destination::Extension(number) => {
+                if self.route_to_extension(&number).await {
+                    return;
+                }
+            }
+            Destination::Queue(number) => {
+                if self.rejoin(&number) {
+                    return;
+                }
+            }
+            other => {
+                // Routing out of the queue to other destinations comes with those
+                // destinations (voicemail, IVR, ring groups, trunks).
+                warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
+            }
+        }
+        self.hang_up_caller().await;
+    }
+
     /// What a waiting caller hears between announcements: the queue's ringback tone when it
     /// chose one (`ringback` for the shipped one), else its music on hold, else ours.
     fn music_name(&self) -> String {
@@ -604,7 +645,9 @@ impl QueueCall {
                         caller: self.caller_id,
                     });
                 }
-                if self.end_after_prompt {
+                if let Some(destination) = self.pending_route.take() {
+                    self.route(destination).await;
+                } else if self.end_after_prompt {
                     self.hang_up_caller().await;
                 } else {
                     self.play_music();
@@ -651,7 +694,18 @@ impl QueueCall {
                 }
             }
             CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
-            CallInput::Cancel | CallInput::Reinvite { .. } => {}
+            // a queue call is not joined to another call (attended transfer): the asking call
+            // sees the dropped reply as "no such dialog"
+            CallInput::Cancel
+            | CallInput::Reinvite { .. }
+            | CallInput::Join { .. }
+            | CallInput::HandOver { .. } => {}
+            CallInput::Replace { req, inbound, tx, .. } => {
+                let resp =
+                    SipResponse::for_request(&req, 481, "Call/Transaction Does Not Exist", inbound.source)
+                        .with_to_tag(&dialog::random_token());
+                tx.respond(resp).await;
+            }
             CallInput::Pickup { req, inbound, tx, .. } | CallInput::Retrieve { req, inbound, tx, .. } => {
                 let resp = SipResponse::for_request(&req, 480, "Temporarily Unavailable", inbound.source)
                     .with_to_tag(&dialog::random_token());
@@ -701,32 +755,16 @@ impl QueueCall {
             }
             QueueCommand::Route { destination } => {
                 self.released = true;
-                match destination {
-                    Destination::PlayPromptThenExit(prompt) => {
-                        let language = self.language();
-                        if self.play(&[prompt], &language, false).is_ok() {
-                            self.end_after_prompt = true;
-                            return;
-                        }
-                    }
-                    Destination::HangUp => {}
-                    Destination::Extension(number) => {
-                        if self.route_to_extension(&number).await {
-                            return;
-                        }
-                    }
-                    Destination::Queue(number) => {
-                        if self.rejoin(&number) {
-                            return;
-                        }
-                    }
-                    other => {
-                        // Routing out of the queue to other destinations comes with those
-                        // destinations (voicemail, IVR, ring groups, trunks).
-                        warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
-                    }
+                self.route(destination).await;
+            }
+            QueueCommand::RouteAfterPrompt { destination } => {
+                self.released = true;
+                if self.prompt.is_some() {
+                    // the caller hears the prompt that explains the route (a holiday's) first
+                    self.pending_route = Some(destination);
+                    return;
                 }
-                self.hang_up_caller().await;
+                self.route(destination).await;
             }
             QueueCommand::End => {
                 self.released = true;
@@ -964,7 +1002,7 @@ impl QueueCall {
             return false;
         }
         self.queue = number.to_owned();
-        self.caller_id = CallerId(NEXT_CALLER.fetch_add(1, Ordering::Relaxed));
+        self.caller_id = next_caller_id();
         self.released = false;
         let _ = self.driver.send(DriverMsg::Join {
             caller: self.caller_id,

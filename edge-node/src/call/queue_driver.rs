@@ -10,7 +10,17 @@
 //!   a counter), so the engine keeps its compact ids while the events carry numbers.
 //! - Registration: an agent counts as registered while the registrar holds a reachable
 //!   binding for the extension, sampled every [`SYNC_INTERVAL`] and at every queue call.
-//! - Time routing (business hours, holidays) is not yet in the snapshot: every queue is open.
+//! - Time routing: a caller's queue is open, off hours or on holiday by the business hours
+//!   of the queue's time zone in the snapshot, evaluated when the caller joins; the holiday
+//!   prompt plays before the holiday destination.
+//! - What must outlive the process ([`crate::queue::DurableState`]: sign-ins, pauses,
+//!   registered callbacks, places kept for abandoned callers) is stored in the live-state
+//!   store (Redis in production) under [`durable_state_key`] after every change that touches
+//!   it, before the commands of that change go out (so a caller hears "callback registered"
+//!   only once it is stored), and read back when the tenant's driver starts; the edge starts
+//!   the drivers of tenants that have such state ([`super::CallRouter::resume_queues`]).
+//!   When the store cannot be written the calls go on (the write is retried with the next
+//!   change and on the periodic tick): losing the store must not stop the queues.
 //! - Queue options (pause reasons; shared wrap-up and the default state of new dynamic
 //!   agents have no API yet, so their defaults) come with the snapshot. A pause code with an
 //!   unknown reason, or on a plan without pause reasons, pauses without a reason.
@@ -18,8 +28,9 @@
 use super::feature_codes::AgentCode;
 use super::CallSender;
 use crate::queue::{
-    AgentId, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind, Input, LegEndReason,
-    Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen, RingFailure, Scope,
+    AgentId, AgentStateChange, CallbackLegResult, CallerId, Destination, Event as EngineEvent, EventKind,
+    Input, LegEndReason, Millis, Output, Party, Prompt as EnginePrompt, QueueEngine, QueueId, QueueOpen,
+    RingFailure, Scope,
 };
 use crate::sip::registrar::Registrar;
 use crate::sync::snapshots::SnapshotStore;
@@ -40,6 +51,23 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 const LIVE_TTL: Duration = Duration::from_secs(10);
 /// The live state is published at most this often when things change.
 const LIVE_MIN_INTERVAL: Duration = Duration::from_millis(300);
+/// The stored durable state expires this long after its last write (it is rewritten at
+/// least every [`DURABLE_REFRESH`]): a tenant whose edges are all gone for a month starts
+/// afresh.
+const DURABLE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const DURABLE_REFRESH: Duration = Duration::from_secs(3600);
+/// The engine clock starts this far from zero, so that times restored from before the start
+/// (callbacks registered before a restart) stay representable.
+const CLOCK_BASE_MS: Millis = 30 * 24 * 3600 * 1000;
+/// The live-state field holding a tenant's durable queue state.
+const DURABLE_FIELD: &str = "engine";
+
+/// The live-state key of a tenant's durable queue state.
+pub fn durable_state_key(tenant: TenantId) -> String {
+    format!("{DURABLE_PREFIX}{tenant}")
+}
+
+pub(crate) const DURABLE_PREFIX: &str = "queue-durable:";
 
 /// What the driver asks of a queue call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +96,11 @@ pub enum QueueCommand {
     },
     /// Leave the queue for this destination.
     Route {
+        destination: Destination,
+    },
+    /// Leave the queue for this destination once the prompt being played has ended (the
+    /// holiday prompt before the holiday destination).
+    RouteAfterPrompt {
         destination: Destination,
     },
     /// Hang up the caller's leg.
@@ -190,6 +223,9 @@ pub fn spawn(tenant: TenantId, ctx: DriverContext) -> DriverSender {
         call_ids: HashMap::new(),
         languages: HashMap::new(),
         other_calls: HashMap::new(),
+        outbox: Vec::new(),
+        durable: DurableSync::default(),
+        routes_after_prompt: std::collections::HashSet::new(),
     };
     tokio::spawn(driver.run(rx));
     tx
@@ -225,6 +261,78 @@ struct Driver {
     languages: HashMap<CallerId, String>,
     /// Calls that are not queue calls, per extension (ring-in-use).
     other_calls: HashMap<String, u32>,
+    /// Commands of the last inputs, sent once the durable state they depend on is stored.
+    outbox: Vec<(CallerId, QueueCommand)>,
+    durable: DurableSync,
+    /// Callers whose next route waits for the prompt just sent (a holiday's).
+    routes_after_prompt: std::collections::HashSet<CallerId>,
+}
+
+/// Where the durable state stands with the store.
+#[derive(Default)]
+struct DurableSync {
+    /// The stored state was read back (or found absent): only then may it be overwritten.
+    restored: bool,
+    /// Something that belongs to the durable state changed since the last write.
+    dirty: bool,
+    last_written: Option<(Instant, StoredQueueState)>,
+}
+
+/// [`crate::queue::DurableState`] as stored: numbers instead of the driver's ids, wall-clock
+/// milliseconds instead of the engine's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+struct StoredQueueState {
+    members: Vec<StoredMember>,
+    callbacks: Vec<StoredCallback>,
+    rejoins: Vec<StoredRejoin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StoredMember {
+    agent: String,
+    queue: String,
+    logged_in: bool,
+    paused: bool,
+    pause_code: Option<String>,
+    signin_order: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StoredCallback {
+    /// The id the queue call's events carry, kept so that the callback's events join it.
+    call_id: Option<CallId>,
+    queue: String,
+    number: String,
+    callback_number: String,
+    place_at_ms: i64,
+    place_order: u64,
+    joined_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StoredRejoin {
+    queue: String,
+    number: String,
+    place_at_ms: i64,
+    place_order: u64,
+    expires_at_ms: i64,
+}
+
+/// An engine time as wall-clock milliseconds, given both clocks' `now`.
+fn wall_time(at: Millis, now: Millis, wall_now: i64) -> i64 {
+    let ago = i64::try_from(now.saturating_sub(at)).unwrap_or(i64::MAX);
+    let ahead = i64::try_from(at.saturating_sub(now)).unwrap_or(i64::MAX);
+    wall_now.saturating_sub(ago).saturating_add(ahead)
+}
+
+/// Wall-clock milliseconds as an engine time (times before the engine clock's zero become 0).
+fn engine_time(wall: i64, now: Millis, wall_now: i64) -> Millis {
+    let delta = wall.saturating_sub(wall_now);
+    if delta >= 0 {
+        now.saturating_add(delta.unsigned_abs())
+    } else {
+        now.saturating_sub(delta.unsigned_abs())
+    }
 }
 
 fn ms_since_epoch() -> i64 {
@@ -236,11 +344,13 @@ fn ms_since_epoch() -> i64 {
 
 impl Driver {
     fn now(&self) -> Millis {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        CLOCK_BASE_MS.saturating_add(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverMsg>) {
         self.sync().await;
+        self.restore().await;
+        self.flush();
         let mut sync_at = Instant::now() + SYNC_INTERVAL;
         loop {
             let timer = self
@@ -267,6 +377,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(sync_at) => {
                     self.sync().await;
+                    self.restore().await;
                     self.sweep();
                     sync_at = Instant::now() + SYNC_INTERVAL;
                     // refreshed even without change, so that it does not expire
@@ -275,6 +386,8 @@ impl Driver {
                 _ = super::task::sleep_until(live_at) => {}
             }
             self.drain();
+            self.persist().await;
+            self.flush();
             let due = self
                 .live_published
                 .is_none_or(|at| at.elapsed() >= LIVE_MIN_INTERVAL);
@@ -450,12 +563,13 @@ impl Driver {
                     return;
                 };
                 self.calls.insert(caller, call.clone());
+                let open = self.queue_open(&queue);
                 if self
                     .input(Input::CallerJoined {
                         caller,
                         queue: queue_id,
                         number,
-                        open: QueueOpen::Open,
+                        open,
                     })
                     .is_err()
                 {
@@ -545,6 +659,28 @@ impl Driver {
         }
     }
 
+    /// What the queue's business hours say now. A queue without time routing is open; so is
+    /// one whose zone has no schedule in the snapshot (the API refuses that configuration, so
+    /// it only happens while a change is on its way).
+    fn queue_open(&self, queue: &str) -> QueueOpen {
+        let Some(snapshot) = &self.snapshot else {
+            return QueueOpen::Open;
+        };
+        let Some(routing) = snapshot
+            .queue_by_number(queue)
+            .and_then(|q| q.time_routing.as_ref())
+        else {
+            return QueueOpen::Open;
+        };
+        match snapshot.schedule_for(&routing.time_zone) {
+            Some(schedule) => pbx_contract::schedule::is_open(schedule, chrono::Utc::now()),
+            None => {
+                warn!(tenant = %self.tenant, queue, zone = %routing.time_zone, "no business hours for the queue's zone; open");
+                QueueOpen::Open
+            }
+        }
+    }
+
     /// Forgets callers whose call is over and whom the engine no longer tracks (a caller
     /// waiting for a callback has no call but keeps its call id for the events to come).
     fn sweep(&mut self) {
@@ -554,10 +690,31 @@ impl Driver {
             .retain(|caller, _| calls.contains_key(caller) || engine.has_caller(*caller));
         let call_ids = &self.call_ids;
         self.languages.retain(|caller, _| call_ids.contains_key(caller));
+        self.routes_after_prompt
+            .retain(|caller| call_ids.contains_key(caller));
     }
 
-    /// Applies an agent feature code; Ok(confirmation prompt) or Err(why not).
+    /// Applies an agent feature code dialled by `extension`; Ok(confirmation prompt) or
+    /// Err(why not).
     fn agent_code(&mut self, extension: &str, code: AgentCode) -> Result<&'static str, String> {
+        let code = self.resolve_agent(code);
+        // A BLF key may name another agent (seed 001 line 802: keys on any phone of the
+        // tenant, set up by the administrator); other codes act on the one dialling.
+        let extension = match &code {
+            AgentCode::TogglePause { agent: Some(a), .. } => {
+                if self
+                    .snapshot
+                    .as_ref()
+                    .and_then(|s| s.extension_by_number(a))
+                    .is_none()
+                {
+                    return Err(format!("no extension {a}"));
+                }
+                a.clone()
+            }
+            _ => extension.to_owned(),
+        };
+        let extension = extension.as_str();
         let agent = self.agent_id(extension);
         let queue_of = |d: &mut Driver, number: &str| -> Result<QueueId, String> {
             let id = d
@@ -598,7 +755,9 @@ impl Driver {
                     )
                 }
             }
-            AgentCode::TogglePause { queue, reason_code } => {
+            AgentCode::TogglePause {
+                queue, reason_code, ..
+            } => {
                 let q = queue_of(self, &queue)?;
                 if self.engine.pause_state(agent, q).is_some() {
                     (
@@ -624,6 +783,32 @@ impl Driver {
         Ok(prompt)
     }
 
+    /// `*07{a}*{b}` is `*07{queue}*{code}` when `{a}` is a queue, and `*07{ext}*{queue}`
+    /// (agent `{a}`, no reason) when `{a}` is an extension and `{b}` a queue.
+    fn resolve_agent(&self, code: AgentCode) -> AgentCode {
+        let AgentCode::TogglePause {
+            agent: None,
+            queue,
+            reason_code: Some(reason),
+        } = &code
+        else {
+            return code;
+        };
+        let b = reason.trim_start_matches('*');
+        let is_extension = self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.extension_by_number(queue).is_some());
+        if !self.queue_ids.contains_key(queue) && is_extension && self.queue_ids.contains_key(b) {
+            return AgentCode::TogglePause {
+                agent: Some(queue.clone()),
+                queue: b.to_owned(),
+                reason_code: None,
+            };
+        }
+        code
+    }
+
     /// The configured pause reason code the dialled one selects (`*03` and `03` are the same
     /// code), when the plan has pause reasons; otherwise the agent pauses without a reason.
     fn pause_reason(&self, dialled: &str) -> Option<String> {
@@ -640,10 +825,205 @@ impl Driver {
             .map(|r| r.code.clone())
     }
 
-    fn send(&self, caller: CallerId, cmd: QueueCommand) {
-        if let Some(call) = self.calls.get(&caller) {
-            let _ = call.send(super::CallInput::Queue(cmd));
+    /// Queues a command for the caller's call task ([`Self::flush`] sends it).
+    fn send(&mut self, caller: CallerId, cmd: QueueCommand) {
+        self.outbox.push((caller, cmd));
+    }
+
+    fn flush(&mut self) {
+        for (caller, cmd) in std::mem::take(&mut self.outbox) {
+            if let Some(call) = self.calls.get(&caller) {
+                let _ = call.send(super::CallInput::Queue(cmd));
+            }
         }
+    }
+
+    /// Writes the durable state when it changed (or is due for a refresh), once the stored
+    /// one was read back.
+    async fn persist(&mut self) {
+        let due = self
+            .durable
+            .last_written
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= DURABLE_REFRESH);
+        if !self.durable.restored || !(self.durable.dirty || due) {
+            return;
+        }
+        let stored = self.stored_state();
+        let unchanged = self
+            .durable
+            .last_written
+            .as_ref()
+            .is_some_and(|(_, s)| *s == stored);
+        if unchanged && !due {
+            self.durable.dirty = false;
+            return;
+        }
+        let Ok(json) = serde_json::to_vec(&stored) else {
+            return;
+        };
+        let live = self.ctx.registrar.live_state();
+        let key = durable_state_key(self.tenant);
+        match live.put_entry(&key, DURABLE_FIELD, &json, DURABLE_TTL).await {
+            Ok(()) => {
+                self.durable.dirty = false;
+                self.durable.last_written = Some((Instant::now(), stored));
+            }
+            Err(e) => {
+                warn!(tenant = %self.tenant, "durable queue state not stored (retried with the next change): {e}")
+            }
+        }
+    }
+
+    fn stored_state(&self) -> StoredQueueState {
+        let now = self.now();
+        let wall_now = ms_since_epoch();
+        let state = self.engine.durable_state();
+        let queue = |id: QueueId| self.queue_numbers.get(&id).cloned();
+        StoredQueueState {
+            members: state
+                .members
+                .into_iter()
+                .filter_map(|m| {
+                    Some(StoredMember {
+                        agent: self.agent_numbers.get(&m.agent)?.clone(),
+                        queue: queue(m.queue)?,
+                        logged_in: m.logged_in,
+                        paused: m.paused.is_some(),
+                        pause_code: m.paused.flatten(),
+                        signin_order: m.signin_order,
+                    })
+                })
+                .collect(),
+            callbacks: state
+                .callbacks
+                .into_iter()
+                .filter_map(|c| {
+                    Some(StoredCallback {
+                        call_id: self.call_ids.get(&c.caller).copied(),
+                        queue: queue(c.queue)?,
+                        number: c.number,
+                        callback_number: c.callback_number,
+                        place_at_ms: wall_time(c.place_at, now, wall_now),
+                        place_order: c.place_order,
+                        joined_at_ms: wall_time(c.joined_at, now, wall_now),
+                    })
+                })
+                .collect(),
+            rejoins: state
+                .rejoins
+                .into_iter()
+                .filter_map(|r| {
+                    Some(StoredRejoin {
+                        queue: queue(r.queue)?,
+                        number: r.number,
+                        place_at_ms: wall_time(r.place_at, now, wall_now),
+                        place_order: r.place_order,
+                        expires_at_ms: wall_time(r.expires_at, now, wall_now),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads the stored durable state back into the engine, once, when the tenant's
+    /// snapshot is there (its queues must be configured first).
+    async fn restore(&mut self) {
+        if self.durable.restored || self.snapshot.is_none() {
+            return;
+        }
+        let live = self.ctx.registrar.live_state();
+        let key = durable_state_key(self.tenant);
+        let entries = match live.entries(&key).await {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(tenant = %self.tenant, "durable queue state not read (retried): {e}");
+                return;
+            }
+        };
+        self.durable.restored = true;
+        let Some((_, value, _)) = entries.into_iter().find(|(f, _, _)| f == DURABLE_FIELD) else {
+            return;
+        };
+        let stored: StoredQueueState = match serde_json::from_slice(&value) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(tenant = %self.tenant, "durable queue state unreadable, starting afresh: {e}");
+                return;
+            }
+        };
+        let now = self.now();
+        let wall_now = ms_since_epoch();
+        let mut state = crate::queue::DurableState::default();
+        for m in &stored.members {
+            let Some(&queue) = self.queue_ids.get(&m.queue) else {
+                continue;
+            };
+            let agent = self.agent_id(&m.agent);
+            state.members.push(crate::queue::DurableMember {
+                agent,
+                queue,
+                logged_in: m.logged_in,
+                paused: m.paused.then(|| m.pause_code.clone()),
+                signin_order: m.signin_order,
+            });
+        }
+        for c in &stored.callbacks {
+            let Some(&queue) = self.queue_ids.get(&c.queue) else {
+                continue;
+            };
+            let caller = super::queue_call::next_caller_id();
+            if let Some(call_id) = c.call_id {
+                self.call_ids.insert(caller, call_id);
+            }
+            if let Some(language) = self
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.queue_by_number(&c.queue))
+                .and_then(|q| q.prompts.language.clone())
+            {
+                self.languages.insert(caller, language);
+            }
+            state.callbacks.push(crate::queue::DurableCallback {
+                caller,
+                queue,
+                number: c.number.clone(),
+                callback_number: c.callback_number.clone(),
+                place_at: engine_time(c.place_at_ms, now, wall_now),
+                place_order: c.place_order,
+                joined_at: engine_time(c.joined_at_ms, now, wall_now),
+            });
+        }
+        for r in &stored.rejoins {
+            let Some(&queue) = self.queue_ids.get(&r.queue) else {
+                continue;
+            };
+            state.rejoins.push(crate::queue::DurableRejoin {
+                queue,
+                number: r.number.clone(),
+                place_at: engine_time(r.place_at_ms, now, wall_now),
+                place_order: r.place_order,
+                expires_at: engine_time(r.expires_at_ms, now, wall_now),
+            });
+        }
+        debug!(
+            tenant = %self.tenant,
+            members = state.members.len(),
+            callbacks = state.callbacks.len(),
+            "queue state restored"
+        );
+        self.engine.restore(now, state);
+        // The agents' sign-ins and pauses changed: BLF keys follow.
+        if let Some(router) = self.ctx.router.upgrade() {
+            for m in &stored.members {
+                if let (Some(&a), Some(&q)) = (self.agent_ids.get(&m.agent), self.queue_ids.get(&m.queue)) {
+                    router.blf_changed(self.tenant, &m.agent, &m.queue, self.engine.pause_state(a, q));
+                }
+            }
+        }
+        self.drain();
+        self.durable.dirty = true;
+        self.live_dirty = true;
     }
 
     fn number(&self, agent: AgentId) -> String {
@@ -711,6 +1091,9 @@ impl Driver {
                     );
                 }
                 Output::PlayPrompt { caller, prompt } => {
+                    if matches!(prompt, EnginePrompt::Holiday { .. }) {
+                        self.routes_after_prompt.insert(caller);
+                    }
                     let report_done = matches!(prompt, EnginePrompt::Join { .. });
                     let language = self
                         .languages
@@ -729,7 +1112,12 @@ impl Driver {
                 Output::RouteCaller {
                     caller, destination, ..
                 } => {
-                    self.send(caller, QueueCommand::Route { destination });
+                    let cmd = if self.routes_after_prompt.remove(&caller) {
+                        QueueCommand::RouteAfterPrompt { destination }
+                    } else {
+                        QueueCommand::Route { destination }
+                    };
+                    self.send(caller, cmd);
                 }
                 Output::EndCallerLeg {
                     caller,
@@ -813,6 +1201,22 @@ impl Driver {
     }
 
     fn emit(&mut self, e: EngineEvent) {
+        if matches!(
+            &e.kind,
+            EventKind::AgentState {
+                change: AgentStateChange::LoggedIn
+                    | AgentStateChange::LoggedOut
+                    | AgentStateChange::Paused { .. }
+                    | AgentStateChange::Resumed,
+                ..
+            } | EventKind::CallbackRequested { .. }
+                | EventKind::CallbackSucceeded { .. }
+                | EventKind::CallbackFailed { .. }
+                | EventKind::CallAbandoned { .. }
+                | EventKind::CallerJoined { rejoined: true, .. }
+        ) {
+            self.durable.dirty = true;
+        }
         if let EventKind::AgentState {
             agent,
             queue: Some(queue),
@@ -897,9 +1301,14 @@ mod tests {
         driver: DriverSender,
         live: Arc<dyn LiveState>,
         tenant: TenantId,
+        ctx: DriverContext,
     }
 
     async fn fixture() -> Fx {
+        fixture_with(|_| {}).await
+    }
+
+    async fn fixture_with(adjust: impl FnOnce(&mut QueueConfig<String>)) -> Fx {
         let tenant = TenantId::new();
         let ext = |n: &str| ExtensionConfig {
             id: ExtensionId::new(),
@@ -916,6 +1325,7 @@ mod tests {
             kind: MemberKind::Dynamic,
             skill_level: 1,
         }];
+        adjust(&mut queue);
         let store = SnapshotStore::new();
         store.apply_snapshot(TenantSnapshot {
             tenant_id: tenant,
@@ -936,6 +1346,7 @@ mod tests {
                 ..Default::default()
             },
             certificate: None,
+            schedules: Vec::new(),
         });
         let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
         // 102's phone is registered
@@ -964,16 +1375,19 @@ mod tests {
             LockoutPolicy::default(),
             RegistrarConfig::default(),
         ));
-        let driver = spawn(
+        let ctx = DriverContext {
+            store,
+            registrar,
+            events: None,
+            router: std::sync::Weak::new(),
+        };
+        let driver = spawn(tenant, ctx.clone());
+        Fx {
+            driver,
+            live,
             tenant,
-            DriverContext {
-                store,
-                registrar,
-                events: None,
-                router: std::sync::Weak::new(),
-            },
-        );
-        Fx { driver, live, tenant }
+            ctx,
+        }
     }
 
     async fn code(fx: &Fx, ext: &str, code: AgentCode) -> Result<&'static str, String> {
@@ -1073,6 +1487,7 @@ mod tests {
 
         // Pause with the configured reason, then resume (the same code toggles).
         let pause = |reason: Option<&str>| AgentCode::TogglePause {
+            agent: None,
             queue: "6400".into(),
             reason_code: reason.map(str::to_owned),
         };
@@ -1137,5 +1552,243 @@ mod tests {
         assert_eq!(v["agent"], "101");
         assert_eq!(v["caller"], 9);
         assert_eq!(v["wait_ms"], 1500);
+    }
+
+    /// What the driver stored for the tenant (None when nothing yet).
+    async fn stored(fx: &Fx) -> Option<StoredQueueState> {
+        let entries = fx.live.entries(&durable_state_key(fx.tenant)).await.unwrap();
+        entries
+            .into_iter()
+            .find(|(f, _, _)| f == DURABLE_FIELD)
+            .map(|(_, v, _)| serde_json::from_slice(&v).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_registered_callback_and_the_agents_state_survive_a_restart() {
+        let mut fx = fixture_with(|q| {
+            q.max_wait_secs = 600;
+            q.callback = Some(pbx_contract::queue::CallbackConfig {
+                trigger: pbx_contract::queue::CallbackTrigger::Key { key: '*' },
+                outbound_prefix: None,
+                timeout: pbx_contract::queue::CallbackTimeout::MaxWait,
+            });
+        })
+        .await;
+        let login = AgentCode::ToggleLogin { queue: "6400".into() };
+        assert_eq!(code(&fx, "102", login).await, Ok("agent-logged-in"));
+        let pause = AgentCode::TogglePause {
+            agent: None,
+            queue: "6400".into(),
+            reason_code: Some("*03".into()),
+        };
+        assert_eq!(code(&fx, "102", pause).await, Ok("agent-paused"));
+
+        // A caller asks for a callback on another number.
+        let (call, mut rx) = mpsc::unbounded_channel();
+        let caller = CallerId(11);
+        let call_id = CallId::new();
+        fx.driver
+            .send(DriverMsg::Join {
+                caller,
+                call_id,
+                queue: "6400".into(),
+                number: "101".into(),
+                call,
+            })
+            .unwrap();
+        fx.driver.send(DriverMsg::Key { caller, key: '*' }).unwrap();
+        assert_eq!(next_command(&mut rx).await, QueueCommand::CollectCallbackNumber);
+        fx.driver
+            .send(DriverMsg::CallbackNumber {
+                caller,
+                number: Some("0612345678".into()),
+                declined: false,
+            })
+            .unwrap();
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::Route {
+                destination: Destination::PlayPromptThenExit("callback-registered".into())
+            }
+        );
+        // Stored before the caller heard the confirmation.
+        let stored_state = stored(&fx).await.expect("stored");
+        assert_eq!(stored_state.callbacks.len(), 1);
+        let cb = &stored_state.callbacks[0];
+        assert_eq!(
+            (cb.number.as_str(), cb.callback_number.as_str(), cb.call_id),
+            ("101", "0612345678", Some(call_id))
+        );
+        assert_eq!(
+            stored_state.members,
+            vec![StoredMember {
+                agent: "102".into(),
+                queue: "6400".into(),
+                logged_in: true,
+                paused: true,
+                pause_code: Some("*03".into()),
+                signin_order: stored_state.members[0].signin_order,
+            }]
+        );
+        fx.driver.send(DriverMsg::CallerLeft { caller }).unwrap();
+        drop(rx);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // The edge goes away (its driver with it) and a new one starts from the store.
+        let (dead, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut fx.driver, dead));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        fx.live
+            .remove_key(&pbx_contract::queue::live_state_key(fx.tenant))
+            .await
+            .unwrap();
+        fx.driver = spawn(fx.tenant, fx.ctx.clone());
+        let s = live_state(&fx, |s| !s.waiting.is_empty()).await;
+        assert_eq!(s.waiting[0].state, "callback");
+        assert_eq!(s.waiting[0].call_id, Some(call_id));
+        assert!(
+            s.waiting[0].wait_ms >= 1000,
+            "the wait counts from the first entry: {s:?}"
+        );
+        assert_eq!(
+            (s.agents[0].state.as_str(), s.agents[0].pause_code.as_deref()),
+            ("paused", Some("*03"))
+        );
+        // The agent resumes: the restored callback rings the agent first.
+        let resume = AgentCode::TogglePause {
+            agent: None,
+            queue: "6400".into(),
+            reason_code: None,
+        };
+        assert_eq!(code(&fx, "102", resume).await, Ok("agent-resumed"));
+        live_state(&fx, |s| s.agents[0].state == "ringing").await;
+    }
+
+    /// Business hours on live calls: a queue whose schedule is closed today sends the caller
+    /// to its off-hours destination; on a holiday, the holiday prompt plays first, then the
+    /// caller goes to the holiday destination.
+    #[tokio::test]
+    async fn callers_follow_the_business_hours_of_the_queues_zone() {
+        use pbx_contract::schedule::{Holiday, Schedule};
+        let fx = fixture_with(|q| {
+            q.time_routing = Some(pbx_contract::queue::TimeRouting {
+                time_zone: "UTC".into(),
+                off_hours: Destination::PlayPromptThenExit("goodbye".into()),
+                holiday: Destination::HangUp,
+                ignore_holiday: false,
+                play_holiday_prompt: true,
+            });
+        })
+        .await;
+        let with_schedule = |schedule: Schedule, version: u64| {
+            let mut s = (*fx.ctx.store.get(fx.tenant).unwrap()).clone();
+            s.version = version;
+            s.schedules = vec![schedule];
+            fx.ctx.store.apply_snapshot(s);
+        };
+        let join = |caller: u64| {
+            let (call, rx) = mpsc::unbounded_channel();
+            fx.driver
+                .send(DriverMsg::Join {
+                    caller: CallerId(caller),
+                    call_id: CallId::new(),
+                    queue: "6400".into(),
+                    number: "101".into(),
+                    call,
+                })
+                .unwrap();
+            rx
+        };
+        // Never open (no office hours): off hours.
+        with_schedule(
+            Schedule {
+                time_zone: "UTC".into(),
+                office_hours: Vec::new(),
+                holidays: Vec::new(),
+            },
+            2,
+        );
+        let mut rx = join(21);
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::Route {
+                destination: Destination::PlayPromptThenExit("goodbye".into())
+            }
+        );
+        // A holiday from yesterday to tomorrow, with its prompt.
+        let today = chrono::Utc::now().date_naive();
+        let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+        with_schedule(
+            Schedule {
+                time_zone: "UTC".into(),
+                office_hours: Vec::new(),
+                holidays: vec![Holiday {
+                    name: "Feast".into(),
+                    start: day(today.pred_opt().unwrap()),
+                    end: day(today.succ_opt().unwrap()),
+                    prompt: Some("thank-you".into()),
+                }],
+            },
+            3,
+        );
+        let mut rx = join(22);
+        match next_command(&mut rx).await {
+            QueueCommand::Play { prompts, .. } => assert_eq!(prompts, ["thank-you"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            next_command(&mut rx).await,
+            QueueCommand::RouteAfterPrompt {
+                destination: Destination::HangUp
+            }
+        );
+        // Open all week: the caller waits and the (signed-out) agent is not rung; no route.
+        let all_day = pbx_contract::schedule::OfficeHours {
+            days: vec![
+                pbx_contract::schedule::Weekday::Mon,
+                pbx_contract::schedule::Weekday::Tue,
+                pbx_contract::schedule::Weekday::Wed,
+                pbx_contract::schedule::Weekday::Thu,
+                pbx_contract::schedule::Weekday::Fri,
+                pbx_contract::schedule::Weekday::Sat,
+                pbx_contract::schedule::Weekday::Sun,
+            ],
+            start: "00:00".into(),
+            end: "24:00".into(),
+        };
+        with_schedule(
+            Schedule {
+                time_zone: "UTC".into(),
+                office_hours: vec![all_day],
+                holidays: Vec::new(),
+            },
+            4,
+        );
+        let _rx = join(23);
+        let s = live_state(&fx, |s| s.waiting.iter().any(|w| w.number == "101")).await;
+        assert_eq!(s.waiting.len(), 1, "{s:?}");
+    }
+
+    /// A BLF key's code dialled from another phone pauses and resumes the agent it names.
+    #[tokio::test]
+    async fn the_blf_form_pauses_and_resumes_the_agent_it_names() {
+        let fx = fixture().await;
+        let login = AgentCode::ToggleLogin { queue: "6400".into() };
+        assert_eq!(code(&fx, "102", login).await, Ok("agent-logged-in"));
+        let dial = |n: &str| super::super::feature_codes::parse(n).unwrap();
+        assert_eq!(code(&fx, "101", dial("*07102*6400*03")).await, Ok("agent-paused"));
+        let s = live_state(&fx, |s| s.agents[0].state == "paused").await;
+        assert_eq!(s.agents[0].pause_code.as_deref(), Some("*03"));
+        // `*07{ext}*{queue}`: 102 is no queue but an extension, 6400 a queue.
+        assert_eq!(code(&fx, "101", dial("*07102*6400")).await, Ok("agent-resumed"));
+        live_state(&fx, |s| s.agents[0].state == "available").await;
+        assert!(
+            code(&fx, "101", dial("*07109*6400*03")).await.is_err(),
+            "no extension 109"
+        );
+        assert!(
+            code(&fx, "102", dial("*07101*6400*03")).await.is_err(),
+            "101 is no agent of 6400"
+        );
     }
 }

@@ -7,20 +7,27 @@
 //! the task retransmits until the caller's ACK. Every fork failing gives the caller the best
 //! final response (486 when any phone was busy); the ring timeout gives 480. BYE from either
 //! side ends both; re-INVITEs (hold, resume) and other requests inside the call pass to the
-//! other side. The call ends as one `CallEnded` event.
+//! other side. Transfers: blind (REFER), park, pickup, attended (REFER with Replaces: another
+//! call's party joins this one) and INVITE with Replaces (a new phone takes a party's place).
+//! The call ends as one `CallEnded` event.
 
 use super::dialog::{self, Dialog};
+use super::replaces::Replaces;
 use super::{forward_events, CallRouter, CallSender};
-use crate::media::{recording_key, Leg, RecordingMeta, RelaySession, SdpOrigin, SessionDescription};
+use crate::media::{
+    recording_key, Direction, Leg, RecordingMeta, RelaySession, SdpOrigin, SessionDescription,
+};
 use crate::sip::message::NameAddr;
 use crate::sip::message::{Method, SipRequest, SipResponse};
 use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient, Target, TransportKind};
 use pbx_contract::bus::Event;
-use pbx_contract::{CallDisposition, CallId, CallRecord, HangupSide, RecordingPolicy, TenantSnapshot};
+use pbx_contract::{
+    CallDisposition, CallId, CallRecord, HangupSide, RecordingPolicy, TenantId, TenantSnapshot,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -68,6 +75,68 @@ pub enum CallInput {
     },
     /// A command of the tenant's queue driver (queue calls only).
     Queue(super::queue_driver::QueueCommand),
+    /// Another call asks for this call's party on the far side of the dialog `named` (an
+    /// attended transfer joins that party to the asking call; this call then ends).
+    HandOver {
+        tenant: TenantId,
+        named: Replaces,
+        reply: oneshot::Sender<Result<HandedOver, HandOverRefusal>>,
+    },
+    /// An INVITE with `Replaces` naming one of this call's dialogs (RFC 3891; authenticated,
+    /// from an extension of `tenant`).
+    Replace {
+        req: Box<SipRequest>,
+        inbound: Inbound,
+        tx: ServerTx,
+        offer: Box<SessionDescription>,
+        by: String,
+        tenant: TenantId,
+        named: Replaces,
+    },
+    /// A response to a re-INVITE the edge sent on its own (joining a party, taking one off hold).
+    Join { ev: ClientEvent },
+}
+
+/// A party handed from one call to another by an attended transfer: the edge's dialog with
+/// it, where it is, and its extension number (for the log).
+#[derive(Debug)]
+pub struct HandedOver {
+    dialog: Dialog,
+    target: Target,
+    number: String,
+}
+
+/// Why a call did not hand a party over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandOverRefusal {
+    /// No such dialog here (or another tenant's): 481.
+    Unknown,
+    /// The call is busy with another offer/answer or transfer: 491.
+    Busy,
+    /// The named dialog is the transferor's own call still ringing `callee` (semi-attended):
+    /// that call was cancelled, the asking call rings the callee itself.
+    Ringing { callee: String },
+}
+
+/// An attended transfer's own re-INVITEs (RFC 5589 §7). The relay does not cross-connect two
+/// sessions, so the joined party is moved onto this call's relay leg by a re-INVITE offering
+/// the staying party's codec; then, if the staying party was on hold, a second re-INVITE
+/// offers it sendrecv.
+#[allow(clippy::large_enum_variant)] // at most one per call, only while a transfer runs
+enum Join {
+    /// The joined party's re-INVITE is out; it takes `from`'s place when it answers.
+    Moving {
+        from: Side,
+        party: Dialog,
+        target: Target,
+        cseq: u32,
+        /// Our `o=` towards the joined party (it becomes `from`'s once it answers).
+        origin: Option<SdpOrigin>,
+        notify: Transfer,
+        number: String,
+    },
+    /// The re-INVITE taking `side` off hold is out.
+    Resuming { side: Side, cseq: u32 },
 }
 
 /// What the router hands a new call.
@@ -157,6 +226,9 @@ struct Fork {
     final_status: Option<u16>,
     /// A leg to a transfer target (REFER), not one of the callee's phones.
     for_transfer: bool,
+    /// The phone's tag from its first provisional response (the early dialog a `Replaces`
+    /// may name).
+    early_tag: Option<String>,
 }
 
 /// A blind transfer in progress (RFC 3515, RFC 5589): `from` asked, in its dialog, that
@@ -260,6 +332,12 @@ struct Call {
     hangup: HangupSide,
     /// A side holds the call (its last offer was sendonly or inactive).
     on_hold: bool,
+    /// Dialogs taken over from other calls (attended transfer), registered to this one.
+    adopted: Vec<(String, String)>,
+    /// An attended transfer's re-INVITE in progress.
+    join: Option<Join>,
+    /// The side hearing ringback while a transfer target rings (semi-attended transfer).
+    ringback: Option<Side>,
 }
 
 pub(super) fn ms(t: SystemTime) -> i64 {
@@ -377,6 +455,9 @@ pub(crate) async fn run(
         disposition: CallDisposition::Failed,
         hangup: HangupSide::System,
         on_hold: false,
+        adopted: Vec::new(),
+        join: None,
+        ringback: None,
     };
     router.register_dialog(&call.callee_call_id, &call.callee_tag, call.me.clone());
     call.start_forks().await;
@@ -411,6 +492,12 @@ pub(crate) async fn run(
             _ = sleep_until(park_at) => call.on_park_timeout().await,
             _ = sleep_until(linger_until) => break,
         }
+    }
+    // Nothing more reaches this call (the router answers 481 to what is sent from now on);
+    // what is already queued is handled, so that no request is left without an answer.
+    rx.close();
+    while let Ok(input) = rx.try_recv() {
+        call.on_input(input).await;
     }
     call.finish().await;
 }
@@ -509,20 +596,31 @@ impl Call {
             a.session.stop_playing(to.leg());
             return;
         }
-        let payload_type = match offer.audio_formats().iter().find(|f| *f == "0" || *f == "8") {
-            Some(f) if f == "8" => 8,
-            Some(_) => 0,
-            None => return,
+        if voice_codec(offer).is_some() {
+            self.play_loop(to, "moh");
+        }
+    }
+
+    /// Plays a prompt (the tenant's upload of that name, else the shipped one) in a loop
+    /// towards `side` (in the codec of its last SDP), in
+    /// place of what the other side sends: music on hold, ringback.
+    fn play_loop(&self, side: Side, name: &str) {
+        let Some(a) = &self.anchor else {
+            return;
         };
-        // the tenant's own `moh` when it uploaded one, else the shipped music
-        let music = self
+        let payload_type = match self.last_sdp[side.index()].as_ref().and_then(voice_codec) {
+            Some(f) if f == "8" => 8,
+            _ => 0,
+        };
+        // the tenant's own prompt of that name (its `moh`) when it uploaded one, else ours
+        let tone = self
             .router
             .store()
-            .prompt(&self.tenant, "en", "moh")
+            .prompt(&self.tenant, "en", name)
             .and_then(|p| p.encode(payload_type));
-        if let Some(payload) = music {
+        if let Some(payload) = tone {
             a.session.play(
-                to.leg(),
+                side.leg(),
                 crate::media::Playback {
                     id: 0,
                     payload,
@@ -650,6 +748,7 @@ impl Call {
                 cancel_pending: false,
                 final_status: None,
                 for_transfer: false,
+                early_tag: None,
             });
         }
         if self.forks.is_empty() {
@@ -699,6 +798,20 @@ impl Call {
             CallInput::Request { req, inbound, tx } => self.on_request(*req, inbound, tx).await,
             CallInput::Reinvite { ev } => self.on_reinvite_answer(ev).await,
             CallInput::Queue(_) => {}
+            CallInput::HandOver { tenant, named, reply } => self.on_hand_over(tenant, named, reply).await,
+            CallInput::Replace {
+                req,
+                inbound,
+                tx,
+                offer,
+                by,
+                tenant,
+                named,
+            } => {
+                self.on_replace(*req, inbound, tx, *offer, by, tenant, named)
+                    .await
+            }
+            CallInput::Join { ev } => self.on_join(ev).await,
         }
     }
 
@@ -736,6 +849,9 @@ impl Call {
                     return;
                 }
                 fork.state = ForkState::Ringing;
+                if fork.early_tag.is_none() {
+                    fork.early_tag = resp.to().ok().and_then(|t| t.tag().map(str::to_owned));
+                }
                 if fork.cancel_pending {
                     fork.cancel_pending = false;
                     let cancel = dialog::cancel_for(&fork.invite);
@@ -1014,8 +1130,16 @@ impl Call {
                     t.transferor_gone = true;
                 }
             }
+            Method::Bye if matches!(&self.join, Some(Join::Moving { from, .. }) if *from == side) => {
+                // the transferor hangs up while its party is being joined; the join goes on
+                tx.respond(reply(200, "OK")).await;
+                if let Some(Join::Moving { notify, .. }) = self.join.as_mut() {
+                    notify.transferor_gone = true;
+                }
+            }
             Method::Bye => {
                 tx.respond(reply(200, "OK")).await;
+                self.abandon_join().await;
                 if self.transfer.is_some() {
                     // the party being transferred hung up: stop ringing the target
                     self.abandon_transfer().await;
@@ -1048,7 +1172,7 @@ impl Call {
                     tx.respond(reply(491, "Request Pending")).await;
                     return;
                 }
-                if self.reinvite.is_some() || !self.unacked.is_empty() {
+                if self.reinvite.is_some() || !self.unacked.is_empty() || self.join.is_some() {
                     // §14.1: one offer/answer at a time; the peer retries after a random wait
                     tx.respond(reply(491, "Request Pending").with_header("Retry-After", "1"))
                         .await;
@@ -1201,6 +1325,7 @@ impl Call {
 
     /// Emits the call log and forgets the call's dialogs.
     async fn finish(&mut self) {
+        self.abandon_join().await;
         self.end();
         let media = match &self.anchor {
             Some(a) => Some(a.session.close().await),
@@ -1210,16 +1335,17 @@ impl Call {
             debug!(call = %self.id, a_to_b = m.packets_a_to_b, b_to_a = m.packets_b_to_a, lost = m.lost(), "media closed");
         }
         let router = &self.router;
-        router.forget_dialog(&self.caller_dialog.call_id, &self.caller_dialog.local_tag);
-        router.forget_dialog(&self.callee_call_id, &self.callee_tag);
+        let me = &self.me;
+        router.forget_dialog_of(&self.caller_dialog.call_id, &self.caller_dialog.local_tag, me);
+        router.forget_dialog_of(&self.callee_call_id, &self.callee_tag, me);
         for f in self.forks.iter().filter(|f| f.for_transfer) {
-            router.forget_dialog(&f.dialog.call_id, &f.dialog.local_tag);
+            router.forget_dialog_of(&f.dialog.call_id, &f.dialog.local_tag, me);
         }
-        if let Some((d, _)) = &self.picker {
-            router.forget_dialog(&d.call_id, &d.local_tag);
+        for (d, _) in [&self.picker, &self.caller_uas].into_iter().flatten() {
+            router.forget_dialog_of(&d.call_id, &d.local_tag, me);
         }
-        if let Some((d, _)) = &self.caller_uas {
-            router.forget_dialog(&d.call_id, &d.local_tag);
+        for (call_id, tag) in &self.adopted {
+            router.forget_dialog_of(call_id, tag, me);
         }
         if let Some(p) = &self.parked {
             router.unpark(self.tenant.tenant_id, &p.slot, &self.me);
@@ -1261,7 +1387,7 @@ impl Call {
     async fn on_refer(&mut self, from: Side, req: SipRequest, inbound: Inbound, tx: ServerTx) {
         let reply =
             |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, inbound.source);
-        if self.phase != Phase::Answered || self.transfer.is_some() {
+        if self.phase != Phase::Answered || self.transfer.is_some() || self.join.is_some() {
             tx.respond(reply(491, "Request Pending")).await;
             return;
         }
@@ -1273,15 +1399,20 @@ impl Call {
             tx.respond(reply(400, "Bad Refer-To")).await;
             return;
         };
-        if refer_to
-            .uri
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("Replaces"))
-        {
-            // attended transfer joins two calls; not served yet
-            tx.respond(reply(501, "Not Implemented")).await;
-            return;
+        match Replaces::from_refer_to(&refer_to.uri) {
+            None => {}
+            Some(None) => {
+                tx.respond(
+                    reply(400, "Bad Refer-To")
+                        .with_header("Warning", "399 edge \"the Replaces cannot be read\""),
+                )
+                .await;
+                return;
+            }
+            Some(Some(named)) => {
+                self.attended_transfer(from, named, req, inbound, tx).await;
+                return;
+            }
         }
         let tenant_id = self.tenant.tenant_id;
         let target = refer_to.uri.user.clone().unwrap_or_default();
@@ -1302,7 +1433,12 @@ impl Call {
             }
         };
         let stays = from.other();
-        let Some(offer_sdp) = self.last_sdp[stays.index()].clone() else {
+        // the transferee may be on hold (the transferor held it first): the target gets a
+        // sendrecv offer, and the transferee a re-INVITE once the target answers
+        let Some(offer_sdp) = self.last_sdp[stays.index()]
+            .as_ref()
+            .map(|s| s.with_direction(Direction::SendRecv))
+        else {
             tx.respond(reply(488, "Not Acceptable Here")).await;
             return;
         };
@@ -1319,27 +1455,48 @@ impl Call {
         };
         tx.respond(reply(202, "Accepted").with_to_tag(&local_tag)).await;
 
-        // The transferee's identity goes to the target.
-        let fqdn = self.tenant.fqdn.clone();
-        let identity = match stays {
-            Side::Caller => match &self.caller_name {
-                Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
-                None => format!("<sip:{}@{fqdn}>", self.caller),
-            },
-            Side::Callee => format!("<sip:{}@{fqdn}>", self.callee),
-        };
-        let call_id = format!("{}@edge", dialog::random_token());
-        let tag = dialog::random_token();
         let mut transfer = Transfer {
             from,
             target: target.clone(),
             notify_dialog,
             notify_target,
             transferor_gone: false,
-            call_id: call_id.clone(),
+            call_id: format!("{}@edge", dialog::random_token()),
             deadline: Instant::now() + Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1))),
         };
         self.notify(&mut transfer, "SIP/2.0 100 Trying", false).await;
+        let started = self
+            .ring_transfer_target(&target, bindings, offer, &transfer)
+            .await;
+        info!(call = %self.id, to = %target, forks = started, "blind transfer");
+        if started == 0 {
+            self.notify(&mut transfer, "SIP/2.0 480 Temporarily Unavailable", true)
+                .await;
+            return;
+        }
+        self.transfer = Some(transfer);
+    }
+
+    /// Sends the transfer's INVITEs (Call-ID `transfer.call_id`) to every reachable contact
+    /// of `target`, offering `offer` on the transferor's relay leg; returns how many went out.
+    async fn ring_transfer_target(
+        &mut self,
+        target: &str,
+        bindings: Vec<crate::sip::registrar::Binding>,
+        offer: Vec<u8>,
+        transfer: &Transfer,
+    ) -> usize {
+        // The transferee's identity goes to the target.
+        let fqdn = self.tenant.fqdn.clone();
+        let identity = match transfer.from.other() {
+            Side::Caller => match &self.caller_name {
+                Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
+                None => format!("<sip:{}@{fqdn}>", self.caller),
+            },
+            Side::Callee => format!("<sip:{}@{fqdn}>", self.callee),
+        };
+        let call_id = transfer.call_id.clone();
+        let tag = dialog::random_token();
         self.router.register_dialog(&call_id, &tag, self.me.clone());
         let mut started = 0;
         for binding in bindings {
@@ -1376,20 +1533,18 @@ impl Call {
                 cancel_pending: false,
                 final_status: None,
                 for_transfer: true,
+                early_tag: None,
             });
             started += 1;
         }
-        info!(call = %self.id, to = %target, forks = started, "blind transfer");
-        if started == 0 {
-            self.notify(&mut transfer, "SIP/2.0 480 Temporarily Unavailable", true)
-                .await;
-            return;
-        }
-        self.transfer = Some(transfer);
+        started
     }
 
     /// A NOTIFY of the transfer's progress to the transferor (message/sipfrag).
-    async fn notify(&self, t: &mut Transfer, status_line: &str, last: bool) {
+    /// The NOTIFYs go out on a copy of the transferor's dialog; while that dialog is still
+    /// the call's leg (the transfer failed, or has not ended), the leg takes the CSeq after them,
+    /// so that a later request to the transferor does not reuse one.
+    async fn notify(&mut self, t: &mut Transfer, status_line: &str, last: bool) {
         if t.transferor_gone {
             return;
         }
@@ -1407,6 +1562,11 @@ impl Call {
         );
         req.headers.push("Event", "refer");
         req.headers.push("Subscription-State", state);
+        if let Some((d, _)) = self.leg(t.from) {
+            if d.call_id == t.notify_dialog.call_id && d.local_tag == t.notify_dialog.local_tag {
+                d.local_cseq = d.local_cseq.max(t.notify_dialog.local_cseq);
+            }
+        }
         drop(self.client.request(req, &t.notify_target).await);
     }
 
@@ -1468,6 +1628,12 @@ impl Call {
                     Side::Callee => self.winner = Some(idx),
                 }
                 info!(call = %self.id, to = %t.target, "transfer answered");
+                // ringback (semi-attended) or music on hold stops; a held transferee is resumed
+                if let Some(a) = &self.anchor {
+                    a.session.stop_playing(t.from.other().leg());
+                }
+                self.ringback = None;
+                self.resume(t.from.other(), parse_sdp(&body)).await;
             }
             ClientEvent::Final(resp) => {
                 fork.state = ForkState::Done;
@@ -1529,6 +1695,13 @@ impl Call {
     /// The target did not answer: the transferor hears so; if it is gone, the call ends.
     async fn fail_transfer(&mut self, status: u16) {
         let Some(mut t) = self.transfer.take() else { return };
+        if let (Some(side), Some(a)) = (self.ringback.take(), &self.anchor) {
+            a.session.stop_playing(side.leg());
+            if self.on_hold {
+                // back to the music of the hold it was in
+                self.play_loop(side, "moh");
+            }
+        }
         info!(call = %self.id, to = %t.target, status, "transfer failed");
         self.notify(&mut t, &format!("SIP/2.0 {status} {}", reason_for(status)), true)
             .await;
@@ -1767,6 +1940,537 @@ impl Call {
         self.bye(stays).await;
         self.hangup = HangupSide::System;
         self.end();
+    }
+}
+
+/// The first G.711 payload type (PCMU or PCMA) of an SDP: the codec a side uses, since the
+/// relay does not transcode.
+fn voice_codec(sdp: &SessionDescription) -> Option<String> {
+    sdp.audio_formats().into_iter().find(|f| f == "0" || f == "8")
+}
+
+/// `sdp` cut down to `codec` and its own telephone-event.
+fn in_codec(sdp: &SessionDescription, codec: &str) -> SessionDescription {
+    let mut keep = vec![codec.to_owned()];
+    keep.extend(sdp.telephone_event_pt().map(|p| p.to_string()));
+    sdp.restricted_to(&keep)
+}
+
+fn hangup_of(side: Side) -> HangupSide {
+    match side {
+        Side::Caller => HangupSide::Caller,
+        Side::Callee => HangupSide::Callee,
+    }
+}
+
+/// Attended transfer (REFER with Replaces, RFC 5589 §7) and INVITE with Replaces (RFC 3891).
+///
+/// The transferor A talks to B in this call and to C in another; its REFER here names its
+/// dialog with the edge in the other call. That call hands C over (its dialog, target and
+/// SDP) and ends, hanging A up there; this call moves C onto A's relay leg with a re-INVITE
+/// (B's codec, sendrecv), then A's place here is C's, A gets NOTIFY 200 and BYE, and B is
+/// taken off hold by a re-INVITE if A had held it. Either call can receive the REFER: the one
+/// that gets it keeps its relay session and its call log; the other's log ends at the
+/// transfer.
+impl Call {
+    async fn attended_transfer(
+        &mut self,
+        from: Side,
+        named: Replaces,
+        req: SipRequest,
+        inbound: Inbound,
+        tx: ServerTx,
+    ) {
+        let reply =
+            |status: u16, reason: &str| SipResponse::for_request(&req, status, reason, inbound.source);
+        if self.reinvite.is_some() || !self.unacked.is_empty() || self.parked.is_some() {
+            tx.respond(reply(491, "Request Pending")).await;
+            return;
+        }
+        let Some((notify_dialog, notify_target)) = self.leg(from).map(|(d, t)| (d.clone(), t)) else {
+            tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
+            return;
+        };
+        let Some((local_tag, _, _)) = self.local_ident(from) else {
+            return;
+        };
+        tx.respond(reply(202, "Accepted").with_to_tag(&local_tag)).await;
+        let mut notify = Transfer {
+            from,
+            target: named.call_id.clone(),
+            notify_dialog,
+            notify_target,
+            transferor_gone: false,
+            call_id: String::new(),
+            deadline: Instant::now(),
+        };
+        self.notify(&mut notify, "SIP/2.0 100 Trying", false).await;
+        let other = self
+            .router
+            .dialog_named(&named)
+            .filter(|c| !c.same_channel(&self.me));
+        let handed = match other {
+            None => Err(HandOverRefusal::Unknown),
+            Some(call) => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                let ask = CallInput::HandOver {
+                    tenant: self.tenant.tenant_id,
+                    named: named.clone(),
+                    reply: reply_tx,
+                };
+                if call.send(ask).is_err() {
+                    Err(HandOverRefusal::Unknown)
+                } else {
+                    // bounded: two calls asking each other at once must not wait forever
+                    match tokio::time::timeout(Duration::from_secs(2), reply_rx).await {
+                        Ok(Ok(answer)) => answer,
+                        _ => Err(HandOverRefusal::Unknown),
+                    }
+                }
+            }
+        };
+        match handed {
+            Ok(h) => self.join_party(from, h, notify).await,
+            Err(HandOverRefusal::Ringing { callee }) => {
+                info!(call = %self.id, to = %callee, "attended transfer before the answer: ringing the target");
+                self.transfer_to_ringing(from, callee, notify).await;
+            }
+            Err(why) => {
+                info!(call = %self.id, ?why, "attended transfer refused");
+                let line = match why {
+                    HandOverRefusal::Busy => "SIP/2.0 491 Request Pending",
+                    _ => "SIP/2.0 481 Call/Transaction Does Not Exist",
+                };
+                self.notify(&mut notify, line, true).await;
+            }
+        }
+    }
+
+    /// Moves a party handed over by another call onto `from`'s relay leg (re-INVITE).
+    async fn join_party(&mut self, from: Side, h: HandedOver, mut notify: Transfer) {
+        let stays = from.other();
+        let HandedOver {
+            dialog: mut party,
+            target,
+            number,
+        } = h;
+        self.router
+            .register_dialog(&party.call_id, &party.local_tag, self.me.clone());
+        self.adopted
+            .push((party.call_id.clone(), party.local_tag.clone()));
+        // The offer: what the staying party sent last, in the codec it uses, sendrecv.
+        let base = self.last_sdp[stays.index()].clone();
+        let codec = base.as_ref().and_then(voice_codec);
+        let offer = match (base, codec) {
+            (Some(b), Some(c)) => Some(in_codec(&b, &c).with_direction(Direction::SendRecv)),
+            (Some(b), None) if self.anchor.is_none() => Some(b.with_direction(Direction::SendRecv)),
+            _ => None,
+        };
+        let mut origin = self.anchor.as_ref().map(|_| SdpOrigin::new());
+        let body = match (offer, self.anchor.as_ref(), origin.as_mut()) {
+            (Some(o), Some(a), Some(origin)) => o
+                .relay_offer(a.advertise, a.session.port(from.leg()), origin)
+                .ok()
+                .map(|sdp| sdp.to_string().into_bytes()),
+            (Some(o), _, _) => Some(o.to_string().into_bytes()),
+            (None, _, _) => None,
+        };
+        let Some(body) = body else {
+            let bye = party.request(Method::Bye, None);
+            drop(self.client.request(bye, &target).await);
+            self.notify(&mut notify, "SIP/2.0 488 Not Acceptable Here", true)
+                .await;
+            return;
+        };
+        let reinvite = party.request(Method::Invite, Some(("application/sdp", body)));
+        let cseq = reinvite.cseq().map(|c| c.seq).unwrap_or(1);
+        let events = self.client.request(reinvite, &target).await;
+        forward_events(events, self.me.clone(), |ev| CallInput::Join { ev });
+        info!(call = %self.id, party = %number, "attended transfer: joining");
+        self.join = Some(Join::Moving {
+            from,
+            party,
+            target,
+            cseq,
+            origin,
+            notify,
+            number,
+        });
+    }
+
+    async fn on_join(&mut self, ev: ClientEvent) {
+        match self.join.take() {
+            Some(Join::Moving {
+                from,
+                party,
+                target,
+                cseq,
+                origin,
+                mut notify,
+                number,
+            }) => match ev {
+                ClientEvent::Provisional(_) => {
+                    self.join = Some(Join::Moving {
+                        from,
+                        party,
+                        target,
+                        cseq,
+                        origin,
+                        notify,
+                        number,
+                    });
+                }
+                ClientEvent::Final(resp) if (200..300).contains(&resp.status) => {
+                    let ack = party.ack(cseq);
+                    self.client.send(ack.to_bytes(), &target).await;
+                    // the transferor leaves this call: the joined party takes its place
+                    match from {
+                        Side::Caller => self.caller_uas = Some((party, target)),
+                        Side::Callee => {
+                            self.winner = None;
+                            self.picker = Some((party, target));
+                        }
+                    }
+                    if let (Some(a), Some(o)) = (self.anchor.as_mut(), origin) {
+                        *a.origin(from) = o;
+                    }
+                    let answer = parse_sdp(&resp.body);
+                    if let Some(sdp) = &answer {
+                        self.learn_peer(from, sdp);
+                    }
+                    self.notify(&mut notify, "SIP/2.0 200 OK", true).await;
+                    if !notify.transferor_gone {
+                        // the transferor's dialog (its copy has the CSeq after the NOTIFYs)
+                        let bye = notify.notify_dialog.request(Method::Bye, None);
+                        drop(self.client.request(bye, &notify.notify_target).await);
+                    }
+                    info!(call = %self.id, party = %number, "attended transfer done");
+                    self.resume(from.other(), answer).await;
+                }
+                ClientEvent::Final(resp) => {
+                    self.join_failed(from, party, target, notify, resp.status).await;
+                }
+                ClientEvent::Timeout => self.join_failed(from, party, target, notify, 408).await,
+            },
+            Some(Join::Resuming { side, cseq }) => match ev {
+                ClientEvent::Provisional(_) => self.join = Some(Join::Resuming { side, cseq }),
+                ClientEvent::Final(resp) if (200..300).contains(&resp.status) => {
+                    let client = self.client.clone();
+                    if let Some((d, t)) = self.leg(side) {
+                        let ack = d.ack(cseq);
+                        client.send(ack.to_bytes(), &t).await;
+                    }
+                    if let Some(sdp) = parse_sdp(&resp.body) {
+                        self.learn_peer(side, &sdp);
+                    }
+                }
+                ClientEvent::Final(resp) => {
+                    info!(call = %self.id, status = resp.status, "taking the transferee off hold failed");
+                }
+                ClientEvent::Timeout => {}
+            },
+            None => {}
+        }
+    }
+
+    /// The staying party was on hold (the transferor held it before consulting): music stops
+    /// and a re-INVITE offers it the joined party's SDP, sendrecv.
+    async fn resume(&mut self, side: Side, joined: Option<SessionDescription>) {
+        let held = self.on_hold
+            || self.last_sdp[side.index()]
+                .as_ref()
+                .is_some_and(|s| s.direction() != Direction::SendRecv);
+        let Some(joined) = joined.filter(|_| held) else {
+            return;
+        };
+        let offer = joined.with_direction(Direction::SendRecv);
+        self.music_on_hold(side, &offer);
+        let Ok(body) = self.offer_to(side, &offer) else {
+            return;
+        };
+        let client = self.client.clone();
+        let me = self.me.clone();
+        let Some((d, target)) = self.leg(side) else {
+            return;
+        };
+        let reinvite = d.request(Method::Invite, Some(("application/sdp", body)));
+        let cseq = reinvite.cseq().map(|c| c.seq).unwrap_or(1);
+        let events = client.request(reinvite, &target).await;
+        forward_events(events, me, |ev| CallInput::Join { ev });
+        self.join = Some(Join::Resuming { side, cseq });
+    }
+
+    /// The joined party refused its re-INVITE: it is hung up, the transferor hears why and
+    /// stays in the call (if it already hung up, the call ends).
+    async fn join_failed(
+        &mut self,
+        from: Side,
+        mut party: Dialog,
+        target: Target,
+        mut notify: Transfer,
+        status: u16,
+    ) {
+        info!(call = %self.id, status, "attended transfer: the party refused to move");
+        let bye = party.request(Method::Bye, None);
+        drop(self.client.request(bye, &target).await);
+        self.notify(
+            &mut notify,
+            &format!("SIP/2.0 {status} {}", reason_for(status)),
+            true,
+        )
+        .await;
+        if notify.transferor_gone {
+            self.hangup = hangup_of(from);
+            self.unacked.clear();
+            self.bye(from.other()).await;
+            self.end();
+        }
+    }
+
+    /// The call ends while a party is being joined: that party is hung up too.
+    async fn abandon_join(&mut self) {
+        if let Some(Join::Moving {
+            party: mut joining,
+            target,
+            mut notify,
+            ..
+        }) = self.join.take()
+        {
+            let bye = joining.request(Method::Bye, None);
+            drop(self.client.request(bye, &target).await);
+            self.notify(&mut notify, "SIP/2.0 487 Request Terminated", true)
+                .await;
+        }
+    }
+
+    /// Another call asks for the party facing away from the dialog `named` (see
+    /// [`HandOverRefusal`]). The party is handed over as it is; the named side gets BYE and
+    /// this call ends (its log: answered, hung up by the transferor's side).
+    async fn on_hand_over(
+        &mut self,
+        tenant: TenantId,
+        named: Replaces,
+        reply: oneshot::Sender<Result<HandedOver, HandOverRefusal>>,
+    ) {
+        if tenant != self.tenant.tenant_id {
+            let _ = reply.send(Err(HandOverRefusal::Unknown));
+            return;
+        }
+        if self.phase == Phase::Ringing {
+            let d = &self.caller_dialog;
+            if !named.names(&d.call_id, &d.local_tag, d.remote_tag.as_deref()) || self.picker.is_some() {
+                let _ = reply.send(Err(HandOverRefusal::Unknown));
+                return;
+            }
+            // semi-attended: the transferor's call to the target stops ringing
+            let resp = self.respond_caller(487, "Request Terminated");
+            self.tx.respond(resp).await;
+            self.disposition = CallDisposition::Cancelled;
+            self.hangup = HangupSide::Caller;
+            self.cancel_forks(None).await;
+            self.end();
+            let _ = reply.send(Err(HandOverRefusal::Ringing {
+                callee: self.callee.clone(),
+            }));
+            return;
+        }
+        let mut named_side = None;
+        for side in [Side::Caller, Side::Callee] {
+            if self.phase == Phase::Answered
+                && self
+                    .leg(side)
+                    .is_some_and(|(d, _)| named.names(&d.call_id, &d.local_tag, d.remote_tag.as_deref()))
+            {
+                named_side = Some(side);
+            }
+        }
+        let Some(side) = named_side else {
+            let _ = reply.send(Err(HandOverRefusal::Unknown));
+            return;
+        };
+        if self.reinvite.is_some()
+            || self.join.is_some()
+            || self.transfer.is_some()
+            || self.parked.is_some()
+            || !self.unacked.is_empty()
+        {
+            let _ = reply.send(Err(HandOverRefusal::Busy));
+            return;
+        }
+        let party = side.other();
+        let Some((dialog, target)) = self.leg(party).map(|(d, t)| (d.clone(), t)) else {
+            let _ = reply.send(Err(HandOverRefusal::Unknown));
+            return;
+        };
+        let number = match party {
+            Side::Caller => self.caller.clone(),
+            Side::Callee => self.callee.clone(),
+        };
+        let handed = HandedOver {
+            dialog,
+            target,
+            number,
+        };
+        if reply.send(Ok(handed)).is_err() {
+            return; // the asking call gave up: nothing changes here
+        }
+        info!(call = %self.id, "party handed over to another call (attended transfer)");
+        self.bye(side).await;
+        self.hangup = hangup_of(side);
+        self.unacked.clear();
+        self.end();
+    }
+
+    /// Semi-attended transfer: the target was still ringing for the transferor, so this call
+    /// rings it (a blind transfer), and the staying party hears ringback meanwhile.
+    async fn transfer_to_ringing(&mut self, from: Side, callee: String, mut notify: Transfer) {
+        let stays = from.other();
+        let tenant_id = self.tenant.tenant_id;
+        let fail = "SIP/2.0 480 Temporarily Unavailable";
+        let Some(ext) = self.router.store().extension(tenant_id, &callee) else {
+            self.notify(&mut notify, "SIP/2.0 404 Not Found", true).await;
+            return;
+        };
+        let bindings = self
+            .router
+            .registrar()
+            .bindings(tenant_id, &callee)
+            .await
+            .unwrap_or_default();
+        // the staying party may be on hold: the target gets a sendrecv offer
+        let Some(offer_sdp) = self.last_sdp[stays.index()]
+            .as_ref()
+            .map(|s| s.with_direction(Direction::SendRecv))
+        else {
+            self.notify(&mut notify, "SIP/2.0 488 Not Acceptable Here", true)
+                .await;
+            return;
+        };
+        let Ok(offer) = self.offer_to(from, &offer_sdp) else {
+            self.notify(&mut notify, "SIP/2.0 488 Not Acceptable Here", true)
+                .await;
+            return;
+        };
+        notify.call_id = format!("{}@edge", dialog::random_token());
+        notify.target = callee.clone();
+        notify.deadline = Instant::now() + Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
+        let started = self.ring_transfer_target(&callee, bindings, offer, &notify).await;
+        if started == 0 {
+            self.notify(&mut notify, fail, true).await;
+            return;
+        }
+        self.play_loop(stays, "ringback");
+        self.ringback = Some(stays);
+        self.transfer = Some(notify);
+    }
+
+    /// An INVITE with `Replaces` (RFC 3891): the new phone takes the named party's place. A
+    /// confirmed dialog: that party gets BYE (`early-only`: 486). An early dialog the edge
+    /// initiated (a phone ringing for this call): a pickup. Anything else: 481.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_replace(
+        &mut self,
+        req: SipRequest,
+        inbound: Inbound,
+        tx: ServerTx,
+        offer: SessionDescription,
+        by: String,
+        tenant: TenantId,
+        named: Replaces,
+    ) {
+        let source = inbound.source;
+        let tag = dialog::random_token();
+        let reply = |status: u16, reason: &str| {
+            SipResponse::for_request(&req, status, reason, source).with_to_tag(&tag)
+        };
+        if tenant != self.tenant.tenant_id {
+            tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
+            return;
+        }
+        if self.phase == Phase::Ringing {
+            let ringing = self.forks.iter().any(|f| {
+                !f.for_transfer
+                    && matches!(f.state, ForkState::Calling | ForkState::Ringing)
+                    && named.names(&f.dialog.call_id, &f.dialog.local_tag, f.early_tag.as_deref())
+            });
+            if ringing {
+                self.on_pickup(req, inbound, tx, offer, by).await;
+            } else {
+                // the caller's early dialog was not initiated by us (§3)
+                tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
+            }
+            return;
+        }
+        let mut named_side = None;
+        for side in [Side::Caller, Side::Callee] {
+            if self.phase == Phase::Answered
+                && self
+                    .leg(side)
+                    .is_some_and(|(d, _)| named.names(&d.call_id, &d.local_tag, d.remote_tag.as_deref()))
+            {
+                named_side = Some(side);
+            }
+        }
+        let Some(side) = named_side else {
+            tx.respond(reply(481, "Call/Transaction Does Not Exist")).await;
+            return;
+        };
+        if named.early_only {
+            tx.respond(reply(486, "Busy Here")).await;
+            return;
+        }
+        if self.reinvite.is_some()
+            || self.join.is_some()
+            || self.transfer.is_some()
+            || !self.unacked.is_empty()
+        {
+            tx.respond(reply(491, "Request Pending").with_header("Retry-After", "1"))
+                .await;
+            return;
+        }
+        let stays = side.other();
+        let Some(their) = self.last_sdp[stays.index()].clone() else {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        };
+        let Some(codec) = voice_codec(&their).filter(|c| offer.audio_formats().contains(c)) else {
+            tx.respond(reply(488, "Not Acceptable Here")).await;
+            return;
+        };
+        let local = self
+            .client
+            .local_addr_for(&inbound.target)
+            .unwrap_or(inbound.local);
+        let Some(d) = Dialog::caller_side(&req, &tag, local, inbound.transport) else {
+            tx.respond(reply(400, "Missing Contact")).await;
+            return;
+        };
+        let old = self.leg(side).map(|(d, t)| (d.clone(), t));
+        self.router.register_dialog(&d.call_id, &tag, self.me.clone());
+        info!(call = %self.id, by = %by, "replaced by INVITE with Replaces");
+        let (contact_local, contact_transport, cseq, call_id) =
+            (d.local_addr, d.transport, d.remote_cseq, d.call_id.clone());
+        match side {
+            Side::Caller => self.caller_uas = Some((d, inbound.target.clone())),
+            Side::Callee => {
+                self.winner = None;
+                self.picker = Some((d, inbound.target.clone()));
+            }
+        }
+        if let Some(a) = self.anchor.as_mut() {
+            *a.origin(side) = SdpOrigin::new();
+        }
+        let new_sdp = in_codec(&offer, &codec);
+        self.learn_peer(side, &new_sdp);
+        let answer = self.answer_to(side, &in_codec(&their, &codec));
+        let ok = reply(200, "OK")
+            .with_header("Contact", dialog::contact(contact_local, contact_transport))
+            .with_body("application/sdp", answer);
+        self.send_2xx(ok, cseq, call_id, tx).await;
+        if let Some((mut d, t)) = old {
+            let bye = d.request(Method::Bye, None);
+            drop(self.client.request(bye, &t).await);
+        }
     }
 }
 

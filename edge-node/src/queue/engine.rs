@@ -13,6 +13,7 @@ use super::config::{
     CallbackTrigger, DynamicAgentDefault, EngineOptions, MemberKind, NoAgentScenarios, QueueConfig,
     QueueOpen, RingStrategy, MIN_CALLBACK_NUMBER_DIGITS,
 };
+use super::durable::{DurableCallback, DurableMember, DurableRejoin, DurableState};
 use super::error::QueueError;
 use super::output::{
     AgentStateChange, CallbackFailure, CallbackLegResult, Event, EventKind, LeaveReason, LegEndReason,
@@ -420,6 +421,174 @@ impl QueueEngine {
 
     /// Whether the engine still tracks this caller (waiting, ringing, connected, in a
     /// survey, or waiting for its callback).
+    /// What must outlive the process: every member's sign-in and pause, the registered
+    /// callbacks with their places, and the places kept for callers who abandoned (B4).
+    pub fn durable_state(&self) -> DurableState {
+        let mut state = DurableState::default();
+        let mut queues: Vec<&QueueId> = self.queues.keys().collect();
+        queues.sort();
+        for &queue in queues {
+            let q = &self.queues[&queue];
+            for m in &q.members {
+                state.members.push(DurableMember {
+                    agent: self.agents[m.agent].id,
+                    queue,
+                    logged_in: m.logged_in,
+                    paused: m.paused.as_ref().map(|p| p.code.clone()),
+                    signin_order: m.signin_seq,
+                });
+            }
+            for &(place_at, place_order, caller) in &q.waiting {
+                let Some(c) = self.callers.get(&caller) else {
+                    continue;
+                };
+                if let Some(callback_number) = &c.callback {
+                    state.callbacks.push(DurableCallback {
+                        caller,
+                        queue,
+                        number: c.number.clone(),
+                        callback_number: callback_number.clone(),
+                        place_at,
+                        place_order,
+                        joined_at: c.joined_at,
+                    });
+                }
+            }
+        }
+        // A callback whose customer was being dialled has left the line; if the process dies
+        // now, the callback has not happened, so it is kept too.
+        let mut dialing: Vec<(&CallerId, &CallerState)> = self
+            .callers
+            .iter()
+            .filter(|(_, c)| c.callback.is_some() && matches!(c.phase, Phase::DialingCustomer { .. }))
+            .collect();
+        dialing.sort_by_key(|(id, c)| (c.place, **id));
+        for (&caller, c) in dialing {
+            state.callbacks.push(DurableCallback {
+                caller,
+                queue: c.queue,
+                number: c.number.clone(),
+                callback_number: c.callback.clone().unwrap_or_default(),
+                place_at: c.place.0,
+                place_order: c.place.1,
+                joined_at: c.joined_at,
+            });
+        }
+        let mut rejoins: Vec<(&(QueueId, String), &RejoinMemo)> = self.rejoin.iter().collect();
+        rejoins.sort_by_key(|(_, m)| m.place);
+        for ((queue, number), m) in rejoins {
+            state.rejoins.push(DurableRejoin {
+                queue: *queue,
+                number: number.clone(),
+                place_at: m.place.0,
+                place_order: m.place.1,
+                expires_at: m.expires_at,
+            });
+        }
+        state
+    }
+
+    /// Takes back what [`Self::durable_state`] exported, into an engine whose queues are
+    /// configured; nothing is announced again (no events). Members and queues that no
+    /// longer exist are skipped, and so are callers the engine already tracks. Places keep
+    /// their order; expired rejoin places are dropped; a callback whose timeout passed while
+    /// the process was away fails at once, as it would have.
+    pub fn restore(&mut self, now: Millis, state: DurableState) {
+        let mut members = state.members;
+        members.sort_by_key(|m| m.signin_order);
+        for d in members {
+            let seq = self.seq + 1;
+            let Some(m) = self.member_mut(d.queue, d.agent) else {
+                continue;
+            };
+            let signed_in = m.kind == MemberKind::Dynamic && d.logged_in;
+            if m.kind == MemberKind::Dynamic {
+                m.logged_in = d.logged_in;
+            }
+            if signed_in {
+                m.signin_seq = seq;
+            }
+            m.paused = d.paused.map(|code| PauseState { code });
+            if signed_in {
+                self.seq = seq;
+            }
+            self.mark_dirty(d.queue);
+        }
+        enum Place {
+            Callback(DurableCallback),
+            Rejoin(DurableRejoin),
+        }
+        let mut places: Vec<(Millis, u64, Place)> = state
+            .callbacks
+            .into_iter()
+            .map(|c| (c.place_at, c.place_order, Place::Callback(c)))
+            .chain(
+                state
+                    .rejoins
+                    .into_iter()
+                    .map(|r| (r.place_at, r.place_order, Place::Rejoin(r))),
+            )
+            .collect();
+        places.sort_by_key(|(at, order, _)| (*at, *order));
+        for (place_at, _, place) in places {
+            match place {
+                Place::Callback(d) => {
+                    let Some(q) = self.queues.get(&d.queue) else {
+                        continue;
+                    };
+                    if self.callers.contains_key(&d.caller) {
+                        continue;
+                    }
+                    let expiry = d.joined_at + q.config.callback_timeout_ms().unwrap_or(0);
+                    let place = (place_at, self.next_seq());
+                    let caller = CallerState {
+                        queue: d.queue,
+                        number: d.number,
+                        place,
+                        joined_at: d.joined_at,
+                        phase: Phase::Ready,
+                        callback: Some(d.callback_number),
+                        callback_offered: true,
+                        tried: Vec::new(),
+                        max_wait_at: Millis::MAX,
+                        next_announcement: None,
+                        next_position: None,
+                        wrap_up_ms: 0,
+                    };
+                    let key = caller.line_key(d.caller);
+                    self.callers.insert(d.caller, caller);
+                    if let Some(q) = self.queues.get_mut(&d.queue) {
+                        q.waiting.insert(key);
+                        q.ready.insert(key);
+                    }
+                    self.push_timer(expiry.max(now), Timer::CallbackExpiry(d.caller));
+                    self.mark_dirty(d.queue);
+                }
+                Place::Rejoin(d) => {
+                    if d.expires_at <= now || !self.queues.contains_key(&d.queue) {
+                        continue;
+                    }
+                    let place = (place_at, self.next_seq());
+                    let seq = self.next_seq();
+                    let key = (d.queue, d.number);
+                    self.rejoin_by_seq.insert(seq, key.clone());
+                    if let Some(old) = self.rejoin.insert(
+                        key,
+                        RejoinMemo {
+                            place,
+                            expires_at: d.expires_at,
+                            seq,
+                        },
+                    ) {
+                        self.rejoin_by_seq.remove(&old.seq);
+                    }
+                    self.push_timer(d.expires_at, Timer::RejoinExpiry(seq));
+                }
+            }
+        }
+        self.dispatch(now);
+    }
+
     pub fn has_caller(&self, caller: CallerId) -> bool {
         self.callers.contains_key(&caller)
     }

@@ -37,6 +37,7 @@
 //! agents' phones (the registrar's bindings) and whether they are on a non-queue call.
 
 mod config;
+mod durable;
 mod engine;
 mod error;
 mod output;
@@ -53,6 +54,7 @@ pub use config::{
     PauseReason, PriorityConfig, QueueConfig, QueueOpen, RingStrategy, SlaConfig, SurveyConfig, SurveyKey,
     TimeRouting, MAX_PAUSE_REASONS, MAX_SKILL_LEVEL, MIN_CALLBACK_NUMBER_DIGITS,
 };
+pub use durable::{DurableCallback, DurableMember, DurableRejoin, DurableState};
 pub use engine::{AgentSnapshot, AgentView, QueueEngine, QueueView, WaitingCallerView};
 pub use error::QueueError;
 pub use output::{

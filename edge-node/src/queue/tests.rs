@@ -1610,3 +1610,167 @@ fn events_serialize_as_plain_tagged_json() {
     let back: Event = serde_json::from_value(json).unwrap();
     assert_eq!(back, e);
 }
+
+// ----- durable state (a restart of the edge) ---------------------------------------------------
+
+/// A queue with a static agent 1 and dynamic agents 2 and 3, callbacks by `*` and the place of
+/// abandoning callers kept 5 minutes; every agent paused, so callers wait.
+fn durable_fixture() -> (Harness, QueueConfig, EngineOptions) {
+    let mut cfg = callback_queue(CallbackTrigger::Key { key: '*' });
+    cfg.members = vec![
+        member(1, MemberKind::Static),
+        member(2, MemberKind::Dynamic),
+        member(3, MemberKind::Dynamic),
+    ];
+    cfg.rejoin_abandoned_within_mins = Some(5);
+    let options = EngineOptions {
+        pause_reasons: vec![PauseReason {
+            code: "*03".into(),
+            name: "Lunch".into(),
+        }],
+        ..EngineOptions::default()
+    };
+    let mut h = Harness::new();
+    h.input(Input::SetOptions {
+        options: options.clone(),
+    });
+    h.configure(Q1, cfg.clone());
+    h.register(&[1, 2, 3]);
+    for agent in [3, 2] {
+        h.input(Input::AgentLogin {
+            agent: a(agent),
+            scope: Scope::Queue(Q1),
+        });
+    }
+    for (agent, reason) in [(1, Some("*03")), (2, None), (3, None)] {
+        h.input(Input::AgentPause {
+            agent: a(agent),
+            scope: Scope::Queue(Q1),
+            reason: reason.map(str::to_owned),
+        });
+    }
+    // Callers 1 and 2 register callbacks (2 keeps its own number); caller 3 abandons.
+    h.join(1, Q1);
+    h.input(Input::KeyPressed {
+        caller: c(1),
+        key: '*',
+    });
+    h.input(Input::CallbackNumberEntered {
+        caller: c(1),
+        number: Some("0612345678".into()),
+    });
+    h.advance(1);
+    h.join(2, Q1);
+    h.input(Input::KeyPressed {
+        caller: c(2),
+        key: '*',
+    });
+    h.input(Input::CallbackNumberEntered {
+        caller: c(2),
+        number: None,
+    });
+    h.advance(1);
+    h.join(3, Q1);
+    h.advance(1);
+    h.input(Input::CallerLeft { caller: c(3) });
+    h.take();
+    (h, cfg, options)
+}
+
+/// A new engine (the edge started again) with the same configuration, `downtime` later.
+fn restarted(h: &Harness, cfg: &QueueConfig, options: &EngineOptions, downtime: Millis) -> Harness {
+    let state = h.engine.durable_state();
+    let mut h2 = Harness::new();
+    h2.now = h.now + downtime;
+    h2.input(Input::SetOptions {
+        options: options.clone(),
+    });
+    h2.configure(Q1, cfg.clone());
+    h2.register(&[1, 2, 3]);
+    h2.take();
+    h2.engine.restore(h2.now, state);
+    h2.drain();
+    h2.engine.check_invariants(h2.now).unwrap();
+    h2
+}
+
+#[test]
+fn durable_state_holds_sign_ins_pauses_callbacks_and_abandoned_places() {
+    let (h, _, _) = durable_fixture();
+    let state = h.engine.durable_state();
+    let member = |agent: u64| state.members.iter().find(|m| m.agent == a(agent)).unwrap();
+    assert_eq!(state.members.len(), 3);
+    assert_eq!(member(1).paused, Some(Some("*03".into())));
+    assert!(member(2).logged_in && member(3).logged_in);
+    assert!(member(3).signin_order < member(2).signin_order);
+    let callbacks: Vec<(CallerId, &str, &str)> = state
+        .callbacks
+        .iter()
+        .map(|c| (c.caller, c.number.as_str(), c.callback_number.as_str()))
+        .collect();
+    assert_eq!(
+        callbacks,
+        vec![(c(1), "55500001", "0612345678"), (c(2), "55500002", "55500002")]
+    );
+    assert_eq!(state.rejoins.len(), 1);
+    assert_eq!(state.rejoins[0].number, "55500003");
+}
+
+#[test]
+fn a_restarted_engine_keeps_agents_callbacks_and_places() {
+    let (h, cfg, options) = durable_fixture();
+    let joined_1 = h.now - 3_000;
+    let mut h2 = restarted(&h, &cfg, &options, 60_000);
+    // Nothing is announced again.
+    assert!(h2.take().is_empty());
+    assert_eq!(h2.engine.is_logged_in(a(2), Q1), Some(true));
+    assert_eq!(h2.engine.pause_state(a(1), Q1), Some(Some("*03")));
+    assert_eq!(h2.engine.pause_state(a(2), Q1), Some(None));
+    assert_eq!(h2.engine.waiting_callers(Q1), vec![c(1), c(2)]);
+    let view = h2.engine.queue_view(Q1, h2.now).unwrap();
+    assert_eq!(view.waiting[0].wait_ms, h2.now - joined_1);
+    assert_eq!(view.waiting[0].state, "callback");
+    // The caller who abandoned gets the old place back (B4): behind the callbacks, ahead of
+    // someone who calls now.
+    h2.join(4, Q1);
+    h2.join_with(3, Q1, "55500003", QueueOpen::Open);
+    assert!(h2.events().iter().any(|e| matches!(
+        e,
+        EventKind::CallerJoined { caller, rejoined: true, position: 3, .. } if *caller == c(3)
+    )));
+    assert_eq!(h2.engine.waiting_callers(Q1), vec![c(1), c(2), c(3), c(4)]);
+    // The first free agent takes the first callback, on the number registered before.
+    h2.input(Input::AgentResume {
+        agent: a(2),
+        scope: Scope::Queue(Q1),
+    });
+    assert!(h2.take().iter().any(|o| matches!(
+        o,
+        Output::StartCallback { caller, agents, number, .. }
+            if *caller == c(1) && agents == &vec![a(2)] && number == "0612345678"
+    )));
+}
+
+#[test]
+fn a_callback_whose_timeout_passed_while_the_edge_was_away_fails() {
+    let (h, cfg, options) = durable_fixture();
+    // The callback timeout is the max wait: 600 s from the entry.
+    let mut h2 = restarted(&h, &cfg, &options, 700_000);
+    h2.advance_ms(0);
+    let failed: Vec<CallerId> = h2
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EventKind::CallbackFailed {
+                caller,
+                reason: CallbackFailure::NoAgentAvailable,
+                ..
+            } => Some(caller),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![c(1), c(2)]);
+    assert!(h2.engine.waiting_callers(Q1).is_empty());
+    // ... and the abandoned caller's place (5 minutes) is gone.
+    assert!(h2.engine.durable_state().rejoins.is_empty());
+}

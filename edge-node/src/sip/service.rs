@@ -185,6 +185,7 @@ impl SipService {
         .await
         .map_err(|e| EdgeError::Config(format!("starting SIP: {e}")))?;
         calls.attach(server.client());
+        calls.resume_queues();
         let keepalives = Arc::new(keepalive::KeepAliveStats::default());
         let stop_keepalives = CancellationToken::new();
         if let Some(every) = opts.keepalive_interval {

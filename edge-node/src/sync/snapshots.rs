@@ -420,6 +420,7 @@ pub(crate) mod tests {
             prompts: Vec::new(),
             queue_options: Default::default(),
             certificate: None,
+            schedules: Vec::new(),
         }
     }
 

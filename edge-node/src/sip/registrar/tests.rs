@@ -40,6 +40,7 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
         prompts: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        schedules: Vec::new(),
     }
 }
 

@@ -66,6 +66,7 @@ fn handler() -> Edge {
         prompts: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        schedules: Vec::new(),
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

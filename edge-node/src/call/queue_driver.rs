@@ -356,7 +356,8 @@ impl Driver {
             let timer = self
                 .engine
                 .poll_timeout()
-                .map(|at| self.epoch + Duration::from_millis(at));
+                // engine time counts from CLOCK_BASE_MS at `epoch` (see `now`)
+                .map(|at| self.epoch + Duration::from_millis(at.saturating_sub(CLOCK_BASE_MS)));
             // a change not yet published for the throttle: publish once it allows
             let live_at = self
                 .live_published
@@ -1767,6 +1768,42 @@ mod tests {
         let _rx = join(23);
         let s = live_state(&fx, |s| s.waiting.iter().any(|w| w.number == "101")).await;
         assert_eq!(s.waiting.len(), 1, "{s:?}");
+    }
+
+    /// Engine timers fire on time: a caller nobody answers leaves at the max wait (1 s), not
+    /// the engine's clock base (30 days) later.
+    #[tokio::test]
+    async fn a_caller_leaves_at_the_max_wait() {
+        let fx = fixture_with(|q| {
+            q.max_wait_secs = 1;
+            q.failover = Destination::HangUp;
+        })
+        .await;
+        let (call, mut rx) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        fx.driver
+            .send(DriverMsg::Join {
+                caller: CallerId(31),
+                call_id: CallId::new(),
+                queue: "6400".into(),
+                number: "101".into(),
+                call,
+            })
+            .unwrap();
+        loop {
+            match next_command(&mut rx).await {
+                QueueCommand::Route { destination } => {
+                    assert_eq!(destination, Destination::HangUp);
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
     }
 
     /// A BLF key's code dialled from another phone pauses and resumes the agent it names.

@@ -26,6 +26,7 @@ pub use ids::{CallId, ExtensionId, ResellerId, TenantId, UserId};
 pub use plan::{effective_plan, Feature, Plan};
 pub use secret::Secret;
 pub use snapshot::{
-    edge_api, ExtensionConfig, RecordingPolicy, TenantCertificate, TenantSnapshot, TenantVersion,
+    edge_api, ExtensionConfig, RecordingPolicy, TenantCertificate, TenantDomain, TenantSnapshot,
+    TenantVersion,
 };
 pub use tenant::{validate_slug, Role, SlugError, TenantState};

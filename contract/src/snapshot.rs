@@ -39,6 +39,27 @@ pub struct TenantSnapshot {
     /// one of its `time_routing.time_zone`. Absent from older control planes: none.
     #[serde(default)]
     pub schedules: Vec<crate::schedule::Schedule>,
+    /// The tenant's verified custom domains (SPEC P3): each selects the tenant like `fqdn`
+    /// (Request-URI/To host, digest realm), with its certificate once issued. Unverified
+    /// domains are never listed. Absent from older control planes: none.
+    #[serde(default)]
+    pub domains: Vec<TenantDomain>,
+    /// The platform's wildcard certificate (`*.{base_domain}`), when the control plane got
+    /// one by DNS-01: the edge serves it for every tenant FQDN without a certificate of its
+    /// own. The same in every tenant's snapshot. Absent from older control planes: none.
+    #[serde(default)]
+    pub platform_certificate: Option<TenantCertificate>,
+}
+
+/// A verified custom domain of a tenant (e.g. `pbx.customer.com`, a CNAME of its FQDN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDomain {
+    /// Lower case, no trailing dot.
+    pub name: String,
+    /// Its certificate, once issued.
+    #[serde(default)]
+    pub certificate: Option<TenantCertificate>,
 }
 
 /// A certificate chain and its private key, in PEM. The key travels in clear inside the
@@ -55,6 +76,21 @@ pub struct TenantCertificate {
 }
 
 impl TenantSnapshot {
+    /// The SIP domain of this tenant that `host` names (case-insensitive, trailing dot
+    /// ignored): its FQDN or one of its verified custom domains, as the snapshot spells it.
+    /// That name is the digest realm of requests addressed to it.
+    pub fn sip_domain(&self, host: &str) -> Option<&str> {
+        let host = host.trim_end_matches('.');
+        std::iter::once(self.fqdn.as_str())
+            .chain(self.domains.iter().map(|d| d.name.as_str()))
+            .find(|name| name.trim_end_matches('.').eq_ignore_ascii_case(host))
+    }
+
+    /// Every SIP domain of this tenant: its FQDN, then its verified custom domains.
+    pub fn sip_domains(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.fqdn.as_str()).chain(self.domains.iter().map(|d| d.name.as_str()))
+    }
+
     pub fn queue_by_number(&self, number: &str) -> Option<&QueueConfig<String>> {
         self.queues.iter().find(|q| q.number == number)
     }
@@ -168,5 +204,23 @@ mod tests {
         let snap: TenantSnapshot = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert!(snap.queues.is_empty());
         assert!(snap.prompts.is_empty());
+        assert!(snap.domains.is_empty() && snap.platform_certificate.is_none());
+    }
+
+    #[test]
+    fn sip_domains_are_the_fqdn_and_the_verified_custom_domains() {
+        let json = serde_json::json!({
+            "tenant_id": "0191b2c3-0000-7000-8000-000000000000", "slug": "acme", "fqdn": "acme.example",
+            "plan": "standard", "state": "active", "features": [], "version": 3, "extensions": [],
+            "domains": [{"name": "pbx.customer.com"}],
+        });
+        let snap: TenantSnapshot = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(snap.sip_domain("ACME.example."), Some("acme.example"));
+        assert_eq!(snap.sip_domain("Pbx.Customer.com"), Some("pbx.customer.com"));
+        assert_eq!(snap.sip_domain("customer.com"), None);
+        assert_eq!(
+            snap.sip_domains().collect::<Vec<_>>(),
+            vec!["acme.example", "pbx.customer.com"]
+        );
     }
 }

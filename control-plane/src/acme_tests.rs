@@ -36,8 +36,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How pebble validates.
+#[derive(Default)]
+struct PebbleOptions {
+    /// Resolve names at this DNS server (`-dnsserver`).
+    dns_server: Option<std::net::SocketAddr>,
+    /// Fetch HTTP-01 answers from this port (the control plane's).
+    http_port: Option<u16>,
+    /// Validate for real (the resolver and the ports above); otherwise every challenge passes.
+    validate: bool,
+}
+
 /// Starts pebble, or None (test skipped) when it is not installed and not required.
 async fn start_pebble() -> Option<Pebble> {
+    start_pebble_with(PebbleOptions::default()).await
+}
+
+async fn start_pebble_with(opts: PebbleOptions) -> Option<Pebble> {
     let bin = std::env::var("PBX_TEST_PEBBLE").unwrap_or_else(|_| PEBBLE.into());
     if !std::path::Path::new(&bin).exists() {
         if std::env::var_os("PBX_TEST_REQUIRE_PEBBLE").is_some() {
@@ -57,16 +72,21 @@ async fn start_pebble() -> Option<Pebble> {
         "managementListenAddress": format!("127.0.0.1:{mgmt}"),
         "certificate": dir.path().join("cert.pem"),
         "privateKey": dir.path().join("key.pem"),
-        "httpPort": free_port(),
+        "httpPort": opts.http_port.unwrap_or_else(free_port),
         "tlsPort": free_port(),
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
     }});
     std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
-    let child = tokio::process::Command::new(&bin)
-        .arg("-config")
-        .arg(dir.path().join("pebble.json"))
-        .env("PEBBLE_VA_ALWAYS_VALID", "1")
+    let mut command = tokio::process::Command::new(&bin);
+    command.arg("-config").arg(dir.path().join("pebble.json"));
+    if let Some(dns) = opts.dns_server {
+        command.arg("-dnsserver").arg(dns.to_string());
+    }
+    if !opts.validate {
+        command.env("PEBBLE_VA_ALWAYS_VALID", "1");
+    }
+    let child = command
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
         .stdout(std::process::Stdio::null())
@@ -173,6 +193,9 @@ crate::on_both_backends!(
             contact_email: Some("ops@example.test".into()),
             extra_root_pem: Some(pebble.listener_pem.clone()),
             interval: Duration::from_secs(60),
+            challenge: acme::ChallengeKind::Http01,
+            wildcard: false,
+            dns_listen: None,
         };
         let (tenant_id, admin) = app.tenant_with_admin("acme").await;
         let tenant: TenantId = tenant_id.parse().unwrap();
@@ -353,6 +376,9 @@ crate::on_both_backends!(a_failed_attempt_is_recorded_and_backed_off, |db: Db| a
         contact_email: None,
         extra_root_pem: None,
         interval: Duration::from_secs(60),
+        challenge: acme::ChallengeKind::Http01,
+        wildcard: false,
+        dns_listen: None,
     };
     let before = db::now_ms();
     // The account cannot be created: the pass fails, and the row records why and backs off.
@@ -399,3 +425,587 @@ crate::on_both_backends!(a_failed_attempt_is_recorded_and_backed_off, |db: Db| a
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     app.stop().await;
 });
+
+/// The DNS the test world sees (pebble and the CNAME checks ask it): static A and CNAME
+/// records the test sets, and `_acme-challenge.*` questions relayed to the control plane's
+/// DNS-01 responder, as a delegation would send them.
+struct TestDns {
+    addr: std::net::SocketAddr,
+    records: Arc<std::sync::Mutex<std::collections::HashMap<String, TestRecord>>>,
+    /// Every question asked, as `name TYPE`.
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+enum TestRecord {
+    A(std::net::Ipv4Addr),
+    Cname(String),
+}
+
+impl TestDns {
+    async fn start(challenge_responder: std::net::SocketAddr) -> Self {
+        use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+        use hickory_resolver::proto::rr::{rdata, Name, RData, Record, RecordType};
+        let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let records: Arc<std::sync::Mutex<std::collections::HashMap<String, TestRecord>>> = Arc::default();
+        let table = Arc::clone(&records);
+        let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&asked);
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let datagram = buf[..len].to_vec();
+                let Some(q) = crate::dns::parse_question(&datagram) else {
+                    continue;
+                };
+                log.lock().unwrap().push(format!("{} {}", q.name, q.record_type));
+                if q.is_challenge() {
+                    // Relay to the control plane's responder, and its answer back.
+                    let socket = Arc::clone(&socket);
+                    tokio::spawn(async move {
+                        let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                        relay.send_to(&datagram, challenge_responder).await.unwrap();
+                        let mut rsp = vec![0u8; 4096];
+                        if let Ok(Ok(n)) =
+                            tokio::time::timeout(Duration::from_secs(5), relay.recv(&mut rsp)).await
+                        {
+                            let _ = socket.send_to(&rsp[..n], peer).await;
+                        }
+                    });
+                    continue;
+                }
+                let mut m = Message::new();
+                m.set_id(q.request.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(q.request.op_code())
+                    .set_recursion_desired(q.request.recursion_desired())
+                    .set_recursion_available(true)
+                    .set_authoritative(true)
+                    .set_response_code(ResponseCode::NoError)
+                    .add_queries(q.request.queries().to_vec());
+                let table = table.lock().unwrap().clone();
+                let mut owner = q.request.queries()[0].name().clone();
+                let mut name = q.name.clone();
+                // Follow CNAMEs (a recursive resolver's answer), at most a few.
+                for _ in 0..4 {
+                    match table.get(&name) {
+                        Some(TestRecord::Cname(target)) => {
+                            let target_name = Name::from_ascii(format!("{target}.")).unwrap();
+                            m.add_answer(Record::from_rdata(
+                                owner.clone(),
+                                0,
+                                RData::CNAME(rdata::CNAME(target_name.clone())),
+                            ));
+                            if q.record_type == RecordType::CNAME {
+                                break;
+                            }
+                            owner = target_name;
+                            name = target.clone();
+                        }
+                        Some(TestRecord::A(ip)) => {
+                            if q.record_type == RecordType::A {
+                                m.add_answer(Record::from_rdata(owner.clone(), 0, RData::A(rdata::A(*ip))));
+                            }
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let _ = socket.send_to(&m.to_vec().unwrap(), peer).await;
+            }
+        });
+        Self {
+            addr,
+            records,
+            asked,
+            task,
+        }
+    }
+
+    fn was_asked(&self, question: &str) -> bool {
+        self.asked.lock().unwrap().iter().any(|q| q == question)
+    }
+
+    fn set(&self, name: &str, record: TestRecord) {
+        self.records.lock().unwrap().insert(name.to_owned(), record);
+    }
+
+    fn remove(&self, name: &str) {
+        self.records.lock().unwrap().remove(name);
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An in-process edge node with a SIP-TLS listener whose default certificate is nobody's.
+struct TlsEdge {
+    edge: pbx_edge_node::EdgeNodeHandle,
+    sip: SipService,
+    resolver: Arc<SniResolver>,
+    addr: std::net::SocketAddr,
+}
+
+async fn start_tls_edge(app: &TestApp, bus: &Arc<dyn Bus>, node: &str) -> TlsEdge {
+    let edge = EdgeNode::start(
+        EdgeConfig {
+            node_id: node.into(),
+            region: "test".into(),
+            control_plane_url: app.url.clone(),
+            edge_token: Secret::new(EDGE_TOKEN),
+        },
+        Arc::clone(bus),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), edge.wait_ready())
+        .await
+        .unwrap();
+    let resolver = Arc::new(SniResolver::new());
+    let (chain, key) = self_signed(&["default.invalid".into()]).unwrap();
+    resolver.set_default(certified_key(chain.as_bytes(), key.as_bytes()).unwrap());
+    let sip = SipService::start(
+        SipOptions {
+            tls: Some("127.0.0.1:0".parse().unwrap()),
+            certificates: Some(Arc::clone(&resolver)),
+            keepalive_interval: None,
+            ..SipOptions::default()
+        },
+        edge.store().clone(),
+        edge.events().clone(),
+        Arc::new(pbx_engines::live::MemoryLiveState::new()),
+        &Secret::new(EDGE_TOKEN),
+    )
+    .await
+    .unwrap();
+    let addr = sip.server.local_tls().unwrap();
+    TlsEdge {
+        edge,
+        sip,
+        resolver,
+        addr,
+    }
+}
+
+/// Whether the resolver serves, for `name`, exactly the leaf of `chain_pem`.
+fn serves(resolver: &SniResolver, name: &str, chain_pem: &str) -> bool {
+    let want = chain_der(chain_pem);
+    resolver
+        .lookup(Some(name))
+        .is_some_and(|k| k.cert[0].as_ref() == want.as_slice())
+}
+
+crate::on_both_backends!(
+    dns01_wildcard_and_custom_domains_verified_by_cname_against_pebble,
+    |db: Db| async move {
+        use crate::db::domains as domains_repo;
+        use crate::dns::DnsSettings;
+        use crate::service::domains;
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+        let app = TestApp::start_with_bus(db, Arc::clone(&bus)).await;
+        let app_port: u16 = url::Url::parse(&app.url).unwrap().port().unwrap();
+        // The control plane's DNS-01 responder, and the world's DNS in front of it.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let responder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let responder_addr = responder.local_addr().unwrap();
+        tokio::spawn(crate::dns::serve(app.state.clone(), responder, stop_rx));
+        let world = TestDns::start(responder_addr).await;
+        world.set("acme.example.test", TestRecord::A([127, 0, 0, 1].into()));
+        world.set("globex.example.test", TestRecord::A([127, 0, 0, 1].into()));
+        // Pebble validates for real: DNS-01 through that DNS, HTTP-01 on the control plane.
+        let Some(pebble) = start_pebble_with(PebbleOptions {
+            dns_server: Some(world.addr),
+            http_port: Some(app_port),
+            validate: true,
+        })
+        .await
+        else {
+            return;
+        };
+        let settings = AcmeSettings {
+            directory_url: pebble.directory_url.clone(),
+            contact_email: Some("ops@example.test".into()),
+            extra_root_pem: Some(pebble.listener_pem.clone()),
+            interval: Duration::from_secs(60),
+            challenge: acme::ChallengeKind::Dns01,
+            wildcard: true,
+            dns_listen: None,
+        };
+        let dns_settings = DnsSettings::with_resolver(Some(world.addr));
+        let (acme_id, admin) = app.tenant_with_admin("acme").await;
+        let (globex_id, globex_admin) = app.tenant_with_admin("globex").await;
+        let acme_tenant: TenantId = acme_id.parse().unwrap();
+        let globex_tenant: TenantId = globex_id.parse().unwrap();
+        let e = start_tls_edge(&app, &bus, "edge-dns01").await;
+
+        // The wildcard, by DNS-01: one certificate for every tenant FQDN.
+        assert_eq!(acme::run_once(&app.state, &settings).await.unwrap(), 1);
+        let r = app
+            .call(&admin, Method::GET, "/api/v1/tenants/acme/certificate", None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["state"], "issued", "{}", r.text);
+        assert_eq!(r.body["name"], "*.example.test", "{}", r.text);
+        let wildcard = {
+            let mut c = app.state.db.acquire().await.unwrap();
+            // No per-tenant certificate was ordered.
+            assert!(certs::get(&mut c, acme_tenant, "acme.example.test")
+                .await
+                .unwrap()
+                .is_none());
+            // The TXT record is withdrawn once validated.
+            assert!(certs::dns_records(&mut c, "_acme-challenge.example.test", 0)
+                .await
+                .unwrap()
+                .is_empty());
+            certs::get_scoped(&mut c, certs::Scope::Platform, "*.example.test")
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let sealed = wildcard.key_sealed.clone().unwrap();
+        assert!(sealed.starts_with("v1:") && !sealed.contains("PRIVATE KEY"));
+        let wildcard_pem = wildcard.chain_pem.clone().unwrap();
+        for fqdn in ["acme.example.test", "globex.example.test"] {
+            eventually("the edge serves the wildcard", || {
+                let resolver = Arc::clone(&e.resolver);
+                let pem = wildcard_pem.clone();
+                async move { serves(&resolver, fqdn, &pem) }
+            })
+            .await;
+            let leaf = presented_leaf(e.addr, fqdn, &pebble.issuing_root_pem).await;
+            assert_eq!(leaf, chain_der(&wildcard_pem));
+            assert_eq!(dns_names(&leaf), vec!["*.example.test".to_owned()]);
+        }
+        // Pebble did look the challenge up (through the control plane's responder).
+        assert!(world.was_asked("_acme-challenge.example.test TXT"));
+        // Nothing left to do.
+        assert_eq!(acme::run_once(&app.state, &settings).await.unwrap(), 0);
+
+        // Custom domains: validated, unique across tenants, never the platform's names.
+        let custom = "pbx.customer.test";
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/domains",
+                Some(serde_json::json!({"name": "PBX.Customer.test."})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["name"], custom);
+        assert_eq!(r.body["state"], "pending");
+        assert_eq!(r.body["cname_target"], "acme.example.test");
+        let domain_id = r.body["id"].as_str().unwrap().to_owned();
+        let r = app
+            .call(
+                &globex_admin,
+                Method::POST,
+                "/api/v1/tenants/globex/domains",
+                Some(serde_json::json!({"name": custom})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+        for platform_name in ["example.test", "globex.example.test", "x.acme.example.test"] {
+            let r = app
+                .call(
+                    &globex_admin,
+                    Method::POST,
+                    "/api/v1/tenants/globex/domains",
+                    Some(serde_json::json!({"name": platform_name})),
+                )
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{platform_name}: {}",
+                r.text
+            );
+        }
+        // Globex claims a name whose CNAME points at acme, not at globex.
+        world.set(
+            "evil.customer.test",
+            TestRecord::Cname("acme.example.test".into()),
+        );
+        let r = app
+            .call(
+                &globex_admin,
+                Method::POST,
+                "/api/v1/tenants/globex/domains",
+                Some(serde_json::json!({"name": "evil.customer.test"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let evil_id = r.body["id"].as_str().unwrap().to_owned();
+
+        // No CNAME yet: both stay pending, with the reason, and select nobody.
+        assert_eq!(domains::check_once(&app.state, &dns_settings).await.unwrap(), 0);
+        let r = app
+            .call(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/tenants/acme/domains/{domain_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["state"], "pending", "{}", r.text);
+        assert!(
+            r.body["last_error"].as_str().unwrap().contains("no CNAME"),
+            "{}",
+            r.text
+        );
+        assert!(r.body["checked_at_ms"].as_i64().is_some());
+        let r = app
+            .call(
+                &globex_admin,
+                Method::GET,
+                &format!("/api/v1/tenants/globex/domains/{evil_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["state"], "pending", "{}", r.text);
+        assert!(
+            r.body["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("acme.example.test"),
+            "{}",
+            r.text
+        );
+        assert!(e.edge.store().by_fqdn(custom).is_none());
+        assert!(e.edge.store().by_fqdn("evil.customer.test").is_none());
+
+        // The CNAME appears: verified at the next check, in the snapshot, then certified.
+        world.set(custom, TestRecord::Cname("acme.example.test".into()));
+        {
+            let mut c = app.state.db.acquire().await.unwrap();
+            assert!(domains_repo::schedule(&mut c, acme_tenant, &domain_id, 0)
+                .await
+                .unwrap());
+            assert!(domains_repo::schedule(&mut c, globex_tenant, &evil_id, 0)
+                .await
+                .unwrap());
+        }
+        assert_eq!(domains::check_once(&app.state, &dns_settings).await.unwrap(), 1);
+        let r = app
+            .call(&admin, Method::GET, "/api/v1/tenants/acme/domains", None)
+            .await;
+        assert_eq!(r.body["domains"][0]["state"], "verified", "{}", r.text);
+        assert!(r.body["domains"][0]["verified_at_ms"].as_i64().is_some());
+        eventually("the verified domain selects the tenant at the edge", || {
+            let store = e.edge.store().clone();
+            async move { store.by_fqdn(custom).is_some_and(|t| t.tenant_id == acme_tenant) }
+        })
+        .await;
+        assert!(e.edge.store().by_fqdn("evil.customer.test").is_none());
+        // HTTP-01 for the custom domain: pebble resolves it through the CNAME to this
+        // control plane and fetches the answer.
+        assert_eq!(acme::run_once(&app.state, &settings).await.unwrap(), 1);
+        assert!(
+            world.was_asked("pbx.customer.test A"),
+            "pebble resolved the domain"
+        );
+        let r = app
+            .call(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/tenants/acme/domains/{domain_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["certificate"]["state"], "issued", "{}", r.text);
+        let custom_pem = {
+            let mut c = app.state.db.acquire().await.unwrap();
+            assert!(certs::get(&mut c, globex_tenant, "evil.customer.test")
+                .await
+                .unwrap()
+                .is_none());
+            certs::get(&mut c, acme_tenant, custom)
+                .await
+                .unwrap()
+                .unwrap()
+                .chain_pem
+                .unwrap()
+        };
+        eventually("the edge serves the custom domain's certificate", || {
+            let resolver = Arc::clone(&e.resolver);
+            let pem = custom_pem.clone();
+            async move { serves(&resolver, custom, &pem) }
+        })
+        .await;
+        let leaf = presented_leaf(e.addr, custom, &pebble.issuing_root_pem).await;
+        assert_eq!(dns_names(&leaf), vec![custom.to_owned()]);
+        // The FQDN keeps the wildcard.
+        assert!(serves(&e.resolver, "acme.example.test", &wildcard_pem));
+
+        // The CNAME goes away: failed, dropped by the edge with its certificate.
+        world.remove(custom);
+        {
+            let mut c = app.state.db.acquire().await.unwrap();
+            assert!(domains_repo::schedule(&mut c, acme_tenant, &domain_id, 0)
+                .await
+                .unwrap());
+        }
+        assert_eq!(domains::check_once(&app.state, &dns_settings).await.unwrap(), 1);
+        let r = app
+            .call(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/tenants/acme/domains/{domain_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["state"], "failed", "{}", r.text);
+        assert!(
+            r.body["last_error"].as_str().unwrap().contains("no CNAME"),
+            "{}",
+            r.text
+        );
+        assert!(r.body["certificate"].is_null(), "{}", r.text);
+        eventually("the edge forgets the failed domain", || {
+            let store = e.edge.store().clone();
+            let resolver = Arc::clone(&e.resolver);
+            let pem = custom_pem.clone();
+            async move { store.by_fqdn(custom).is_none() && !serves(&resolver, custom, &pem) }
+        })
+        .await;
+
+        // Audited; another tenant's domain is 404; deletion.
+        {
+            let mut c = app.state.db.acquire().await.unwrap();
+            let log = db::audit::list_for_tenant(&mut c, acme_tenant, 50).await.unwrap();
+            let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
+            assert!(actions.contains(&"domain.create"), "{actions:?}");
+            assert_eq!(
+                actions.iter().filter(|a| **a == "domain.state").count(),
+                2,
+                "{actions:?}"
+            );
+        }
+        let r = app
+            .call(
+                &admin,
+                Method::DELETE,
+                &format!("/api/v1/tenants/globex/domains/{evil_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+        let r = app
+            .call(
+                &admin,
+                Method::DELETE,
+                &format!("/api/v1/tenants/acme/domains/{evil_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+        let r = app
+            .call(
+                &globex_admin,
+                Method::DELETE,
+                &format!("/api/v1/tenants/globex/domains/{evil_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        // Freed: acme may claim it now.
+        let r = app
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/tenants/acme/domains",
+                Some(serde_json::json!({"name": "evil.customer.test"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+        let _ = stop_tx.send(true);
+        e.sip.shutdown().await;
+        e.edge.shutdown().await.unwrap();
+        app.stop().await;
+    }
+);
+
+/// A DNS provider that publishes nothing (a misconfigured delegation).
+struct SilentDns(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl acme::DnsProvider for SilentDns {
+    async fn set_txt(&self, record: &str, _value: &str) -> crate::error::Result<()> {
+        self.0.lock().unwrap().push(format!("set {record}"));
+        Ok(())
+    }
+    async fn remove_txt(&self, record: &str, _value: &str) -> crate::error::Result<()> {
+        self.0.lock().unwrap().push(format!("remove {record}"));
+        Ok(())
+    }
+}
+
+crate::on_both_backends!(
+    dns01_without_the_txt_record_is_refused_by_pebble_and_backed_off,
+    |db: Db| async move {
+        let app = TestApp::start(db).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let responder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let responder_addr = responder.local_addr().unwrap();
+        tokio::spawn(crate::dns::serve(app.state.clone(), responder, stop_rx));
+        let world = TestDns::start(responder_addr).await;
+        let Some(pebble) = start_pebble_with(PebbleOptions {
+            dns_server: Some(world.addr),
+            http_port: None,
+            validate: true,
+        })
+        .await
+        else {
+            return;
+        };
+        let settings = AcmeSettings {
+            directory_url: pebble.directory_url.clone(),
+            contact_email: None,
+            extra_root_pem: Some(pebble.listener_pem.clone()),
+            interval: Duration::from_secs(60),
+            challenge: acme::ChallengeKind::Dns01,
+            wildcard: true,
+            dns_listen: None,
+        };
+        let provider = SilentDns(std::sync::Mutex::default());
+        let before = db::now_ms();
+        assert_eq!(
+            acme::run_once_with(&app.state, &settings, &provider)
+                .await
+                .unwrap(),
+            0
+        );
+        // The provider was asked to publish and to withdraw the record, at the base name.
+        assert_eq!(
+            *provider.0.lock().unwrap(),
+            vec![
+                "set _acme-challenge.example.test".to_owned(),
+                "remove _acme-challenge.example.test".to_owned()
+            ]
+        );
+        assert!(world.was_asked("_acme-challenge.example.test TXT"));
+        let row = {
+            let mut c = app.state.db.acquire().await.unwrap();
+            certs::get_scoped(&mut c, certs::Scope::Platform, "*.example.test")
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(row.state, certs::CertState::Failed);
+        assert!(row.chain_pem.is_none());
+        assert!(row.last_error.as_deref().unwrap().contains("ACME"), "{row:?}");
+        assert!(row.next_attempt_at_ms >= before + 60_000, "backed off");
+        let _ = stop_tx.send(true);
+        app.stop().await;
+    }
+);

@@ -32,6 +32,8 @@ pub struct Settings {
     pub stripe: Option<crate::stripe::StripeSettings>,
     /// Certificates for tenant names by ACME (SPEC P3); without it none are issued.
     pub acme: Option<crate::acme::AcmeSettings>,
+    /// DNS lookups of custom domains' CNAMEs (`[dns]`).
+    pub dns: crate::dns::DnsSettings,
 }
 
 impl Settings {

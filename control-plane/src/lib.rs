@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod crypto;
 pub mod db;
+pub mod dns;
 pub mod error;
 pub mod service;
 pub mod stripe;

@@ -111,6 +111,7 @@ impl TestApp {
                 trust_forwarded_for,
                 stripe,
                 acme: None,
+                dns: crate::dns::DnsSettings::with_resolver(None),
             },
         );
         let boot = bootstrap_operator(&state, "ops@example.test", true)

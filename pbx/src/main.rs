@@ -361,6 +361,7 @@ async fn control_plane(cfg: settings::ControlPlaneConfig) -> Result<()> {
             Some(a) => a.to_settings()?,
             None => None,
         },
+        dns: cfg.dns.to_settings()?,
     };
     let state = AppState::new(
         Engines {

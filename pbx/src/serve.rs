@@ -51,6 +51,8 @@ pub struct ControlPlaneTasks {
     queue_mail: JoinHandle<()>,
     deletions: JoinHandle<()>,
     acme: JoinHandle<()>,
+    acme_dns: JoinHandle<()>,
+    domains: JoinHandle<()>,
     state: AppState,
     consumer_name: String,
 }
@@ -84,6 +86,11 @@ pub fn start_control_plane(
     let queue_mail = tokio::spawn(queue_mail::run(state.clone(), rx.clone()));
     let deletions = tokio::spawn(deletions::run(state.clone(), rx.clone()));
     let acme = tokio::spawn(pbx_control_plane::acme::run(state.clone(), rx.clone()));
+    let acme_dns = tokio::spawn(pbx_control_plane::dns::run(state.clone(), rx.clone()));
+    let domains = tokio::spawn(pbx_control_plane::workers::domains::run(
+        state.clone(),
+        rx.clone(),
+    ));
     let opts = events_consumer::ConsumerOptions {
         consumer: events.consumer.clone(),
         claim_after: events.claim_after,
@@ -100,6 +107,8 @@ pub fn start_control_plane(
         queue_mail,
         deletions,
         acme,
+        acme_dns,
+        domains,
         state,
         consumer_name: events.consumer,
     }
@@ -119,6 +128,8 @@ impl ControlPlaneTasks {
         let _ = self.queue_mail.await;
         let _ = self.deletions.await;
         let _ = self.acme.await;
+        let _ = self.acme_dns.await;
+        let _ = self.domains.await;
         let opts = events_consumer::ConsumerOptions {
             consumer: self.consumer_name.clone(),
             claim_after: Duration::from_secs(3600),

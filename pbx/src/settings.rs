@@ -172,6 +172,56 @@ pub struct AcmeSection {
     pub extra_root_ca_file: Option<std::path::PathBuf>,
     /// How often to look for certificates to issue or renew (default 60).
     pub check_interval_secs: Option<u64>,
+    /// `http-01` (default) or `dns-01`: how tenant FQDNs are validated. Custom domains always
+    /// use HTTP-01.
+    pub challenge: Option<String>,
+    /// One certificate `*.{base_domain}` for every tenant FQDN (needs `dns-01`).
+    #[serde(default)]
+    pub wildcard: bool,
+    /// The built-in DNS-01 responder.
+    pub dns: Option<AcmeDnsSection>,
+}
+
+/// `[acme.dns]`: the control plane's authoritative responder for `_acme-challenge.*` TXT
+/// records (operators delegate `_acme-challenge.{base_domain}` to it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeDnsSection {
+    /// UDP address to answer on, e.g. `0.0.0.0:53`.
+    pub listen: String,
+}
+
+/// `[dns]`: how custom domains' CNAMEs are looked up.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// A nameserver `ip:port` to ask (UDP); default: the system's resolvers.
+    pub resolver: Option<String>,
+    /// How often a verified domain's CNAME is checked again (default 21600 = 6 hours).
+    pub recheck_interval_secs: Option<u64>,
+    /// How often a pending or failed domain is checked again (default 60).
+    pub pending_check_interval_secs: Option<u64>,
+}
+
+impl DnsSection {
+    pub fn to_settings(&self) -> Result<pbx_control_plane::dns::DnsSettings> {
+        let resolver = self
+            .resolver
+            .as_deref()
+            .map(|r| {
+                r.parse::<std::net::SocketAddr>()
+                    .with_context(|| format!("dns.resolver: {r:?} is not ip:port"))
+            })
+            .transpose()?;
+        let mut settings = pbx_control_plane::dns::DnsSettings::with_resolver(resolver);
+        if let Some(s) = self.recheck_interval_secs {
+            settings.recheck_interval = std::time::Duration::from_secs(s.max(60));
+        }
+        if let Some(s) = self.pending_check_interval_secs {
+            settings.pending_interval = std::time::Duration::from_secs(s.max(5));
+        }
+        Ok(settings)
+    }
 }
 
 fn default_true() -> bool {
@@ -191,12 +241,32 @@ impl AcmeSection {
                     .with_context(|| format!("acme.extra_root_ca_file: reading {}", p.display()))
             })
             .transpose()?;
-        Ok(Some(pbx_control_plane::acme::AcmeSettings {
+        let challenge = match self.challenge.as_deref() {
+            None => pbx_control_plane::acme::ChallengeKind::Http01,
+            Some(c) => c
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("acme.challenge: {e}"))?,
+        };
+        let dns_listen = self
+            .dns
+            .as_ref()
+            .map(|d| {
+                d.listen
+                    .parse::<std::net::SocketAddr>()
+                    .with_context(|| format!("acme.dns.listen: {:?} is not ip:port", d.listen))
+            })
+            .transpose()?;
+        let settings = pbx_control_plane::acme::AcmeSettings {
             directory_url: self.directory_url.clone(),
             contact_email: self.contact_email.clone(),
             extra_root_pem,
             interval: std::time::Duration::from_secs(self.check_interval_secs.unwrap_or(60).max(1)),
-        }))
+            challenge,
+            wildcard: self.wildcard,
+            dns_listen,
+        };
+        settings.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Some(settings))
     }
 }
 
@@ -216,6 +286,8 @@ pub struct ControlPlaneConfig {
     pub events: EventsSection,
     pub stripe: Option<StripeSection>,
     pub acme: Option<AcmeSection>,
+    #[serde(default)]
+    pub dns: DnsSection,
 }
 
 impl ControlPlaneConfig {
@@ -224,7 +296,7 @@ impl ControlPlaneConfig {
             file,
             &[
                 "http", "platform", "database", "bus", "objects", "mail", "secrets", "auth", "events",
-                "stripe", "acme",
+                "stripe", "acme", "dns",
             ],
         )
     }
@@ -354,7 +426,49 @@ mod tests {
             acme.to_settings().unwrap_or_else(|e| panic!("{e:#}")).is_none(),
             "disabled"
         );
+        assert!(cp.dns.resolver.is_none(), "the system's resolvers by default");
         EdgeNodeConfig::load(&root.join("edge-node.example.toml")).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    #[test]
+    fn acme_dns_01_and_wildcard_keys() {
+        let section = |extra: &str| -> AcmeSection {
+            toml_section(&format!("directory_url = 'https://ca.test/dir'\n{extra}"))
+        };
+        let s = section("challenge = 'dns-01'\nwildcard = true\n[dns]\nlisten = '127.0.0.1:5353'\n")
+            .to_settings()
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .unwrap_or_else(|| panic!("enabled"));
+        assert_eq!(s.challenge, pbx_control_plane::acme::ChallengeKind::Dns01);
+        assert!(s.wildcard);
+        assert_eq!(s.dns_listen, "127.0.0.1:5353".parse().ok());
+        let http = section("").to_settings().unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            http.map(|s| (s.challenge, s.wildcard)),
+            Some((pbx_control_plane::acme::ChallengeKind::Http01, false))
+        );
+        let err = |extra: &str| {
+            section(extra)
+                .to_settings()
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        };
+        assert!(err("wildcard = true\n").contains("dns-01"));
+        assert!(err("challenge = 'tls-alpn-01'\n").contains("acme.challenge"));
+        assert!(err("[dns]\nlisten = 'nowhere'\n").contains("acme.dns.listen"));
+        let dns: DnsSection = toml_section("resolver = '127.0.0.1:5300'\npending_check_interval_secs = 10\n");
+        let d = dns.to_settings().unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(d.resolver, "127.0.0.1:5300".parse().ok());
+        assert_eq!(d.pending_interval, std::time::Duration::from_secs(10));
+        let bad: DnsSection = toml_section("resolver = 'dns.example'\n");
+        assert!(bad.to_settings().is_err());
+    }
+
+    fn toml_section<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        Figment::from(Toml::string(text))
+            .extract()
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

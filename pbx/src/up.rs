@@ -183,6 +183,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         trust_forwarded_for: false,
         stripe: None,
         acme: None,
+        dns: pbx_control_plane::dns::DnsSettings::with_resolver(None),
     };
     let dir_objects_for_edge: Arc<dyn pbx_engines::objects::ObjectStore> = dir_objects.clone();
     let state = AppState::new(

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CertificateView {
-    /// The name the certificate is for: the tenant's FQDN.
+    /// The name the certificate is for: the tenant's FQDN, or `*.{base_domain}` when the
+    /// platform's wildcard serves it.
     pub name: String,
     /// `disabled` when this control plane has no `[acme]` section and no certificate exists.
     #[schema(value_type = String, example = "issued")]
@@ -28,8 +29,9 @@ pub struct CertificateView {
     pub next_attempt_at_ms: Option<i64>,
 }
 
-/// The certificate of the tenant's FQDN: state (`pending`, `issued`, `failed`, or
-/// `disabled` without ACME), issuer, expiry, and the last error.
+/// The certificate of the tenant's FQDN (its own, or else the platform's wildcard): state
+/// (`pending`, `issued`, `failed`, or `disabled` without ACME), issuer, expiry, and the last
+/// error. Custom domains' certificates are shown with the domains.
 #[utoipa::path(get, path = "/api/v1/tenants/{slug}/certificate", tag = "tenants", params(("slug" = String, Path)),
     responses((status = 200, body = CertificateView), (status = 404, body = Problem)))]
 pub async fn get_certificate(
@@ -39,11 +41,19 @@ pub async fn get_certificate(
 ) -> Result<Json<CertificateView>> {
     let mut conn = state.db.acquire().await?;
     let (tenant, _) = access::tenant_for(&mut conn, &ctx.principal, &slug).await?;
-    let name = state.settings.fqdn(&tenant.slug);
-    let row = certs::get(&mut conn, tenant.id, &name).await?;
+    let fqdn = state.settings.fqdn(&tenant.slug);
+    // The tenant's own certificate, else the platform's wildcard that covers its FQDN.
+    let row = match certs::get(&mut conn, tenant.id, &fqdn).await? {
+        Some(r) => Some(r),
+        None => {
+            let wildcard = crate::acme::wildcard_name(&state.settings.base_domain);
+            certs::get_scoped(&mut conn, certs::Scope::Platform, &wildcard).await?
+        }
+    };
+    let name = fqdn;
     Ok(Json(match row {
         Some(r) => CertificateView {
-            name,
+            name: r.name,
             state: serde_json::to_value(r.state)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))

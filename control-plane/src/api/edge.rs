@@ -14,7 +14,8 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::Json;
 use http::request::Parts;
 use pbx_contract::{
-    ExtensionConfig, ExtensionId, Role, TenantCertificate, TenantId, TenantSnapshot, TenantVersion,
+    ExtensionConfig, ExtensionId, Role, TenantCertificate, TenantDomain, TenantId, TenantSnapshot,
+    TenantVersion,
 };
 use serde::Serialize;
 
@@ -82,9 +83,32 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let prompts = crate::service::prompts::edge_prompts(&mut tx, tenant).await?;
     let schedules = db::pbx_objects::list(&mut tx, tenant, db::pbx_objects::Kind::Schedule).await?;
     let fqdn = state.settings.fqdn(&t.slug);
-    let cert = db::certificates::get(&mut tx, tenant, &fqdn).await?;
+    let mut certs = db::certificates::list(&mut tx, tenant).await?;
+    let domain_names = db::domains::verified_names(&mut tx, tenant).await?;
+    let wildcard = db::certificates::get_scoped(
+        &mut tx,
+        db::certificates::Scope::Platform,
+        &crate::acme::wildcard_name(&state.settings.base_domain),
+    )
+    .await?;
     tx.commit().await?;
-    let certificate = match cert {
+    let mut take = |name: &str| -> Result<Option<TenantCertificate>> {
+        match certs.iter().position(|c| c.name == name) {
+            Some(i) => edge_certificate(state, certs.swap_remove(i)),
+            None => Ok(None),
+        }
+    };
+    let certificate = take(&fqdn)?;
+    let domains = domain_names
+        .into_iter()
+        .map(|name| {
+            Ok(TenantDomain {
+                certificate: take(&name)?,
+                name,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let platform_certificate = match wildcard {
         Some(c) => edge_certificate(state, c)?,
         None => None,
     };
@@ -121,11 +145,14 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
                     .map_err(|e| Error::Internal(format!("malformed schedule in database: {e}")))
             })
             .collect::<Result<_>>()?,
+        domains,
+        platform_certificate,
     }))
 }
 
 /// The issued chain with its key opened, unless none was issued or it has expired.
 fn edge_certificate(state: &AppState, c: db::certificates::CertRow) -> Result<Option<TenantCertificate>> {
+    let context = c.key_context();
     let (Some(chain_pem), Some(sealed), Some(not_after_ms)) = (c.chain_pem, c.key_sealed, c.not_after_ms)
     else {
         return Ok(None);
@@ -133,9 +160,7 @@ fn edge_certificate(state: &AppState, c: db::certificates::CertRow) -> Result<Op
     if not_after_ms <= db::now_ms() {
         return Ok(None);
     }
-    let key = state
-        .secrets
-        .open(&sealed, &db::certificates::key_context(c.tenant_id, &c.name))?;
+    let key = state.secrets.open(&sealed, &context)?;
     Ok(Some(TenantCertificate {
         name: c.name,
         chain_pem,

@@ -5,6 +5,8 @@ mod billing;
 mod call_logs;
 mod certificates;
 pub mod client_ip;
+mod contacts;
+mod domains;
 mod edge;
 mod extensions;
 mod health;
@@ -185,6 +187,23 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::stripe_webhook))
         .routes(routes!(certificates::get_certificate))
         .routes(routes!(certificates::acme_challenge))
+        .routes(routes!(domains::list_domains, domains::create_domain))
+        .routes(routes!(domains::get_domain, domains::delete_domain))
+        .routes(routes!(contacts::list_contacts, contacts::create_contact))
+        .routes(routes!(
+            contacts::get_contact,
+            contacts::update_contact,
+            contacts::delete_contact
+        ))
+        .routes(routes!(
+            contacts::list_contact_groups,
+            contacts::create_contact_group
+        ))
+        .routes(routes!(
+            contacts::get_contact_group,
+            contacts::update_contact_group,
+            contacts::delete_contact_group
+        ))
         .routes(routes!(edge::edge_nodes))
         .routes(routes!(edge::edge_tenants))
         .routes(routes!(edge::edge_snapshot))
@@ -224,6 +243,8 @@ pub fn metrics_text() -> String {
 mod tests;
 #[cfg(test)]
 mod tests_billing;
+#[cfg(test)]
+mod tests_contacts;
 #[cfg(test)]
 mod tests_deletion;
 #[cfg(test)]

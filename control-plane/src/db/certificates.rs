@@ -107,12 +107,13 @@ impl std::str::FromStr for CertState {
 
 #[derive(Clone, PartialEq)]
 pub struct CertRow {
-    pub tenant_id: TenantId,
+    /// The tenant whose name it is; None for the platform's own (the wildcard).
+    pub tenant_id: Option<TenantId>,
     pub name: String,
     pub state: CertState,
     pub issuer: Option<String>,
     pub chain_pem: Option<String>,
-    /// The private key, sealed with the context [`key_context`].
+    /// The private key, sealed with the context [`CertRow::key_context`].
     pub key_sealed: Option<String>,
     pub not_after_ms: Option<i64>,
     pub attempts: i64,
@@ -132,17 +133,70 @@ impl std::fmt::Debug for CertRow {
     }
 }
 
-/// What a sealed key is bound to: its tenant and name.
+impl CertRow {
+    pub fn scope(&self) -> Scope {
+        match self.tenant_id {
+            Some(t) => Scope::Tenant(t),
+            None => Scope::Platform,
+        }
+    }
+
+    pub fn key_context(&self) -> String {
+        self.scope().key_context(&self.name)
+    }
+}
+
+/// Whose certificate a row is: a tenant's (table `certificates`) or the platform's
+/// (`platform_certificates`, the wildcard of the base domain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(TenantId),
+    Platform,
+}
+
+impl Scope {
+    fn table(self) -> &'static str {
+        match self {
+            Scope::Tenant(_) => "certificates",
+            Scope::Platform => "platform_certificates",
+        }
+    }
+
+    /// `$1` is the tenant (always bound; unused for the platform), `$2` the name.
+    fn filter(self) -> &'static str {
+        match self {
+            Scope::Tenant(_) => "tenant_id = $1 AND name = $2",
+            Scope::Platform => "($1 = $1) AND name = $2",
+        }
+    }
+
+    fn tenant_param(self) -> String {
+        match self {
+            Scope::Tenant(t) => t.to_string(),
+            Scope::Platform => String::new(),
+        }
+    }
+
+    /// What a sealed key is bound to: its tenant (or the platform) and name.
+    pub fn key_context(self, name: &str) -> String {
+        match self {
+            Scope::Tenant(t) => key_context(t, name),
+            Scope::Platform => format!("cert-key:platform:{name}"),
+        }
+    }
+}
+
+/// What a tenant's sealed key is bound to: its tenant and name.
 pub fn key_context(tenant: TenantId, name: &str) -> String {
     format!("cert-key:{tenant}:{name}")
 }
 
-const COLUMNS: &str = "tenant_id, name, state, issuer, chain_pem, key_sealed, not_after_ms, attempts, \
+const COLUMNS: &str = "name, state, issuer, chain_pem, key_sealed, not_after_ms, attempts, \
      last_error, next_attempt_at_ms, updated_at";
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<CertRow> {
+fn from_row(row: &sqlx::any::AnyRow, tenant: Option<TenantId>) -> Result<CertRow> {
     Ok(CertRow {
-        tenant_id: parse_id(&row.try_get::<String, _>("tenant_id")?)?,
+        tenant_id: tenant,
         name: row.try_get("name")?,
         state: super::parse_enum(&row.try_get::<String, _>("state")?)?,
         issuer: row.try_get("issuer")?,
@@ -154,6 +208,11 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<CertRow> {
         next_attempt_at_ms: row.try_get("next_attempt_at_ms")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+fn tenant_row(row: &sqlx::any::AnyRow) -> Result<CertRow> {
+    let tenant = parse_id(&row.try_get::<String, _>("tenant_id")?)?;
+    from_row(row, Some(tenant))
 }
 
 /// Adds a pending row, due now, for every tenant's `{slug}.{base_domain}` that has none.
@@ -171,43 +230,126 @@ pub async fn add_missing_tenant_names(conn: &mut Conn, base_domain: &str, now_ms
     Ok(done.rows_affected())
 }
 
+/// Adds a pending row, due now, for every verified custom domain that has none. Returns how
+/// many were added.
+pub async fn add_missing_domain_names(conn: &mut Conn, now_ms: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO certificates (tenant_id, name, state, attempts, next_attempt_at_ms, updated_at) \
+         SELECT d.tenant_id, d.name, 'pending', 0, $1, $1 FROM tenant_domains d WHERE d.state = 'verified' \
+         AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.tenant_id = d.tenant_id AND c.name = d.name)",
+    )
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Adds the platform's row for `name` (pending, due now) unless it exists. Returns whether
+/// it was added.
+pub async fn add_platform_name(conn: &mut Conn, name: &str, now_ms: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO platform_certificates (name, state, attempts, next_attempt_at_ms, updated_at) \
+         VALUES ($1, 'pending', 0, $2, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn get(conn: &mut Conn, tenant: TenantId, name: &str) -> Result<Option<CertRow>> {
+    get_scoped(conn, Scope::Tenant(tenant), name).await
+}
+
+pub async fn get_scoped(conn: &mut Conn, scope: Scope, name: &str) -> Result<Option<CertRow>> {
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM certificates WHERE tenant_id = $1 AND name = $2"
+        "SELECT {COLUMNS} FROM {} WHERE {}",
+        scope.table(),
+        scope.filter()
     ))
-    .bind(tenant.to_string())
+    .bind(scope.tenant_param())
     .bind(name)
     .fetch_optional(&mut *conn)
     .await?;
-    row.as_ref().map(from_row).transpose()
+    row.as_ref()
+        .map(|r| {
+            from_row(
+                r,
+                if let Scope::Tenant(t) = scope {
+                    Some(t)
+                } else {
+                    None
+                },
+            )
+        })
+        .transpose()
 }
 
-/// Rows whose next attempt is due, oldest first.
+/// Every certificate row of the tenant (its FQDN's and its custom domains').
+pub async fn list(conn: &mut Conn, tenant: TenantId) -> Result<Vec<CertRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT tenant_id, {COLUMNS} FROM certificates WHERE tenant_id = $1 ORDER BY name"
+    ))
+    .bind(tenant.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(tenant_row).collect()
+}
+
+/// Drops the tenant's certificate for `name` (a custom domain removed or no longer verified).
+pub async fn delete(conn: &mut Conn, tenant: TenantId, name: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM certificates WHERE tenant_id = $1 AND name = $2")
+        .bind(tenant.to_string())
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Rows whose next attempt is due, oldest first: the platform's, then the tenants'.
 pub async fn due(conn: &mut Conn, now_ms: i64, limit: i64) -> Result<Vec<CertRow>> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM certificates WHERE next_attempt_at_ms <= $1 ORDER BY next_attempt_at_ms LIMIT $2"
+        "SELECT {COLUMNS} FROM platform_certificates WHERE next_attempt_at_ms <= $1 \
+         ORDER BY next_attempt_at_ms LIMIT $2"
     ))
     .bind(now_ms)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter().map(from_row).collect()
+    let mut due = rows
+        .iter()
+        .map(|r| from_row(r, None))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = sqlx::query(&format!(
+        "SELECT tenant_id, {COLUMNS} FROM certificates WHERE next_attempt_at_ms <= $1 \
+         ORDER BY next_attempt_at_ms LIMIT $2"
+    ))
+    .bind(now_ms)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        due.push(tenant_row(r)?);
+    }
+    Ok(due)
 }
 
 /// Takes the row for one attempt: moves its next attempt to `lease_until_ms` only if it is
 /// still `seen_next_ms`, so of several control planes exactly one works on it.
 pub async fn claim(
     conn: &mut Conn,
-    tenant: TenantId,
+    scope: Scope,
     name: &str,
     seen_next_ms: i64,
     lease_until_ms: i64,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE certificates SET next_attempt_at_ms = $4 \
-         WHERE tenant_id = $1 AND name = $2 AND next_attempt_at_ms = $3",
-    )
-    .bind(tenant.to_string())
+    let done = sqlx::query(&format!(
+        "UPDATE {} SET next_attempt_at_ms = $4 WHERE {} AND next_attempt_at_ms = $3",
+        scope.table(),
+        scope.filter()
+    ))
+    .bind(scope.tenant_param())
     .bind(name)
     .bind(seen_next_ms)
     .bind(lease_until_ms)
@@ -226,17 +368,18 @@ pub struct Issued<'a> {
 
 pub async fn store_issued(
     conn: &mut Conn,
-    tenant: TenantId,
+    scope: Scope,
     name: &str,
     issued: &Issued<'_>,
     now_ms: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE certificates SET state = $3, issuer = $4, chain_pem = $5, key_sealed = $6, not_after_ms = $7, \
-         attempts = 0, last_error = NULL, next_attempt_at_ms = $8, updated_at = $9 \
-         WHERE tenant_id = $1 AND name = $2",
-    )
-    .bind(tenant.to_string())
+    sqlx::query(&format!(
+        "UPDATE {} SET state = $3, issuer = $4, chain_pem = $5, key_sealed = $6, not_after_ms = $7, \
+         attempts = 0, last_error = NULL, next_attempt_at_ms = $8, updated_at = $9 WHERE {}",
+        scope.table(),
+        scope.filter()
+    ))
+    .bind(scope.tenant_param())
     .bind(name)
     .bind(CertState::Issued.as_str())
     .bind(issued.issuer)
@@ -254,17 +397,19 @@ pub async fn store_issued(
 /// expires.
 pub async fn store_failure(
     conn: &mut Conn,
-    tenant: TenantId,
+    scope: Scope,
     name: &str,
     error: &str,
     next_attempt_at_ms: i64,
     now_ms: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE certificates SET state = $3, attempts = attempts + 1, last_error = $4, \
-         next_attempt_at_ms = $5, updated_at = $6 WHERE tenant_id = $1 AND name = $2",
-    )
-    .bind(tenant.to_string())
+    sqlx::query(&format!(
+        "UPDATE {} SET state = $3, attempts = attempts + 1, last_error = $4, \
+         next_attempt_at_ms = $5, updated_at = $6 WHERE {}",
+        scope.table(),
+        scope.filter()
+    ))
+    .bind(scope.tenant_param())
     .bind(name)
     .bind(CertState::Failed.as_str())
     .bind(error)
@@ -277,12 +422,59 @@ pub async fn store_failure(
 
 /// Makes the next attempt due at `at_ms` (a renewal asked for early).
 pub async fn schedule(conn: &mut Conn, tenant: TenantId, name: &str, at_ms: i64) -> Result<bool> {
-    let done =
-        sqlx::query("UPDATE certificates SET next_attempt_at_ms = $3 WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant.to_string())
-            .bind(name)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await?;
+    schedule_scoped(conn, Scope::Tenant(tenant), name, at_ms).await
+}
+
+pub async fn schedule_scoped(conn: &mut Conn, scope: Scope, name: &str, at_ms: i64) -> Result<bool> {
+    let done = sqlx::query(&format!(
+        "UPDATE {} SET next_attempt_at_ms = $3 WHERE {}",
+        scope.table(),
+        scope.filter()
+    ))
+    .bind(scope.tenant_param())
+    .bind(name)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Publishes a DNS-01 TXT value for `name` (`_acme-challenge.…`, lower case, no trailing
+/// dot) until `expires_at_ms`.
+pub async fn dns_record_put(conn: &mut Conn, name: &str, value: &str, expires_at_ms: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO acme_dns_records (name, value, expires_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (name, value) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+    )
+    .bind(name)
+    .bind(value)
+    .bind(expires_at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The TXT values published for `name`, unless expired.
+pub async fn dns_records(conn: &mut Conn, name: &str, now_ms: i64) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT value FROM acme_dns_records WHERE name = $1 AND expires_at_ms > $2 ORDER BY value",
+    )
+    .bind(name)
+    .bind(now_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>("value")?))
+        .collect()
+}
+
+/// Withdraws one TXT value, and every expired one.
+pub async fn dns_record_delete(conn: &mut Conn, name: &str, value: &str, now_ms: i64) -> Result<()> {
+    sqlx::query("DELETE FROM acme_dns_records WHERE (name = $1 AND value = $2) OR expires_at_ms <= $3")
+        .bind(name)
+        .bind(value)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

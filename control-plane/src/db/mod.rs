@@ -11,6 +11,8 @@ pub mod audit;
 pub mod billing;
 pub mod call_logs;
 pub mod certificates;
+pub mod contacts;
+pub mod domains;
 pub mod edge_log;
 pub mod extensions;
 pub mod outbox;

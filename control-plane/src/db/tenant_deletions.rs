@@ -192,11 +192,15 @@ pub async fn record_failure(conn: &mut Conn, id: &str, error: &str) -> Result<()
 
 /// The tables erased with a tenant, children first; the audit log is kept on purpose (the
 /// platform's record outlives what it describes).
-const TENANT_TABLES: [&str; 13] = [
+const TENANT_TABLES: [&str; 17] = [
+    "contact_group_members",
+    "contact_groups",
+    "contacts",
     "queue_mail_outbox",
     "agent_sessions",
     "queue_calls",
     "certificates",
+    "tenant_domains",
     "pbx_objects",
     "call_logs",
     "queues",

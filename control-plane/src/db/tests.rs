@@ -243,15 +243,33 @@ on_both_backends!(
             .unwrap()
             .is_none());
         // Of two claims on the same due time, one wins.
-        assert!(certificates::claim(&mut c, a.id, "alpha.pbx.test", 1000, 5000)
-            .await
-            .unwrap());
-        assert!(!certificates::claim(&mut c, a.id, "alpha.pbx.test", 1000, 5000)
-            .await
-            .unwrap());
-        assert!(!certificates::claim(&mut c, b.id, "alpha.pbx.test", 1000, 5000)
-            .await
-            .unwrap());
+        assert!(certificates::claim(
+            &mut c,
+            certificates::Scope::Tenant(a.id),
+            "alpha.pbx.test",
+            1000,
+            5000
+        )
+        .await
+        .unwrap());
+        assert!(!certificates::claim(
+            &mut c,
+            certificates::Scope::Tenant(a.id),
+            "alpha.pbx.test",
+            1000,
+            5000
+        )
+        .await
+        .unwrap());
+        assert!(!certificates::claim(
+            &mut c,
+            certificates::Scope::Tenant(b.id),
+            "alpha.pbx.test",
+            1000,
+            5000
+        )
+        .await
+        .unwrap());
         assert_eq!(certificates::due(&mut c, 1000, 10).await.unwrap().len(), 1);
         // Challenges expire.
         certificates::challenge_put(&mut c, "t", "t.k", 2000)
@@ -367,6 +385,255 @@ on_both_backends!(pbx_objects_are_scoped_by_tenant_and_kind, |db: Db| async move
             .len(),
         1
     );
+});
+
+on_both_backends!(
+    custom_domains_are_unique_across_tenants_and_scoped,
+    |db: Db| async move {
+        use super::domains::{self, Checked, DomainState};
+        let (a, b) = two_tenants(&db).await;
+        let mut c = db.acquire().await.unwrap();
+        let d = domains::insert(&mut c, a.id, "pbx.customer.test", 1000)
+            .await
+            .unwrap();
+        assert_eq!(d.state, DomainState::Pending);
+        // Taken, by another tenant or the same one.
+        for t in [a.id, b.id] {
+            let err = domains::insert(&mut c, t, "pbx.customer.test", 1000)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, crate::error::Error::Conflict { .. }), "{err}");
+        }
+        // Scoped: tenant b sees nothing of it.
+        assert!(domains::get(&mut c, b.id, &d.id).await.unwrap().is_none());
+        assert!(domains::list(&mut c, b.id).await.unwrap().is_empty());
+        assert!(domains::delete(&mut c, b.id, &d.id).await.unwrap().is_none());
+        assert_eq!(domains::list(&mut c, a.id).await.unwrap(), vec![d.clone()]);
+        // Due, checked once (a second control plane with the same view loses).
+        assert_eq!(domains::due(&mut c, 999, 10).await.unwrap().len(), 0);
+        let due = domains::due(&mut c, 1000, 10).await.unwrap();
+        assert_eq!(due, vec![d.clone()]);
+        let verified = Checked {
+            state: DomainState::Verified,
+            last_error: None,
+            verified_at_ms: Some(1500),
+            checked_at_ms: 1500,
+            next_check_at_ms: 9000,
+        };
+        assert!(domains::record_check(&mut c, &due[0], &verified).await.unwrap());
+        assert!(!domains::record_check(&mut c, &due[0], &verified).await.unwrap());
+        assert_eq!(
+            domains::verified_names(&mut c, a.id).await.unwrap(),
+            vec!["pbx.customer.test".to_owned()]
+        );
+        assert!(domains::verified_names(&mut c, b.id).await.unwrap().is_empty());
+        // A verified domain gets a certificate row, once.
+        assert_eq!(
+            certificates::add_missing_domain_names(&mut c, 2000)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            certificates::add_missing_domain_names(&mut c, 2000)
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(certificates::get(&mut c, a.id, "pbx.customer.test")
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(certificates::list(&mut c, a.id).await.unwrap().len(), 1);
+        // Deleting the domain drops its certificate; the name is free again.
+        let gone = domains::delete(&mut c, a.id, &d.id).await.unwrap().unwrap();
+        assert_eq!(gone.state, DomainState::Verified);
+        assert!(certificates::get(&mut c, a.id, "pbx.customer.test")
+            .await
+            .unwrap()
+            .is_none());
+        domains::insert(&mut c, b.id, "pbx.customer.test", 3000)
+            .await
+            .unwrap();
+    }
+);
+
+on_both_backends!(platform_certificate_and_dns_records, |db: Db| async move {
+    use certificates::Scope;
+    let mut c = db.acquire().await.unwrap();
+    assert!(certificates::add_platform_name(&mut c, "*.pbx.test", 1000)
+        .await
+        .unwrap());
+    assert!(!certificates::add_platform_name(&mut c, "*.pbx.test", 1000)
+        .await
+        .unwrap());
+    let due = certificates::due(&mut c, 1000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].tenant_id, None);
+    assert_eq!(due[0].scope(), Scope::Platform);
+    assert!(
+        certificates::claim(&mut c, Scope::Platform, "*.pbx.test", 1000, 5000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !certificates::claim(&mut c, Scope::Platform, "*.pbx.test", 1000, 5000)
+            .await
+            .unwrap()
+    );
+    certificates::store_issued(
+        &mut c,
+        Scope::Platform,
+        "*.pbx.test",
+        &certificates::Issued {
+            issuer: "CN=test",
+            chain_pem: "chain",
+            key_sealed: "v1:sealed",
+            not_after_ms: 90_000,
+            renew_at_ms: 60_000,
+        },
+        2000,
+    )
+    .await
+    .unwrap();
+    let row = certificates::get_scoped(&mut c, Scope::Platform, "*.pbx.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, certificates::CertState::Issued);
+    assert_eq!(row.next_attempt_at_ms, 60_000);
+    assert_eq!(row.key_context(), "cert-key:platform:*.pbx.test");
+    certificates::store_failure(&mut c, Scope::Platform, "*.pbx.test", "boom", 70_000, 3000)
+        .await
+        .unwrap();
+    assert!(
+        certificates::schedule_scoped(&mut c, Scope::Platform, "*.pbx.test", 0)
+            .await
+            .unwrap()
+    );
+    let row = certificates::get_scoped(&mut c, Scope::Platform, "*.pbx.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.attempts, row.last_error.as_deref(), row.next_attempt_at_ms),
+        (1, Some("boom"), 0)
+    );
+    // DNS-01 TXT values: several per name, until withdrawn or expired.
+    let name = "_acme-challenge.pbx.test";
+    certificates::dns_record_put(&mut c, name, "b", 5000)
+        .await
+        .unwrap();
+    certificates::dns_record_put(&mut c, name, "a", 9000)
+        .await
+        .unwrap();
+    certificates::dns_record_put(&mut c, "_acme-challenge.other.test", "x", 9000)
+        .await
+        .unwrap();
+    assert_eq!(
+        certificates::dns_records(&mut c, name, 1000).await.unwrap(),
+        vec!["a", "b"]
+    );
+    assert_eq!(
+        certificates::dns_records(&mut c, name, 6000).await.unwrap(),
+        vec!["a"]
+    );
+    certificates::dns_record_delete(&mut c, name, "a", 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        certificates::dns_records(&mut c, name, 1000).await.unwrap(),
+        vec!["b"]
+    );
+    assert_eq!(
+        certificates::dns_records(&mut c, "_acme-challenge.other.test", 1000)
+            .await
+            .unwrap(),
+        vec!["x"]
+    );
+});
+
+on_both_backends!(contacts_and_groups_are_scoped_by_tenant, |db: Db| async move {
+    use super::contacts::{self, ContactFields, ContactFilter, ContactNumber, NumberType};
+    let (a, b) = two_tenants(&db).await;
+    let mut c = db.acquire().await.unwrap();
+    let fields = |name: &str, number: &str| ContactFields {
+        name: name.into(),
+        company: Some("ACME Corp".into()),
+        email: None,
+        notes: None,
+        numbers: vec![ContactNumber {
+            kind: NumberType::Business,
+            number: number.into(),
+        }],
+    };
+    let ann = contacts::insert(&mut c, a.id, &fields("Ann", "+1 (555) 0100"), 1)
+        .await
+        .unwrap();
+    let bob = contacts::insert(&mut c, b.id, &fields("Bob", "555-0100"), 1)
+        .await
+        .unwrap();
+    // Each tenant lists and finds its own only, by number digits or by text.
+    let by_digits = ContactFilter {
+        digits: Some("5550100".into()),
+        ..ContactFilter::default()
+    };
+    let found = contacts::list(&mut c, a.id, &by_digits, 10).await.unwrap();
+    assert_eq!(
+        found.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        vec![ann.id.as_str()]
+    );
+    let by_text = ContactFilter {
+        text: Some("acme".into()),
+        ..ContactFilter::default()
+    };
+    assert_eq!(
+        contacts::list(&mut c, b.id, &by_text, 10).await.unwrap(),
+        vec![bob.clone()]
+    );
+    assert!(contacts::get(&mut c, a.id, &bob.id).await.unwrap().is_none());
+    assert!(contacts::update(&mut c, a.id, &bob.id, &fields("X", "1"), 2)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(contacts::delete(&mut c, a.id, &bob.id).await.unwrap().is_none());
+    assert_eq!(
+        contacts::existing_ids(&mut c, a.id, &[ann.id.clone(), bob.id.clone()])
+            .await
+            .unwrap(),
+        vec![ann.id.clone()]
+    );
+    // Groups: a name is unique per tenant, not across tenants.
+    let g = contacts::insert_group(&mut c, a.id, "VIP", std::slice::from_ref(&ann.id), 1)
+        .await
+        .unwrap();
+    assert_eq!(g.contact_ids, vec![ann.id.clone()]);
+    assert!(matches!(
+        contacts::insert_group(&mut c, a.id, "VIP", &[], 1).await,
+        Err(crate::error::Error::Conflict { .. })
+    ));
+    contacts::insert_group(&mut c, b.id, "VIP", std::slice::from_ref(&bob.id), 1)
+        .await
+        .unwrap();
+    assert!(contacts::get_group(&mut c, b.id, &g.id).await.unwrap().is_none());
+    assert!(contacts::delete_group(&mut c, b.id, &g.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        contacts::list_groups(&mut c, a.id).await.unwrap(),
+        vec![g.clone()]
+    );
+    // Deleting the contact empties the group; deleting the group keeps contacts.
+    contacts::delete(&mut c, a.id, &ann.id).await.unwrap().unwrap();
+    assert!(contacts::get_group(&mut c, a.id, &g.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .contact_ids
+        .is_empty());
+    assert_eq!(contacts::count(&mut c, b.id).await.unwrap(), 1);
+    assert_eq!(contacts::count_groups(&mut c, a.id).await.unwrap(), 1);
 });
 
 on_both_backends!(

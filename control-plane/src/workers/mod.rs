@@ -2,6 +2,7 @@
 
 pub mod billing;
 pub mod deletions;
+pub mod domains;
 pub mod events_consumer;
 pub mod lifecycle;
 pub mod outbox_relay;

@@ -308,7 +308,7 @@ impl CallRouter {
         let Some(caller) = req
             .from()
             .ok()
-            .filter(|f| f.uri.is_sip() && f.uri.host.eq_ignore_ascii_case(&tenant.fqdn))
+            .filter(|f| f.uri.is_sip() && tenant.sip_domain(&f.uri.host).is_some())
             .and_then(|f| f.uri.user.clone())
         else {
             return Some(reply(403, "Forbidden"));
@@ -539,7 +539,7 @@ impl CallRouter {
         let Some(subscriber) = req
             .from()
             .ok()
-            .filter(|f| f.uri.is_sip() && f.uri.host.eq_ignore_ascii_case(&tenant.fqdn))
+            .filter(|f| f.uri.is_sip() && tenant.sip_domain(&f.uri.host).is_some())
             .and_then(|f| f.uri.user.clone())
         else {
             return refuse(403, "Forbidden");

@@ -1348,6 +1348,8 @@ mod tests {
             },
             certificate: None,
             schedules: Vec::new(),
+            domains: Vec::new(),
+            platform_certificate: None,
         });
         let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
         // 102's phone is registered

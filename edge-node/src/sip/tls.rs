@@ -170,6 +170,12 @@ impl SniResolver {
         map.insert(key_of(name), key);
     }
 
+    /// Whether a certificate is held for exactly `name` (no wildcard or default fallback).
+    pub fn lookup_exact(&self, name: &str) -> bool {
+        let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(&key_of(name))
+    }
+
     pub fn remove(&self, name: &str) {
         let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
         map.remove(&key_of(name));

@@ -4,7 +4,7 @@
 use crate::media::prompt_cache::PromptCache;
 use crate::sip::tls::{certified_key, SniResolver};
 use pbx_contract::bus::{ConfigChange, ConfigSubject, SnapshotReason};
-use pbx_contract::{ExtensionConfig, ExtensionId, TenantId, TenantSnapshot};
+use pbx_contract::{ExtensionConfig, ExtensionId, TenantCertificate, TenantId, TenantSnapshot};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -171,12 +171,14 @@ impl TenantSnapshots {
     /// Replaces the tenant's snapshot whole. Returns the version held before, if any.
     pub fn apply_snapshot(&mut self, snapshot: TenantSnapshot) -> Option<u64> {
         let tenant = snapshot.tenant_id;
-        let key = fqdn_key(&snapshot.fqdn);
+        let keys: Vec<String> = snapshot.sip_domains().map(fqdn_key).collect();
         let previous = self.tenants.insert(tenant, TenantEntry::new(snapshot));
         if let Some(old) = &previous {
-            self.unindex_fqdn(tenant, &old.snapshot.fqdn);
+            self.unindex_domains(tenant, &old.snapshot);
         }
-        self.by_fqdn.insert(key, tenant);
+        for key in keys {
+            self.by_fqdn.insert(key, tenant);
+        }
         previous.map(|e| e.snapshot.version)
     }
 
@@ -214,22 +216,36 @@ impl TenantSnapshots {
     pub fn remove_tenant(&mut self, tenant: TenantId) -> bool {
         match self.tenants.remove(&tenant) {
             Some(old) => {
-                self.unindex_fqdn(tenant, &old.snapshot.fqdn);
+                self.unindex_domains(tenant, &old.snapshot);
                 true
             }
             None => false,
         }
     }
 
-    /// Drops the FQDN mapping only if it still points at `tenant` (another tenant may have
-    /// taken the name since).
-    fn unindex_fqdn(&mut self, tenant: TenantId, fqdn: &str) {
-        let key = fqdn_key(fqdn);
-        if self.by_fqdn.get(&key) == Some(&tenant)
-            && self.tenants.get(&tenant).map(|e| fqdn_key(&e.snapshot.fqdn)) != Some(key.clone())
-        {
-            self.by_fqdn.remove(&key);
+    /// Drops the mappings of `old`'s SIP domains (FQDN and custom domains) that still point
+    /// at `tenant` and that the snapshot held now (if any) no longer has; another tenant may
+    /// have taken a name since.
+    fn unindex_domains(&mut self, tenant: TenantId, old: &TenantSnapshot) {
+        let current: Vec<String> = self
+            .tenants
+            .get(&tenant)
+            .map(|e| e.snapshot.sip_domains().map(fqdn_key).collect())
+            .unwrap_or_default();
+        for key in old.sip_domains().map(fqdn_key) {
+            if self.by_fqdn.get(&key) == Some(&tenant) && !current.contains(&key) {
+                self.by_fqdn.remove(&key);
+            }
         }
+    }
+
+    /// Whether a tenant other than `except` holds a snapshot serving a certificate for `name`
+    /// (the platform's wildcard is in every snapshot).
+    fn certificate_in_use(&self, except: TenantId, name: &str) -> bool {
+        self.tenants
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .any(|(_, e)| certificates(&e.snapshot).any(|c| c.name.eq_ignore_ascii_case(name)))
     }
 }
 
@@ -291,14 +307,16 @@ impl SnapshotStore {
     }
 
     pub fn apply_snapshot(&self, snapshot: TenantSnapshot) -> Option<u64> {
-        let previous = self.get(snapshot.tenant_id);
-        if let Some(resolver) = self.resolver() {
-            install_certificate(&resolver, previous.as_deref(), &snapshot);
-        }
         if let Some(cache) = self.prompt_cache() {
             cache.sync(&snapshot);
         }
-        self.write().apply_snapshot(snapshot)
+        let resolver = self.resolver();
+        let mut all = self.write();
+        if let Some(resolver) = &resolver {
+            let previous = all.get(snapshot.tenant_id);
+            install_certificates(resolver, &all, previous.as_deref(), &snapshot);
+        }
+        all.apply_snapshot(snapshot)
     }
 
     fn prompt_cache(&self) -> Option<Arc<PromptCache>> {
@@ -341,10 +359,9 @@ impl SnapshotStore {
     /// tenant's FQDN; those of the snapshots held already are installed at once.
     pub fn attach_certificates(&self, resolver: Arc<SniResolver>) {
         *self.certificates.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&resolver));
-        for tenant in self.tenant_ids() {
-            if let Some(snapshot) = self.get(tenant) {
-                install_certificate(&resolver, None, &snapshot);
-            }
+        let all = self.read();
+        for entry in all.tenants.values() {
+            install_certificates(&resolver, &all, None, &entry.snapshot);
         }
     }
 
@@ -360,31 +377,66 @@ impl SnapshotStore {
         if let Some(cache) = self.prompt_cache() {
             cache.forget_tenant(tenant);
         }
-        if let (Some(resolver), Some(old)) = (self.resolver(), self.get(tenant)) {
-            if let Some(cert) = &old.certificate {
-                resolver.remove(&cert.name);
+        let resolver = self.resolver();
+        let mut all = self.write();
+        if let (Some(resolver), Some(old)) = (resolver, all.get(tenant)) {
+            for cert in certificates(&old) {
+                if !all.certificate_in_use(tenant, &cert.name) {
+                    resolver.remove(&cert.name);
+                }
             }
         }
-        self.write().remove_tenant(tenant)
+        all.remove_tenant(tenant)
     }
 }
 
-/// Serves the snapshot's certificate (a renewal replaces the old one in place) and drops one
-/// the tenant no longer has.
-fn install_certificate(resolver: &SniResolver, previous: Option<&TenantSnapshot>, snapshot: &TenantSnapshot) {
-    if let Some(old) = previous.and_then(|p| p.certificate.as_ref()) {
-        if snapshot.certificate.as_ref().map(|c| &c.name) != Some(&old.name) {
-            resolver.remove(&old.name);
+/// Every certificate a snapshot carries: the FQDN's, its custom domains', the platform's
+/// wildcard.
+fn certificates(snapshot: &TenantSnapshot) -> impl Iterator<Item = &TenantCertificate> {
+    snapshot
+        .certificate
+        .iter()
+        .chain(snapshot.domains.iter().filter_map(|d| d.certificate.as_ref()))
+        .chain(snapshot.platform_certificate.iter())
+}
+
+/// Serves the snapshot's certificates (a renewal replaces the old one in place) and drops
+/// those the tenant no longer has, unless another tenant's snapshot still carries the name
+/// (the platform's wildcard). `all` is what is held before `snapshot` is applied.
+fn install_certificates(
+    resolver: &SniResolver,
+    all: &TenantSnapshots,
+    previous: Option<&TenantSnapshot>,
+    snapshot: &TenantSnapshot,
+) {
+    if let Some(previous) = previous {
+        for old in certificates(previous) {
+            let kept = certificates(snapshot).any(|c| c.name.eq_ignore_ascii_case(&old.name));
+            if !kept && !all.certificate_in_use(snapshot.tenant_id, &old.name) {
+                resolver.remove(&old.name);
+            }
         }
     }
-    let Some(cert) = &snapshot.certificate else {
-        return;
-    };
-    match certified_key(cert.chain_pem.as_bytes(), cert.key_pem.expose().as_bytes()) {
-        Ok(key) => resolver.insert(&cert.name, key),
-        // Keep serving what we had (or the default) rather than nothing.
-        Err(e) => {
-            tracing::warn!(tenant = %snapshot.tenant_id, name = %cert.name, "tenant certificate refused: {e}")
+    for cert in certificates(snapshot) {
+        let same = previous
+            .into_iter()
+            .flat_map(certificates)
+            .chain(
+                all.tenants
+                    .values()
+                    .filter_map(|e| e.snapshot.platform_certificate.as_ref()),
+            )
+            .any(|c| c == cert);
+        if same && resolver.lookup_exact(&cert.name) {
+            // Unchanged (the wildcard in every snapshot): nothing to parse again.
+            continue;
+        }
+        match certified_key(cert.chain_pem.as_bytes(), cert.key_pem.expose().as_bytes()) {
+            Ok(key) => resolver.insert(&cert.name, key),
+            // Keep serving what we had (or the default) rather than nothing.
+            Err(e) => {
+                tracing::warn!(tenant = %snapshot.tenant_id, name = %cert.name, "certificate refused: {e}")
+            }
         }
     }
 }
@@ -421,6 +473,8 @@ pub(crate) mod tests {
             queue_options: Default::default(),
             certificate: None,
             schedules: Vec::new(),
+            domains: Vec::new(),
+            platform_certificate: None,
         }
     }
 
@@ -760,5 +814,58 @@ pub(crate) mod tests {
         assert!(served(&resolver).is_some());
         assert!(store.remove_tenant(t));
         assert!(served(&resolver).is_none());
+    }
+
+    #[test]
+    fn the_platform_wildcard_and_custom_domain_certificates_are_served_while_a_snapshot_carries_them() {
+        use crate::sip::tls::self_signed;
+        let cert = |name: &str| {
+            let (chain_pem, key_pem) = self_signed(&[name.to_owned()]).unwrap();
+            pbx_contract::TenantCertificate {
+                name: name.to_owned(),
+                chain_pem,
+                key_pem: Secret::new(key_pem),
+                not_after_ms: i64::MAX,
+            }
+        };
+        let resolver = Arc::new(SniResolver::new());
+        let store = SnapshotStore::new();
+        store.attach_certificates(Arc::clone(&resolver));
+        let wildcard = cert("*.pbx.example");
+        let mut acme = snapshot("acme", 1, vec![]);
+        acme.platform_certificate = Some(wildcard.clone());
+        acme.domains = vec![pbx_contract::TenantDomain {
+            name: "pbx.customer.test".into(),
+            certificate: Some(cert("pbx.customer.test")),
+        }];
+        let mut globex = snapshot("globex", 1, vec![]);
+        globex.platform_certificate = Some(wildcard.clone());
+        let (ta, tg) = (acme.tenant_id, globex.tenant_id);
+        store.apply_snapshot(acme.clone());
+        store.apply_snapshot(globex);
+        let served = |name: &str| resolver.lookup(Some(name)).map(|k| k.cert[0].clone());
+        let wild = served("globex.pbx.example").expect("the wildcard, for any tenant FQDN");
+        assert_eq!(served("acme.pbx.example"), Some(wild.clone()));
+        let custom = served("pbx.customer.test").expect("the custom domain's own");
+        assert_ne!(custom, wild);
+        // The custom domain selects the tenant too.
+        assert_eq!(store.by_fqdn("PBX.customer.test.").map(|s| s.tenant_id), Some(ta));
+        // One tenant gone: the wildcard stays for the others; its custom domain goes.
+        assert!(store.remove_tenant(ta));
+        assert_eq!(served("globex.pbx.example"), Some(wild.clone()));
+        assert!(served("pbx.customer.test").is_none());
+        assert!(store.by_fqdn("pbx.customer.test").is_none());
+        // A renewed wildcard replaces it for everyone.
+        let mut globex = (*store.get(tg).unwrap()).clone();
+        globex.platform_certificate = Some(cert("*.pbx.example"));
+        globex.version = 2;
+        store.apply_snapshot(globex.clone());
+        let renewed = served("other.pbx.example").expect("renewed");
+        assert_ne!(renewed, wild);
+        // The last snapshot without it: no longer served.
+        globex.platform_certificate = None;
+        globex.version = 3;
+        store.apply_snapshot(globex);
+        assert!(served("globex.pbx.example").is_none());
     }
 }

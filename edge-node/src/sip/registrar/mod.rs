@@ -1,4 +1,4 @@
-//! The registrar (SPEC T2, RFC 3261 §10.3): digest authentication with realm = tenant FQDN,
+//! The registrar (SPEC T2, RFC 3261 §10.3): digest authentication with realm = the tenant domain addressed (FQDN or verified custom domain),
 //! brute-force lockout, and bindings kept in [`LiveState`] so the console and other edges see
 //! them.
 //!
@@ -322,7 +322,8 @@ impl Registrar {
         now: SystemTime,
         scheme: AuthScheme,
     ) -> Result<(), SipResponse> {
-        let realm = tenant.fqdn.as_str();
+        // The domain the request addressed (the FQDN or a verified custom domain) is the realm.
+        let realm = tenant.sip_domain(&req.uri.host).unwrap_or(tenant.fqdn.as_str());
         let account = AccountKey::new(tenant.tenant_id, extension.to_owned());
         let access = lock(&self.lockout).check(source.ip(), &account, now);
         if access != Access::Allowed {
@@ -440,7 +441,8 @@ impl Registrar {
         if !tenant.state.in_service() {
             return Self::respond(req, 403, "Forbidden", source);
         }
-        let realm = tenant.fqdn.as_str();
+        // The FQDN or a verified custom domain: the realm of this registration.
+        let realm = tenant.sip_domain(&req.uri.host).unwrap_or(tenant.fqdn.as_str());
 
         // Step 5 (checked early): the AOR (To) is in this domain; its user is the extension.
         let Ok(to) = req.to() else {

@@ -41,6 +41,8 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
         queue_options: Default::default(),
         certificate: None,
         schedules: Vec::new(),
+        domains: Vec::new(),
+        platform_certificate: None,
     }
 }
 
@@ -784,4 +786,54 @@ async fn keepalives_ping_udp_phones_and_mark_silent_ones_unreachable() {
     assert_eq!(register(3).await.status, 200);
     assert!(fx.reg.is_reachable(phone_addr));
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_verified_custom_domain_selects_the_tenant_and_is_the_realm() {
+    const CUSTOM: &str = "pbx.customer.test";
+    let fx = fixture();
+    // Not in the snapshot (pending, or never added): not ours.
+    let resp = fx
+        .reg
+        .register(&Req::new(CUSTOM, 1).build(), src(), "udp", t(0))
+        .await;
+    assert_eq!(resp.status, 403);
+    // Verified: the control plane lists it in the tenant's snapshot.
+    let mut snap = (*fx.store.get(fx.a).expect("tenant a")).clone();
+    snap.domains = vec![pbx_contract::TenantDomain {
+        name: CUSTOM.to_owned(),
+        certificate: None,
+    }];
+    snap.version += 1;
+    fx.store.apply_snapshot(snap.clone());
+    let ch = first_challenge(&fx, CUSTOM, t(1)).await;
+    assert_eq!(param(&ch, "realm"), CUSTOM);
+    let mut req = Req::new(CUSTOM, 2);
+    req.auth = Some(answer(&ch, DigestAlgorithm::Md5, "100", PASS_A, CUSTOM, 1));
+    let resp = fx.reg.register(&req.build(), src(), "udp", t(2)).await;
+    assert_eq!(resp.status, 200);
+    // The binding is tenant a's extension 100, the same as through the FQDN.
+    let b = fx.reg.bindings(fx.a, "100").await.expect("bindings");
+    assert_eq!(b.len(), 1);
+    assert!(fx.reg.bindings(fx.b, "100").await.expect("bindings").is_empty());
+    // Tenant b's password does not work there, and the AOR must be in the addressed domain.
+    let ch = first_challenge(&fx, CUSTOM, t(3)).await;
+    let mut req = Req::new(CUSTOM, 3);
+    req.aor_host = B;
+    req.auth = Some(answer(&ch, DigestAlgorithm::Md5, "100", PASS_A, CUSTOM, 1));
+    assert_eq!(
+        fx.reg.register(&req.build(), src(), "udp", t(3)).await.status,
+        403
+    );
+    // Withdrawn (failed or deleted): the domain selects nobody again.
+    snap.domains.clear();
+    snap.version += 1;
+    fx.store.apply_snapshot(snap);
+    assert!(fx.store.by_fqdn(CUSTOM).is_none());
+    assert_eq!(fx.store.by_fqdn(A).map(|s| s.tenant_id), Some(fx.a));
+    let resp = fx
+        .reg
+        .register(&Req::new(CUSTOM, 4).build(), src(), "udp", t(4))
+        .await;
+    assert_eq!(resp.status, 403);
 }

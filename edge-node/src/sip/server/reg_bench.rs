@@ -67,6 +67,8 @@ fn handler() -> Edge {
         queue_options: Default::default(),
         certificate: None,
         schedules: Vec::new(),
+        domains: Vec::new(),
+        platform_certificate: None,
     });
     let live: Arc<dyn LiveState> = Arc::new(MemoryLiveState::new());
     let registrar = Registrar::new(

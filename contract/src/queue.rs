@@ -257,6 +257,10 @@ pub struct QueueConfig<A> {
     /// Service level (SPEC Q14; Enterprise). Reports and notifications read it; the engine
     /// only carries it.
     pub sla: Option<SlaConfig>,
+    /// Queue call logs visible to agents (SPEC Q12; Enterprise: queue console). Absent: agents
+    /// see none of the queue's calls (the seed's option is off by default).
+    #[serde(default = "no_call_log_access")]
+    pub call_log_access: Option<CallLogAccess<A>>,
 }
 
 /// 服务水平协议 (seed 001 lines 1921-1926): the share of calls answered within `time_secs`.
@@ -277,6 +281,48 @@ impl Default for SlaConfig {
             time_secs: 60,
             evaluation_interval_mins: 60,
             alert_threshold_percent: 80,
+        }
+    }
+}
+
+/// Which agents see the queue's call log in their client (seed 001 队列面板权限 > 坐席 >
+/// 队列通话记录, 成员).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallLogMembers<A> {
+    /// 所有: every agent of the queue.
+    All,
+    /// 指定坐席: only these agents, each a member of the queue.
+    Agents(Vec<A>),
+}
+
+/// Which of the queue's calls the granted agents see (查看范围).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallLogScope {
+    /// Both of the below.
+    All,
+    /// 呼入: the queue calls the agent answered.
+    Inbound,
+    /// 未接来电: the queue's calls nobody answered, with their disposition.
+    Missed,
+}
+
+/// Queue call logs visible to agents (SPEC Q12). A control-plane concern carried in the
+/// queue's settings; the edge's engine ignores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogAccess<A> {
+    pub members: CallLogMembers<A>,
+    pub scope: CallLogScope,
+}
+
+impl<A: PartialEq> CallLogAccess<A> {
+    /// Whether `agent`, a member of the queue or not (`is_member`), may see the call log.
+    pub fn grants(&self, agent: &A, is_member: bool) -> bool {
+        match &self.members {
+            CallLogMembers::All => is_member,
+            CallLogMembers::Agents(list) => is_member && list.contains(agent),
         }
     }
 }
@@ -478,6 +524,7 @@ impl<A> QueueConfig<A> {
             key_events: Vec::new(),
             rejoin_abandoned_within_mins: None,
             sla: None,
+            call_log_access: None,
         }
     }
 
@@ -492,6 +539,10 @@ impl<A> QueueConfig<A> {
         }
         if self.sla.is_some() {
             features.push(Feature::QueueSla);
+        }
+        // Seed 001: the queue panel permissions (队列面板权限) come with the queue console.
+        if self.call_log_access.is_some() {
+            features.push(Feature::QueueConsole);
         }
         features
     }
@@ -510,6 +561,7 @@ impl<A> QueueConfig<A> {
                 Feature::SkillRouting => self.skill_routing = false,
                 Feature::QueueCallback => self.callback = None,
                 Feature::QueueSla => self.sla = None,
+                Feature::QueueConsole => self.call_log_access = None,
                 _ => {}
             }
         }
@@ -548,6 +600,15 @@ impl<A> QueueConfig<A> {
             key_events: self.key_events,
             rejoin_abandoned_within_mins: self.rejoin_abandoned_within_mins,
             sla: self.sla,
+            call_log_access: self.call_log_access.map(|a| CallLogAccess {
+                members: match a.members {
+                    CallLogMembers::All => CallLogMembers::All,
+                    CallLogMembers::Agents(list) => {
+                        CallLogMembers::Agents(list.into_iter().map(&mut f).collect())
+                    }
+                },
+                scope: a.scope,
+            }),
         }
     }
 
@@ -667,6 +728,7 @@ impl<A: Eq + Hash + Display> QueueConfig<A> {
                 }
             }
         }
+        self.validate_call_log_access()?;
         if let Some(survey) = &self.survey {
             if survey.prompt.is_empty() {
                 return Err(invalid("survey.prompt", "is required"));
@@ -732,6 +794,31 @@ impl<A: Eq + Hash + Display> QueueConfig<A> {
         Ok(())
     }
 
+    /// Specific agents (指定坐席): at least one, each once, each a member of the queue.
+    fn validate_call_log_access(&self) -> Result<(), InvalidQueueConfig> {
+        let Some(CallLogAccess {
+            members: CallLogMembers::Agents(list),
+            ..
+        }) = &self.call_log_access
+        else {
+            return Ok(());
+        };
+        const FIELD: &str = "call_log_access.members.agents";
+        if list.is_empty() {
+            return Err(invalid(FIELD, "name at least one agent, or use \"all\""));
+        }
+        let mut seen = HashSet::new();
+        for a in list {
+            if !seen.insert(a) {
+                return Err(invalid(FIELD, format!("agent {a} is listed twice")));
+            }
+            if !self.members.iter().any(|m| &m.agent == a) {
+                return Err(invalid(FIELD, format!("agent {a} is not a member of the queue")));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_members(&self) -> Result<(), InvalidQueueConfig> {
         let mut seen = HashSet::new();
         for m in &self.members {
@@ -791,6 +878,11 @@ impl EngineOptions {
         }
         Ok(())
     }
+}
+
+/// `#[serde(default)]` without its `A: Default` bound (an engine's agent id has none).
+fn no_call_log_access<A>() -> Option<CallLogAccess<A>> {
+    None
 }
 
 fn default_skill_level() -> u8 {
@@ -859,6 +951,79 @@ mod tests {
         let missing = q.strip_unavailable(|f| f == Feature::QueueSla);
         assert_eq!(missing, vec![Feature::SkillRouting, Feature::QueueCallback]);
         assert!(!q.skill_routing && q.callback.is_none() && q.sla.is_some());
+    }
+
+    #[test]
+    fn call_log_access_wire_shape_validation_and_plan() {
+        let mut q: QueueConfig<String> = serde_json::from_value(json!({
+            "number": "6400", "name": "Sales", "strategy": "ring_all", "skill_routing": false,
+            "max_wait_secs": 60, "failover": {"type": "hang_up"}, "time_routing": null,
+            "agent_options": {}, "prompts": {}, "capacity": 0, "key_events": [],
+            "members": [{"agent": "2006", "kind": "static"}, {"agent": "2007", "kind": "dynamic"}],
+            "alert_info": null, "client_ringtone": null, "leave_when_empty": null,
+            "refuse_join_when_empty": null, "callback": null, "priority": null, "survey": null,
+            "rejoin_abandoned_within_mins": null, "sla": null,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Absent is off, and needs no plan feature.
+        assert_eq!(q.call_log_access, None);
+        assert!(q.required_features().is_empty());
+        q.call_log_access =
+            serde_json::from_value(json!({"members": {"agents": ["2006"]}, "scope": "missed"}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            q.call_log_access,
+            Some(CallLogAccess {
+                members: CallLogMembers::Agents(vec!["2006".to_owned()]),
+                scope: CallLogScope::Missed
+            })
+        );
+        assert!(q.validate().is_ok());
+        let v = serde_json::to_value(&q).unwrap_or_default();
+        assert_eq!(
+            v["call_log_access"],
+            json!({"members": {"agents": ["2006"]}, "scope": "missed"})
+        );
+        let all: CallLogAccess<String> =
+            serde_json::from_value(json!({"members": "all", "scope": "inbound"}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(all.grants(&"2007".to_owned(), true) && !all.grants(&"2008".to_owned(), false));
+        assert!(q
+            .call_log_access
+            .as_ref()
+            .is_some_and(|a| a.grants(&"2006".to_owned(), true) && !a.grants(&"2007".to_owned(), true)));
+        assert!(
+            serde_json::from_value::<CallLogAccess<String>>(json!({"members": "some", "scope": "all"}))
+                .is_err()
+        );
+        assert!(serde_json::from_value::<CallLogAccess<String>>(
+            json!({"members": "all", "scope": "outbound"})
+        )
+        .is_err());
+        // Listed agents must be members of the queue, once each; the list is not empty.
+        for bad in [json!(["2008"]), json!(["2006", "2006"]), json!([])] {
+            q.call_log_access = Some(CallLogAccess {
+                members: CallLogMembers::Agents(serde_json::from_value(bad).unwrap_or_default()),
+                scope: CallLogScope::All,
+            });
+            assert_eq!(
+                q.validate().map_err(|e| e.field),
+                Err("call_log_access.members.agents")
+            );
+        }
+        // The queue console's feature; mapped with the members; stripped without the plan.
+        q.call_log_access = Some(CallLogAccess {
+            members: CallLogMembers::Agents(vec!["2007".into()]),
+            scope: CallLogScope::All,
+        });
+        assert_eq!(q.required_features(), vec![Feature::QueueConsole]);
+        let mapped = q.clone().map_agents(|a| a.len() + 1);
+        assert_eq!(
+            mapped.call_log_access.map(|a| a.members),
+            Some(CallLogMembers::Agents(vec![5]))
+        );
+        assert_eq!(q.strip_unavailable(|_| false), vec![Feature::QueueConsole]);
+        assert_eq!(q.call_log_access, None);
     }
 
     #[test]

@@ -22,9 +22,12 @@ fn pairs(query: Pairs) -> Result<Vec<(String, String)>> {
         .map_err(|e| Error::invalid("query", e.body_text()))
 }
 
-/// The tenant's queue calls, newest first, with filters and cursor pagination. Readable by the
-/// operator, the tenant's reseller, tenant admins and queue managers (agents: 403); plan
-/// Enterprise (feature queue_reports). Times and durations are milliseconds.
+/// The tenant's queue calls, newest first, with filters and cursor pagination. The operator,
+/// the tenant's reseller, tenant admins and queue managers read every call; an agent (a user
+/// linked to an extension) reads what the queues' `call_log_access` grants its extension: the
+/// calls it answered (scope inbound), the calls nobody answered (missed), or both (all); an
+/// agent without a grant gets an empty page. Plan Enterprise (feature queue_reports). Times
+/// and durations are milliseconds.
 #[utoipa::path(get, path = "/api/v1/tenants/{slug}/queue-calls", tag = "queue-calls",
     params(("slug" = String, Path), QueueCallQuery),
     responses((status = 200, body = QueueCallPage), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -41,7 +44,7 @@ pub async fn list_queue_calls(
 }
 
 /// One queue call; a call that visited several queues is shown for its last one unless
-/// `queue` names another.
+/// `queue` names another (for an agent: its last one the agent may see; 404 for the rest).
 #[utoipa::path(get, path = "/api/v1/tenants/{slug}/queue-calls/{call_id}", tag = "queue-calls",
     params(("slug" = String, Path), ("call_id" = String, Path),
         ("queue" = Option<String>, Query, description = "the queue number")),
@@ -60,6 +63,8 @@ pub async fn get_queue_call(
 /// Move a missed, abandoned or failed-callback call's disposition forward (unhandled ->
 /// handling -> handled; backwards is 409). The caller's other such calls to the queue within
 /// the queue's `disposition_sync_hours` before now follow (forward only), marked `auto_synced`.
+/// Agents change the missed calls they may see (404 for calls they may not, 403 for answered
+/// ones).
 #[utoipa::path(patch, path = "/api/v1/tenants/{slug}/queue-calls/{call_id}", tag = "queue-calls",
     params(("slug" = String, Path), ("call_id" = String, Path),
         ("queue" = Option<String>, Query, description = "the queue number")),
@@ -79,7 +84,7 @@ pub async fn update_queue_call(
 }
 
 /// Agent session logs: logged-in, paused (with reason) and wrap-up intervals per agent and
-/// queue, newest first (same readers and plan as queue calls).
+/// queue, newest first (same readers and plan as queue calls; agents: 403).
 #[utoipa::path(get, path = "/api/v1/tenants/{slug}/agent-sessions", tag = "queue-calls",
     params(("slug" = String, Path), AgentSessionQuery),
     responses((status = 200, body = AgentSessionPage), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -129,3 +134,5 @@ pub async fn put_queue_notifications(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_agents;

@@ -51,9 +51,10 @@ pub async fn tenant_for_admin(conn: &mut Conn, principal: &Principal, slug: &str
     }
 }
 
-/// As [`tenant_for`], for reading call logs: operators, the tenant's reseller, its admins and
-/// queue managers. Agents are refused: no user is linked to an extension yet, so there is no
-/// way to narrow the log to an agent's own calls.
+/// As [`tenant_for`], for reading call logs whole: operators, the tenant's reseller, its admins
+/// and queue managers. Agents are refused: the only log they read is the queue call log,
+/// narrowed to what the queues' `call_log_access` grants their extension
+/// (`service::queue_calls`).
 pub async fn tenant_for_call_logs(conn: &mut Conn, principal: &Principal, slug: &str) -> Result<Tenant> {
     let (tenant, _) = tenant_for(conn, principal, slug).await?;
     match principal.role {

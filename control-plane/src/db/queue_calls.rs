@@ -290,6 +290,25 @@ pub async fn get(
     row.as_ref().map(from_row).transpose()
 }
 
+/// As [`get`], among the rows `visible` lets an agent see (all rows with `None`).
+pub async fn get_visible(
+    conn: &mut Conn,
+    tenant: TenantId,
+    call_id: CallId,
+    queue: Option<&str>,
+    visible: Option<&AgentVisibility>,
+) -> Result<Option<QueueCall>> {
+    let mut sql = Sql::new(
+        format!("SELECT {COLUMNS} FROM queue_calls WHERE tenant_id = $1"),
+        tenant,
+    );
+    sql.eq("call_id", Some(Arg::Text(call_id.to_string())));
+    sql.eq("queue_number", queue.map(|q| Arg::Text(q.to_owned())));
+    sql.visible_to(visible);
+    sql.text += " ORDER BY first_event_ms DESC, queue_number DESC LIMIT 1";
+    sql.fetch(conn).await?.first().map(from_row).transpose()
+}
+
 /// Moves the call's disposition forward to `to`. Returns false when it is there or beyond
 /// already (or has none: an answered call needs no handling).
 pub async fn advance_disposition(
@@ -364,6 +383,28 @@ pub struct QueueCallFilter {
     pub until_ms: Option<i64>,
     /// Keyset cursor: only calls after this one in newest-first order.
     pub after: Option<(i64, CallId, String)>,
+    /// An agent reads: only what the queues' `call_log_access` grants it.
+    pub visible_to: Option<AgentVisibility>,
+}
+
+/// What an agent may see of the queue call log (SPEC Q12): in `answered_in`, the calls it
+/// answered itself (answered, callback succeeded); in `missed_in`, the calls nobody answered
+/// (every other outcome; calls still waiting have none and are not shown).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentVisibility {
+    /// The agent's extension number.
+    pub agent: String,
+    pub answered_in: Vec<String>,
+    pub missed_in: Vec<String>,
+}
+
+const ANSWERED: &str = "('answered', 'callback_succeeded')";
+
+impl AgentVisibility {
+    /// Whether a call with this outcome counts as answered (as opposed to missed).
+    pub fn is_answered(outcome: Option<Outcome>) -> bool {
+        matches!(outcome, Some(Outcome::Answered | Outcome::CallbackSucceeded))
+    }
 }
 
 enum Arg {
@@ -397,6 +438,27 @@ impl Sql {
         }
     }
 
+    /// `column IN (...)` with bound values; always false for no values.
+    fn one_of(&mut self, column: &str, values: &[String]) -> String {
+        if values.is_empty() {
+            return "1 = 0".into();
+        }
+        let params: Vec<String> = values.iter().map(|v| self.arg(Arg::Text(v.clone()))).collect();
+        format!("{column} IN ({})", params.join(", "))
+    }
+
+    /// Narrows the query to the rows an agent may see.
+    fn visible_to(&mut self, v: Option<&AgentVisibility>) {
+        let Some(v) = v else { return };
+        let answered_in = self.one_of("queue_number", &v.answered_in);
+        let agent = self.arg(Arg::Text(v.agent.clone()));
+        let missed_in = self.one_of("queue_number", &v.missed_in);
+        self.text += &format!(
+            " AND (({answered_in} AND outcome IN {ANSWERED} AND agent = {agent}) \
+               OR ({missed_in} AND outcome IS NOT NULL AND outcome NOT IN {ANSWERED}))"
+        );
+    }
+
     async fn fetch(self, conn: &mut Conn) -> Result<Vec<sqlx::any::AnyRow>> {
         let mut query = sqlx::query(&self.text);
         for arg in self.args {
@@ -427,6 +489,7 @@ pub async fn list(
         filter.disposition.map(|d| Arg::Text(d.as_str().into())),
     );
     sql.eq("caller_number", filter.caller.clone().map(Arg::Text));
+    sql.visible_to(filter.visible_to.as_ref());
     if let Some(since) = filter.since_ms {
         let p = sql.arg(Arg::Int(since));
         sql.text += &format!(" AND first_event_ms >= {p}");

@@ -637,6 +637,101 @@ on_both_backends!(contacts_and_groups_are_scoped_by_tenant, |db: Db| async move 
 });
 
 on_both_backends!(
+    users_link_to_extensions_of_their_tenant_only,
+    |db: Db| async move {
+        let (a, b) = two_tenants(&db).await;
+        let mut c = db.acquire().await.unwrap();
+        let ext = |number| extensions::NewExtension {
+            id: ExtensionId::new(),
+            number,
+            display_name: "x",
+            email: None,
+            sip_secret_enc: "v1:x",
+            recording: pbx_contract::RecordingPolicy::Off,
+            ring_timeout_secs: 30,
+        };
+        let a_ext = extensions::insert(&mut c, a.id, &ext("102")).await.unwrap();
+        let b_ext = extensions::insert(&mut c, b.id, &ext("102")).await.unwrap();
+        let user = |email| users::NewUser {
+            email,
+            display_name: "u",
+            role: Role::Agent,
+            password_hash: None,
+            must_change_password: false,
+            reseller_id: None,
+        };
+        let u1 = users::insert(&mut c, Some(a.id), &user("1@x.test"))
+            .await
+            .unwrap();
+        let u2 = users::insert(&mut c, Some(a.id), &user("2@x.test"))
+            .await
+            .unwrap();
+        let ub = users::insert(&mut c, Some(b.id), &user("b@x.test"))
+            .await
+            .unwrap();
+        assert_eq!((u1.extension_id, u1.extension.as_deref()), (None, None));
+
+        // Another tenant's extension, or another tenant's user: nothing changes.
+        assert!(!users::set_extension(&mut c, a.id, u1.id, Some(b_ext.id))
+            .await
+            .unwrap());
+        assert!(!users::set_extension(&mut c, a.id, ub.id, Some(a_ext.id))
+            .await
+            .unwrap());
+        assert!(users::set_extension(&mut c, a.id, u1.id, Some(a_ext.id))
+            .await
+            .unwrap());
+        let got = users::get(&mut c, a.id, u1.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.extension_id, got.extension.as_deref()),
+            (Some(a_ext.id), Some("102"))
+        );
+        assert_eq!(
+            users::get_by_extension(&mut c, a.id, a_ext.id)
+                .await
+                .unwrap()
+                .map(|u| u.id),
+            Some(u1.id)
+        );
+        assert_eq!(
+            users::get_by_extension(&mut c, b.id, a_ext.id).await.unwrap(),
+            None
+        );
+        // One user per extension.
+        let dup = users::set_extension(&mut c, a.id, u2.id, Some(a_ext.id)).await;
+        assert!(
+            matches!(dup, Err(crate::Error::Conflict { ref field, .. }) if field == "extension"),
+            "{dup:?}"
+        );
+        // The number shown follows the extension.
+        let renumber = extensions::ExtensionPatch {
+            number: Some("112"),
+            display_name: None,
+            email: None,
+            sip_secret_enc: None,
+            recording: None,
+            ring_timeout_secs: None,
+        };
+        extensions::update(&mut c, a.id, a_ext.id, &renumber)
+            .await
+            .unwrap();
+        let listed = users::list(&mut c, a.id).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|u| u.extension.as_deref()).collect::<Vec<_>>(),
+            vec![Some("112"), None]
+        );
+        // Unlinked; and the foreign key unlinks a deleted extension as a last resort.
+        assert!(users::set_extension(&mut c, a.id, u1.id, None).await.unwrap());
+        assert!(users::set_extension(&mut c, a.id, u2.id, Some(a_ext.id))
+            .await
+            .unwrap());
+        assert!(extensions::delete(&mut c, a.id, a_ext.id).await.unwrap());
+        let u2 = users::get(&mut c, a.id, u2.id).await.unwrap().unwrap();
+        assert_eq!((u2.extension_id, u2.extension), (None, None));
+    }
+);
+
+on_both_backends!(
     prompts_and_queue_options_are_scoped_by_tenant,
     |db: Db| async move {
         let (a, b) = two_tenants(&db).await;

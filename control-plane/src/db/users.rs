@@ -1,6 +1,6 @@
 use super::{now_ms, parse_enum, parse_id, Conn};
 use crate::error::{is_unique_violation, Error, Result};
-use pbx_contract::{ResellerId, Role, TenantId, UserId};
+use pbx_contract::{ExtensionId, ResellerId, Role, TenantId, UserId};
 use sqlx::Row;
 
 /// A user row. `password_hash` never leaves the repository layer's callers in auth.
@@ -16,14 +16,20 @@ pub struct User {
     pub must_change_password: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The extension the user is linked to (SPEC Q12), and its number as of this read.
+    pub extension_id: Option<ExtensionId>,
+    pub extension: Option<String>,
 }
 
 const COLUMNS: &str = "id, tenant_id, reseller_id, email, display_name, role, password_hash, \
-                       must_change_password, created_at, updated_at";
+                       must_change_password, created_at, updated_at, extension_id, \
+                       (SELECT x.number FROM extensions x WHERE x.id = users.extension_id \
+                          AND x.tenant_id = users.tenant_id) AS extension_number";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<User> {
     let tenant: Option<String> = row.try_get("tenant_id")?;
     let reseller: Option<String> = row.try_get("reseller_id")?;
+    let extension: Option<String> = row.try_get("extension_id")?;
     Ok(User {
         id: parse_id(&row.try_get::<String, _>("id")?)?,
         tenant_id: tenant.as_deref().map(parse_id).transpose()?,
@@ -35,6 +41,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<User> {
         must_change_password: row.try_get::<i64, _>("must_change_password")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        extension_id: extension.as_deref().map(parse_id).transpose()?,
+        extension: row.try_get("extension_number")?,
     })
 }
 
@@ -166,6 +174,51 @@ pub async fn update(
         return Ok(None);
     }
     get(conn, tenant, id).await
+}
+
+/// Links the user to the tenant's extension `extension`, or unlinks it (`None`). Returns
+/// false when the user is not the tenant's, or the extension is not. 409 naming `extension`
+/// when another user has it.
+pub async fn set_extension(
+    conn: &mut Conn,
+    tenant: TenantId,
+    id: UserId,
+    extension: Option<ExtensionId>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE users SET extension_id = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2 \
+           AND ($3 IS NULL OR EXISTS (SELECT 1 FROM extensions x WHERE x.id = $3 AND x.tenant_id = $1))",
+    )
+    .bind(tenant.to_string())
+    .bind(id.to_string())
+    .bind(extension.map(|e| e.to_string()))
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await;
+    match done {
+        Err(e) if is_unique_violation(&e) => Err(Error::conflict(
+            "extension",
+            "another user is linked to this extension",
+        )),
+        Err(e) => Err(e.into()),
+        Ok(done) => Ok(done.rows_affected() == 1),
+    }
+}
+
+/// The tenant's user linked to the extension, if any.
+pub async fn get_by_extension(
+    conn: &mut Conn,
+    tenant: TenantId,
+    extension: ExtensionId,
+) -> Result<Option<User>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND extension_id = $2"
+    ))
+    .bind(tenant.to_string())
+    .bind(extension.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(from_row).transpose()
 }
 
 /// Sets a user's own password (the caller is the user, authenticated).

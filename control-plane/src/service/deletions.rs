@@ -228,7 +228,7 @@ async fn export(state: &AppState, job: &mut Deletion) -> Result<String> {
         .into_iter()
         .map(|u| {
             serde_json::json!({"id": u.id.to_string(), "email": u.email, "display_name": u.display_name,
-                "role": u.role, "created_at": u.created_at})
+                "role": u.role, "extension": u.extension, "created_at": u.created_at})
         })
         .collect();
     let extensions: Vec<_> = db::extensions::list(&mut tx, tenant.id)

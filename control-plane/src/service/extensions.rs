@@ -84,7 +84,7 @@ impl ExtensionView {
     }
 }
 
-mod double_option {
+pub(super) mod double_option {
     use serde::{Deserialize, Deserializer};
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
         Option::<String>::deserialize(d).map(Some)
@@ -185,6 +185,21 @@ async fn refuse_queue_agent(conn: &mut db::Conn, tenant: TenantId, number: &str)
     super::pbx_objects::refuse_ring_group_member(conn, tenant, number).await
 }
 
+/// An extension a user is linked to stays until the user lets it go (SPEC Q12): deleting it
+/// would silently change what the user sees.
+async fn refuse_linked_user(conn: &mut db::Conn, tenant: TenantId, ext: &Extension) -> Result<()> {
+    match db::users::get_by_extension(conn, tenant, ext.id).await? {
+        Some(user) => Err(Error::conflict(
+            "number",
+            format!(
+                "extension {} is linked to user {}; unlink the user first",
+                ext.number, user.email
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Finds an extension by its id or, when `key` is all digits, by its number.
 pub async fn find(conn: &mut db::Conn, tenant: TenantId, key: &str) -> Result<Extension> {
     let found = if key.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
@@ -273,6 +288,7 @@ pub async fn delete(state: &AppState, actor: &Actor, tenant: &Tenant, key: &str)
     let mut tx = state.db.begin().await?;
     let before = find(&mut tx, tenant.id, key).await?;
     refuse_queue_agent(&mut tx, tenant.id, &before.number).await?;
+    refuse_linked_user(&mut tx, tenant.id, &before).await?;
     db::extensions::delete(&mut tx, tenant.id, before.id).await?;
     db::audit::record(
         &mut tx,

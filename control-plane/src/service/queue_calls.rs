@@ -9,14 +9,16 @@ use crate::db::{
     self,
     audit::AuditEntry,
     queue_calls::{
-        AgentSession, CallFacts, Disposition, Outcome, QueueCall, QueueCallFilter, QueueNotify, SessionFilter,
+        AgentSession, AgentVisibility, CallFacts, Disposition, Outcome, QueueCall, QueueCallFilter,
+        QueueNotify, SessionFilter,
     },
     tenants::Tenant,
     Conn,
 };
 use crate::error::{Error, Result};
 use base64::Engine as _;
-use pbx_contract::{CallId, Feature, QueueEventRecord, TenantId};
+use pbx_contract::queue::CallLogScope;
+use pbx_contract::{CallId, Feature, QueueEventRecord, Role, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -527,14 +529,65 @@ async fn tenant(state: &AppState, ctx: &Ctx, slug: &str) -> Result<Tenant> {
     Ok(tenant)
 }
 
+/// What the agent `user` of `tenant` may see of the queue call log (SPEC Q12): for each queue
+/// whose `call_log_access` grants the user's extension, its answered calls, missed calls or
+/// both. Nothing for a user linked to no extension, or without the queue console.
+pub async fn agent_visibility(
+    conn: &mut Conn,
+    tenant: &Tenant,
+    user: pbx_contract::UserId,
+) -> Result<AgentVisibility> {
+    let mut v = AgentVisibility::default();
+    let Some(agent) = db::users::get(conn, tenant.id, user)
+        .await?
+        .and_then(|u| u.extension)
+    else {
+        return Ok(v);
+    };
+    if plan_gate::require(tenant, Feature::QueueConsole).is_ok() {
+        for q in db::queues::list(conn, tenant.id).await? {
+            let Some(access) = &q.config.call_log_access else {
+                continue;
+            };
+            let member = q.config.members.iter().any(|m| m.agent == agent);
+            if !access.grants(&agent, member) {
+                continue;
+            }
+            if matches!(access.scope, CallLogScope::All | CallLogScope::Inbound) {
+                v.answered_in.push(q.config.number.clone());
+            }
+            if matches!(access.scope, CallLogScope::All | CallLogScope::Missed) {
+                v.missed_in.push(q.config.number.clone());
+            }
+        }
+    }
+    v.agent = agent;
+    Ok(v)
+}
+
+/// The tenant for reading queue call logs and, for an agent, what it may see of them (every
+/// other reader sees everything). Agents without a grant see nothing rather than a 403: the
+/// grant is per queue, and a queue may grant one tomorrow.
+async fn reader(state: &AppState, ctx: &Ctx, slug: &str) -> Result<(Tenant, Option<AgentVisibility>)> {
+    if ctx.principal.role != Role::Agent {
+        return Ok((tenant(state, ctx, slug).await?, None));
+    }
+    let mut conn = state.db.acquire().await?;
+    let (tenant, _) = access::tenant_for(&mut conn, &ctx.principal, slug).await?;
+    plan_gate::require(&tenant, Feature::QueueReports)?;
+    let visible = agent_visibility(&mut conn, &tenant, ctx.principal.user_id).await?;
+    Ok((tenant, Some(visible)))
+}
+
 pub async fn list_calls(
     state: &AppState,
     ctx: &Ctx,
     slug: &str,
     pairs: &[(String, String)],
 ) -> Result<QueueCallPage> {
-    let tenant = tenant(state, ctx, slug).await?;
-    let (filter, limit) = parse_calls_query(pairs)?;
+    let (tenant, visible) = reader(state, ctx, slug).await?;
+    let (mut filter, limit) = parse_calls_query(pairs)?;
+    filter.visible_to = visible;
     let mut conn = state.db.acquire().await?;
     let mut rows = db::queue_calls::list(&mut conn, tenant.id, &filter, i64::from(limit) + 1).await?;
     let more = rows.len() > limit as usize;
@@ -548,9 +601,16 @@ pub async fn list_calls(
     })
 }
 
-async fn find(conn: &mut Conn, tenant: TenantId, call_id: &str, queue: Option<&str>) -> Result<QueueCall> {
+/// The call `(call_id, queue)` among those `visible` (all with `None`); 404 otherwise.
+async fn find(
+    conn: &mut Conn,
+    tenant: TenantId,
+    call_id: &str,
+    queue: Option<&str>,
+    visible: Option<&AgentVisibility>,
+) -> Result<QueueCall> {
     let id: CallId = call_id.parse().map_err(|_| Error::NotFound("queue call"))?;
-    db::queue_calls::get(conn, tenant, id, queue)
+    db::queue_calls::get_visible(conn, tenant, id, queue, visible)
         .await?
         .ok_or(Error::NotFound("queue call"))
 }
@@ -574,11 +634,11 @@ pub async fn get_call(
     call_id: &str,
     pairs: &[(String, String)],
 ) -> Result<QueueCallView> {
-    let tenant = tenant(state, ctx, slug).await?;
+    let (tenant, visible) = reader(state, ctx, slug).await?;
     let queue = queue_param(pairs)?;
     let mut conn = state.db.acquire().await?;
     Ok(QueueCallView::from(
-        &find(&mut conn, tenant.id, call_id, queue).await?,
+        &find(&mut conn, tenant.id, call_id, queue, visible.as_ref()).await?,
     ))
 }
 
@@ -593,10 +653,17 @@ pub async fn set_disposition(
     pairs: &[(String, String)],
     change: &DispositionChange,
 ) -> Result<QueueCallView> {
-    let tenant = tenant(state, ctx, slug).await?;
+    let (tenant, visible) = reader(state, ctx, slug).await?;
     let queue = queue_param(pairs)?;
     let mut tx = state.db.begin().await?;
-    let call = find(&mut tx, tenant.id, call_id, queue).await?;
+    let call = find(&mut tx, tenant.id, call_id, queue, visible.as_ref()).await?;
+    // Seed 001: agents manage the disposition of the missed calls they see; an answered call
+    // is theirs to read only.
+    if visible.is_some() && AgentVisibility::is_answered(call.outcome) {
+        return Err(Error::Forbidden(
+            "agents may change the disposition of missed queue calls only".into(),
+        ));
+    }
     let Some(current) = call.disposition else {
         return Err(Error::conflict(
             "disposition",
@@ -657,7 +724,7 @@ pub async fn set_disposition(
         },
     )
     .await?;
-    let updated = find(&mut tx, tenant.id, call_id, Some(&call.queue_number)).await?;
+    let updated = find(&mut tx, tenant.id, call_id, Some(&call.queue_number), None).await?;
     tx.commit().await?;
     Ok(QueueCallView::from(&updated))
 }

@@ -12,7 +12,7 @@ use crate::db::{
     Conn,
 };
 use crate::error::{Error, Result};
-use pbx_contract::{Role, TenantId, UserId};
+use pbx_contract::{ExtensionId, Role, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -23,6 +23,9 @@ pub struct CreateUser {
     pub display_name: Option<String>,
     /// tenant_admin, queue_manager or agent.
     pub role: Role,
+    /// The number of the tenant's extension this user works at (an agent sees the queue calls
+    /// of that extension, SPEC Q12); one user per extension.
+    pub extension: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -30,6 +33,10 @@ pub struct CreateUser {
 pub struct UpdateUser {
     pub display_name: Option<String>,
     pub role: Option<Role>,
+    /// An extension number links the user to it; `null` unlinks; absent leaves it.
+    #[serde(default, with = "super::extensions::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub extension: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -43,6 +50,8 @@ pub struct UserView {
     pub role: Role,
     pub must_change_password: bool,
     pub created_at: i64,
+    /// The number of the extension the user is linked to.
+    pub extension: Option<String>,
 }
 
 impl From<&User> for UserView {
@@ -55,6 +64,7 @@ impl From<&User> for UserView {
             role: u.role,
             must_change_password: u.must_change_password,
             created_at: u.created_at,
+            extension: u.extension.clone(),
         }
     }
 }
@@ -67,7 +77,44 @@ pub struct CreatedUser {
 }
 
 pub(crate) fn audit_json(u: &User) -> serde_json::Value {
-    serde_json::json!({"id": u.id, "email": u.email, "display_name": u.display_name, "role": u.role, "tenant_id": u.tenant_id})
+    serde_json::json!({"id": u.id, "email": u.email, "display_name": u.display_name, "role": u.role,
+        "tenant_id": u.tenant_id, "extension": u.extension})
+}
+
+/// The tenant's extension `number` for linking to user `user` (None: a new user): 422 naming
+/// `extension` when the tenant has no such extension, 409 when another user is linked to it.
+async fn linkable_extension(
+    conn: &mut Conn,
+    tenant: TenantId,
+    number: &str,
+    user: Option<UserId>,
+) -> Result<ExtensionId> {
+    let ext = db::extensions::get_by_number(conn, tenant, number)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "extension",
+                format!("extension {number} does not exist in this tenant"),
+            )
+        })?;
+    if let Some(other) = db::users::get_by_extension(conn, tenant, ext.id).await? {
+        if Some(other.id) != user {
+            return Err(Error::conflict(
+                "extension",
+                format!("extension {number} is linked to user {} already", other.email),
+            ));
+        }
+    }
+    Ok(ext.id)
+}
+
+/// Links `user` to `extension` (or unlinks it) in the caller's transaction.
+async fn link(conn: &mut Conn, tenant: TenantId, user: UserId, extension: Option<ExtensionId>) -> Result<()> {
+    if db::users::set_extension(conn, tenant, user, extension).await? {
+        Ok(())
+    } else {
+        Err(Error::NotFound("user"))
+    }
 }
 
 pub async fn insert_with_one_time_password(
@@ -123,7 +170,11 @@ pub async fn create(state: &AppState, ctx: &Ctx, tenant: &Tenant, input: CreateU
     let display_name = input.display_name.clone().unwrap_or_else(|| input.email.clone());
     validate::display_name("display_name", &display_name)?;
     let mut tx = state.db.begin().await?;
-    let created = insert_with_one_time_password(
+    let extension = match &input.extension {
+        Some(n) => Some(linkable_extension(&mut tx, tenant.id, n, None).await?),
+        None => None,
+    };
+    let mut created = insert_with_one_time_password(
         &mut tx,
         &ctx.actor(),
         tenant,
@@ -132,8 +183,34 @@ pub async fn create(state: &AppState, ctx: &Ctx, tenant: &Tenant, input: CreateU
         input.role,
     )
     .await?;
+    if let Some(ext) = extension {
+        // The audit entry of the creation has no extension; the link is audited apart.
+        link(&mut tx, tenant.id, created.user.id, Some(ext)).await?;
+        let user = db::users::get(&mut tx, tenant.id, created.user.id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        audit_link(&mut tx, &ctx.actor(), tenant.id, &user).await?;
+        created.user = UserView::from(&user);
+    }
     tx.commit().await?;
     Ok(created)
+}
+
+/// The audit entry of a link made at creation (later links are in `user.update`).
+async fn audit_link(conn: &mut Conn, actor: &Actor, tenant: TenantId, user: &User) -> Result<()> {
+    db::audit::record(
+        conn,
+        actor,
+        &AuditEntry {
+            tenant: Some(tenant),
+            action: "user.extension",
+            entity: "user",
+            entity_id: &user.id.to_string(),
+            before: Some(serde_json::json!({ "extension": null })),
+            after: Some(serde_json::json!({ "extension": user.extension })),
+        },
+    )
+    .await
 }
 
 pub async fn list(state: &AppState, tenant: &Tenant) -> Result<Vec<UserView>> {
@@ -180,6 +257,13 @@ pub async fn update(
     let before = db::users::get(&mut tx, tenant.id, id)
         .await?
         .ok_or(Error::NotFound("user"))?;
+    if let Some(number) = &input.extension {
+        let ext = match number {
+            Some(n) => Some(linkable_extension(&mut tx, tenant.id, n, Some(id)).await?),
+            None => None,
+        };
+        link(&mut tx, tenant.id, id, ext).await?;
+    }
     let after = db::users::update(
         &mut tx,
         tenant.id,

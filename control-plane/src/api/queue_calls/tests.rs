@@ -726,7 +726,8 @@ on_both_backends!(dispositions_move_forward_and_auto_sync, |db: Db| async move {
     assert_eq!(n, 3);
     drop(conn);
 
-    // Another tenant sees nothing; a Standard plan lacks queue reports; agents may not read.
+    // Another tenant sees nothing; a Standard plan lacks queue reports; agents see only what
+    // their queues grant.
     let (_, other) = tenant(&app, "bravo", "enterprise").await;
     let r = app
         .call(
@@ -766,9 +767,10 @@ on_both_backends!(dispositions_move_forward_and_auto_sync, |db: Db| async move {
             Some("acme"),
         )
         .await;
+    // An agent linked to no extension sees none of the calls (SPEC Q12; tests_agents.rs).
     assert_eq!(
         patch(&app, &agent, m2, "handled").await.status,
-        StatusCode::FORBIDDEN
+        StatusCode::NOT_FOUND
     );
 });
 

@@ -48,6 +48,8 @@ en goodbye "Thank you. Goodbye."
 zh goodbye "谢谢，再见。"
 en invalid "The code you dialled is not valid."
 zh invalid "您拨打的特征码无效。"
+en ivr-welcome "Thank you for calling. Please make your selection, or dial an extension number."
+zh ivr-welcome "感谢您的来电。请选择菜单，或直接拨分机号码。"
 for d in 0 1 2 3 4 5 6 7 8 9; do
   en "digit-$d" "$d"
   zh "digit-$d" "$d"

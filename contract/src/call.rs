@@ -17,6 +17,11 @@ pub struct CallRecord {
     pub from_name: Option<String>,
     /// The number dialled.
     pub to: String,
+    /// The extension that answered when the number dialled is not that extension: a ring
+    /// group's member, a queue's agent, where an IVR sent the caller. None for a call to an
+    /// extension, and when nobody answered. Absent from older edges: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee: Option<String>,
     /// When the edge received the call.
     pub started_ms: i64,
     /// When the callee answered; None when nobody did.
@@ -128,6 +133,7 @@ mod tests {
             from: "101".into(),
             from_name: Some("Alice".into()),
             to: "102".into(),
+            callee: None,
             started_ms: 1_000,
             answered_ms: Some(4_000),
             ended_ms: 64_000,

@@ -35,6 +35,7 @@ pub const SHIPPED_PROMPTS: &[&str] = &[
     "digit-9",
     "goodbye",
     "invalid",
+    "ivr-welcome",
     "minutes",
     "moh",
     "queue-join",

@@ -35,6 +35,12 @@ pub struct TenantSnapshot {
     /// issued one by ACME. Absent from older control planes: none.
     #[serde(default)]
     pub certificate: Option<TenantCertificate>,
+    /// The tenant's ring groups (SPEC T7). Absent in snapshots of older control planes: none.
+    #[serde(default)]
+    pub ring_groups: Vec<crate::ring_group::RingGroup>,
+    /// The tenant's IVRs (SPEC T7). Absent in snapshots of older control planes: none.
+    #[serde(default)]
+    pub ivrs: Vec<crate::ivr::Ivr>,
     /// Business hours and holidays, one per time zone: a queue with time routing follows the
     /// one of its `time_routing.time_zone`. Absent from older control planes: none.
     #[serde(default)]
@@ -98,6 +104,14 @@ impl TenantSnapshot {
     /// The tenant's uploaded prompt called `name`, if any.
     pub fn prompt(&self, name: &str) -> Option<&crate::prompt::TenantPrompt> {
         self.prompts.iter().find(|p| p.name == name)
+    }
+
+    pub fn ring_group_by_number(&self, number: &str) -> Option<&crate::ring_group::RingGroup> {
+        self.ring_groups.iter().find(|g| g.number == number)
+    }
+
+    pub fn ivr_by_number(&self, number: &str) -> Option<&crate::ivr::Ivr> {
+        self.ivrs.iter().find(|v| v.number == number)
     }
 
     /// The business hours of a time zone.
@@ -204,6 +218,7 @@ mod tests {
         let snap: TenantSnapshot = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert!(snap.queues.is_empty());
         assert!(snap.prompts.is_empty());
+        assert!(snap.ring_groups.is_empty() && snap.ivrs.is_empty());
         assert!(snap.domains.is_empty() && snap.platform_certificate.is_none());
     }
 

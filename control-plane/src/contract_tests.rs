@@ -483,6 +483,7 @@ async fn call_ended_is_stored_once(db: Db, bus: Arc<dyn Bus>) {
         from: "100".into(),
         from_name: Some("Ann".into()),
         to: "101".into(),
+        callee: None,
         started_ms: 1_000,
         answered_ms: Some(5_000),
         ended_ms: 65_000,

@@ -276,6 +276,8 @@ pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Valu
                 "extensions": t.extensions.iter().map(|e| serde_json::json!({"number": e.number, "display_name": e.display_name})).collect::<Vec<_>>(),
                 "queues": t.queues.iter().map(|q| serde_json::json!({"number": q.number, "name": q.name})).collect::<Vec<_>>(),
                 "prompts": t.prompts.iter().map(|p| serde_json::json!({"name": p.name, "loaded": store.prompt_loaded(&p.key)})).collect::<Vec<_>>(),
+                "ring_groups": t.ring_groups.iter().map(|g| serde_json::json!({"number": g.number, "name": g.name})).collect::<Vec<_>>(),
+                "ivrs": t.ivrs.iter().map(|v| serde_json::json!({"number": v.number, "name": v.name})).collect::<Vec<_>>(),
             })
         })
         .collect();

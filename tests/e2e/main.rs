@@ -14,6 +14,7 @@ mod calls;
 mod production;
 mod queues;
 mod rfc4475;
+mod ring_groups;
 mod schemathesis;
 mod sip;
 mod support;

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A caller whose SDP says 127.0.0.1:`rtp_port` (field4 of uac_queue_wait_bye.xml).
-fn queue_caller(dir: &Path, sip: &str, ext: &str, dial: &str, rtp_port: u16) -> (bool, String) {
+pub(crate) fn queue_caller(dir: &Path, sip: &str, ext: &str, dial: &str, rtp_port: u16) -> (bool, String) {
     let csv: PathBuf = dir.join(format!("queue-caller-{}.csv", uuid::Uuid::new_v4().simple()));
     std::fs::write(
         &csv,
@@ -60,7 +60,7 @@ fn queue_caller(dir: &Path, sip: &str, ext: &str, dial: &str, rtp_port: u16) -> 
 }
 
 /// An even port bound for RTP, as the caller's media address.
-fn rtp_socket() -> UdpSocket {
+pub(crate) fn rtp_socket() -> UdpSocket {
     for _ in 0..100 {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         if s.local_addr().map(|a| a.port() % 2 == 0).unwrap_or(false) {
@@ -72,7 +72,7 @@ fn rtp_socket() -> UdpSocket {
 
 /// RTP received for `window`: (packets, payload bytes that are not G.711 silence, where
 /// they came from).
-fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize, Option<std::net::SocketAddr>) {
+pub(crate) fn listen(sock: &UdpSocket, window: Duration) -> (usize, usize, Option<std::net::SocketAddr>) {
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap_or_else(|e| panic!("{e}"));
     let until = Instant::now() + window;
@@ -116,15 +116,15 @@ async fn queue_events(
 }
 
 /// `pbx up` with the tenant and extensions of `calls::start`, its operator token, a client.
-struct Fx {
-    pbx: Pbx,
-    token: String,
-    client: reqwest::Client,
+pub(crate) struct Fx {
+    pub(crate) pbx: Pbx,
+    pub(crate) token: String,
+    pub(crate) client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
 impl Fx {
-    async fn start() -> Fx {
+    pub(crate) async fn start() -> Fx {
         Self::start_with(&[]).await
     }
 
@@ -149,13 +149,18 @@ impl Fx {
         assert_eq!(r.status, 200, "{}", r.text);
     }
 
-    async fn api(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> Resp {
+    pub(crate) async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Resp {
         let url = format!("{}{path}", self.pbx.api);
         call(&self.client, method, &url, Some(&self.token), body).await
     }
 
     /// Creates a queue of acme and waits until the edge holds it.
-    async fn create_queue(&self, queue: serde_json::Value) -> Resp {
+    pub(crate) async fn create_queue(&self, queue: serde_json::Value) -> Resp {
         let r = self
             .api(reqwest::Method::POST, "/api/v1/tenants/acme/queues", Some(&queue))
             .await;
@@ -190,12 +195,12 @@ impl Fx {
     }
 
     /// Registers `ext` of acme from `port`, retrying while the edge learns new extensions.
-    async fn register(&self, ext: &'static str, port: u16) {
+    pub(crate) async fn register(&self, ext: &'static str, port: u16) {
         self.pbx.register_soon(ext, "acme.localhost", port).await;
     }
 
     /// `ext` runs the caller scenario `xml` against `number`; it must finish it.
-    async fn dial(&self, xml: &'static str, ext: &'static str, number: &str) {
+    pub(crate) async fn dial(&self, xml: &'static str, ext: &'static str, number: &str) {
         let (dir, sip, dial) = (self.pbx.dir.clone(), self.pbx.sip.clone(), number.to_owned());
         let (ok, out) = tokio::task::spawn_blocking(move || {
             sipp_client(&dir, xml, free_udp_port(), &sip, ext, "acme.localhost", &dial)
@@ -211,7 +216,7 @@ impl Fx {
     }
 
     /// acme's call log entries, once `check` accepts them.
-    async fn call_logs_until(
+    pub(crate) async fn call_logs_until(
         &self,
         what: &str,
         check: impl Fn(&[serde_json::Value]) -> bool,
@@ -246,7 +251,7 @@ impl Fx {
         .await
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let mut proc = self.pbx.proc;
         let status = proc.stop("TERM").await;
         assert!(status.success(), "{}", proc.tail(40));
@@ -254,7 +259,7 @@ impl Fx {
 }
 
 /// RFC 4733 end packets (three, same timestamp) for each key, 120 ms apart.
-fn press_keys(sock: &UdpSocket, to: std::net::SocketAddr, keys: &str, ts0: u32) {
+pub(crate) fn press_keys(sock: &UdpSocket, to: std::net::SocketAddr, keys: &str, ts0: u32) {
     for (i, key) in keys.chars().enumerate() {
         let event = match key {
             '0'..='9' => key as u8 - b'0',
@@ -276,7 +281,7 @@ fn press_keys(sock: &UdpSocket, to: std::net::SocketAddr, keys: &str, ts0: u32) 
 }
 
 /// Where the edge plays from: the source of the first RTP packet that arrives.
-fn edge_media_addr(sock: &UdpSocket) -> Option<std::net::SocketAddr> {
+pub(crate) fn edge_media_addr(sock: &UdpSocket) -> Option<std::net::SocketAddr> {
     sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut buf = [0u8; 2048];
     sock.recv_from(&mut buf).ok().map(|(_, from)| from)

@@ -10,9 +10,12 @@ use crate::db::{
 };
 use crate::error::{Error, Problem, Result};
 use crate::service::extensions::edge_config;
+use crate::service::pbx_objects;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::Json;
 use http::request::Parts;
+use pbx_contract::ivr::Ivr;
+use pbx_contract::ring_group::RingGroup;
 use pbx_contract::{
     ExtensionConfig, ExtensionId, Role, TenantCertificate, TenantDomain, TenantId, TenantSnapshot,
     TenantVersion,
@@ -81,6 +84,8 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
     let options = db::queue_options::get(&mut tx, tenant).await?;
     let prompts = crate::service::prompts::edge_prompts(&mut tx, tenant).await?;
+    let ring_groups = pbx_objects::all_settings::<RingGroup>(&mut tx, tenant).await?;
+    let ivrs = pbx_objects::all_settings::<Ivr>(&mut tx, tenant).await?;
     let schedules = db::pbx_objects::list(&mut tx, tenant, db::pbx_objects::Kind::Schedule).await?;
     let fqdn = state.settings.fqdn(&t.slug);
     let mut certs = db::certificates::list(&mut tx, tenant).await?;
@@ -138,6 +143,8 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
         },
         prompts,
         certificate,
+        ring_groups,
+        ivrs,
         schedules: schedules
             .into_iter()
             .map(|row| {

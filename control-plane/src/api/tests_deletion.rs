@@ -86,6 +86,7 @@ async fn seed(app: &TestApp) -> Seeded {
         from: "100".into(),
         from_name: Some("Ann".into()),
         to: "200".into(),
+        callee: Some("201".into()),
         started_ms: 1_000,
         answered_ms: Some(2_000),
         ended_ms: 10_000,
@@ -289,6 +290,7 @@ async fn delete_and_check(app: &TestApp, fake: &FakeStripe, s: &Seeded) -> Vec<(
     let files = tar::read(&archive.bytes().await.unwrap()).unwrap();
     let calls = file(&files, "call_logs.json");
     assert_eq!(calls[0]["call_id"], s.call_id.to_string());
+    assert_eq!(calls[0]["callee"], "201");
     let users = file(&files, "users.json");
     assert_eq!(users[0]["email"], "admin@doomed.test");
     assert!(files

@@ -537,6 +537,32 @@ on_both_backends!(ivrs_route_keys_to_the_tenants_objects, |db: Db| async move {
     assert_eq!(r.body["settings"]["keys"].as_array().unwrap().len(), 4);
     assert_eq!(r.body["settings"]["name"], "Main");
 
+    // The edge snapshot carries the tenant's ring groups and IVRs, as configured.
+    let tenant_id = {
+        let mut c = app.state.db.acquire().await.unwrap();
+        crate::db::tenants::get_by_slug(&mut c, "acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    };
+    let snap = crate::api::edge::snapshot(&app.state, tenant_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let group = snap
+        .ring_group_by_number("6300")
+        .expect("ring group in the snapshot");
+    assert_eq!(group.members, vec!["101".to_owned()]);
+    let ivr = snap.ivr_by_number("6200").expect("IVR in the snapshot");
+    assert_eq!(ivr.keys.len(), 4);
+    assert_eq!(
+        ivr.keys[1].destination,
+        pbx_contract::queue::Destination::RingGroup("6300".into())
+    );
+    assert!(ivr.dial_extensions);
+    assert_eq!(ivr.timeout_secs, 5);
+
     refused(
         &app,
         &admin,

@@ -13,6 +13,8 @@ pub struct CallLog {
     pub from_number: String,
     pub from_name: Option<String>,
     pub to_number: String,
+    /// Who answered when it is not `to_number` (a ring group's member, a queue's agent).
+    pub callee: Option<String>,
     pub started_ms: i64,
     pub answered_ms: Option<i64>,
     pub ended_ms: i64,
@@ -34,7 +36,7 @@ impl CallLog {
 
 const COLUMNS: &str =
     "call_id, tenant_id, from_number, from_name, to_number, started_ms, answered_ms, ended_ms, \
-                       ring_ms, talk_ms, disposition, hangup_side, recording_key, node_id, created_ms";
+                       ring_ms, talk_ms, disposition, hangup_side, recording_key, node_id, created_ms, callee";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<CallLog> {
     let disposition: String = row.try_get("disposition")?;
@@ -45,6 +47,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<CallLog> {
         from_number: row.try_get("from_number")?,
         from_name: row.try_get("from_name")?,
         to_number: row.try_get("to_number")?,
+        callee: row.try_get("callee")?,
         started_ms: row.try_get("started_ms")?,
         answered_ms: row.try_get("answered_ms")?,
         ended_ms: row.try_get("ended_ms")?,
@@ -70,7 +73,7 @@ pub async fn insert_once(
 ) -> Result<bool> {
     let done = sqlx::query(&format!(
         "INSERT INTO call_logs ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (call_id) DO NOTHING"
     ))
     .bind(call.call_id.to_string())
@@ -88,6 +91,7 @@ pub async fn insert_once(
     .bind(call.recording_key.as_deref())
     .bind(node_id)
     .bind(now_ms())
+    .bind(call.callee.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -229,6 +233,7 @@ mod tests {
             from: from.into(),
             from_name: Some("Ann".into()),
             to: to.into(),
+            callee: None,
             started_ms,
             answered_ms: answered.then_some(started_ms + 2_000),
             ended_ms: started_ms + 10_000,
@@ -244,6 +249,7 @@ mod tests {
         let mut c = db.acquire().await.unwrap();
         let rec = CallRecord {
             recording_key: Some(format!("{a}/recordings/x.wav")),
+            callee: Some("201".into()),
             ..call("100", "200", 1_000, CallDisposition::Answered)
         };
         assert!(insert_once(&mut c, a, "edge-1", &rec).await.unwrap());
@@ -271,6 +277,7 @@ mod tests {
         assert_eq!(got.disposition, CallDisposition::Answered);
         assert_eq!(got.hangup_side, HangupSide::Caller);
         assert_eq!(got.recording_key, rec.recording_key);
+        assert_eq!(got.callee.as_deref(), Some("201"));
         // Scoped by tenant.
         assert_eq!(get(&mut c, b, rec.call_id).await.unwrap(), None);
         assert!(list(&mut c, b, &CallLogFilter::default(), 10)

@@ -245,8 +245,8 @@ pub async fn erase_tenant_rows(conn: &mut Conn, tenant: TenantId) -> Result<Vec<
 /// Every call log of the tenant, oldest first, as JSON (the export).
 pub async fn export_call_logs(conn: &mut Conn, tenant: TenantId) -> Result<Vec<serde_json::Value>> {
     let rows = sqlx::query(
-        "SELECT call_id, from_number, from_name, to_number, started_ms, answered_ms, ended_ms, ring_ms, \
-         talk_ms, disposition, hangup_side, recording_key, node_id FROM call_logs WHERE tenant_id = $1 \
+        "SELECT call_id, from_number, from_name, to_number, callee, started_ms, answered_ms, ended_ms, \
+         ring_ms, talk_ms, disposition, hangup_side, recording_key, node_id FROM call_logs WHERE tenant_id = $1 \
          ORDER BY started_ms, call_id",
     )
     .bind(tenant.to_string())
@@ -259,6 +259,7 @@ pub async fn export_call_logs(conn: &mut Conn, tenant: TenantId) -> Result<Vec<s
                 "from_number": r.try_get::<String, _>("from_number")?,
                 "from_name": r.try_get::<Option<String>, _>("from_name")?,
                 "to_number": r.try_get::<String, _>("to_number")?,
+                "callee": r.try_get::<Option<String>, _>("callee")?,
                 "started_ms": r.try_get::<i64, _>("started_ms")?,
                 "answered_ms": r.try_get::<Option<i64>, _>("answered_ms")?,
                 "ended_ms": r.try_get::<i64, _>("ended_ms")?,

@@ -33,6 +33,9 @@ pub struct CallLogView {
     pub from_name: Option<String>,
     /// The number dialled.
     pub to: String,
+    /// The extension that answered when it is not `to`: a ring group's member, a queue's
+    /// agent, where an IVR sent the caller; null otherwise.
+    pub callee: Option<String>,
     /// When the call arrived (ms since the epoch).
     pub started_ms: i64,
     /// When it was answered (ms since the epoch); null when nobody answered.
@@ -58,6 +61,7 @@ impl From<&CallLog> for CallLogView {
             from: c.from_number.clone(),
             from_name: c.from_name.clone(),
             to: c.to_number.clone(),
+            callee: c.callee.clone(),
             started_ms: c.started_ms,
             answered_ms: c.answered_ms,
             ended_ms: c.ended_ms,
@@ -343,6 +347,7 @@ mod tests {
             from_number: "1".into(),
             from_name: None,
             to_number: "2".into(),
+            callee: None,
             started_ms: -7,
             answered_ms: None,
             ended_ms: 0,

@@ -537,6 +537,15 @@ impl ObjectType for Ivr {
     }
 }
 
+/// The settings of every object of one kind of the tenant, for the edge snapshot.
+pub async fn all_settings<T: ObjectType>(conn: &mut Conn, tenant: TenantId) -> Result<Vec<T>> {
+    db::pbx_objects::list(conn, tenant, T::KIND)
+        .await?
+        .into_iter()
+        .map(|row| parse::<T>(row).map(|v| v.settings))
+        .collect()
+}
+
 /// Extensions and queues share the dial plan with ring groups and IVRs: one number, one of them.
 pub async fn refuse_pbx_number(conn: &mut Conn, tenant: TenantId, number: &str) -> Result<()> {
     for (kind, what) in [(Kind::RingGroup, "ring group"), (Kind::Ivr, "IVR")] {

@@ -8,13 +8,20 @@
 //! pure functions of [`dialog`]. A `Replaces` ([`replaces`], in an INVITE or in a REFER's
 //! target) names a dialog by the same key: the router finds its call, which checks the other
 //! tag and the tenant; an attended transfer moves a dialog from one call's task to another's.
+//!
+//! A ring group's number forks the same way, to its members' phones step by step
+//! ([`ring_group`]); queues, IVRs ([`ivr`]) and feature codes are answered by the edge itself
+//! ([`queue_call`]), which also takes over a ring group call whose failover is a queue, an
+//! IVR or a prompt.
 
 pub mod blf;
 pub mod dialog;
 pub mod feature_codes;
+pub mod ivr;
 mod queue_call;
 pub mod queue_driver;
 pub mod replaces;
+pub mod ring_group;
 mod task;
 
 use crate::media::{MediaRelay, SessionDescription};
@@ -373,9 +380,12 @@ impl CallRouter {
             };
         }
         let dialled = req.uri.user.clone().unwrap_or_default();
-        // Call queues and their agents' feature codes (*7{queue}, *07{queue}, *077).
+        // Call queues and their agents' feature codes (*7{queue}, *07{queue}, *077); IVRs,
+        // which the edge answers too.
         let queue_mode = if tenant.queue_by_number(&dialled).is_some() {
             Some(queue_call::Mode::Queue)
+        } else if tenant.ivr_by_number(&dialled).is_some() {
+            Some(queue_call::Mode::Ivr)
         } else if let Some(code) = feature_codes::parse(&dialled) {
             let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
             let _ = self
@@ -406,12 +416,14 @@ impl CallRouter {
                 driver: self.queue_driver(tenant.tenant_id),
                 tenant,
                 caller,
-                queue: dialled,
+                queue: dialled.clone(),
                 mode,
                 invite: req,
                 offer,
                 inbound,
                 tx,
+                local_tag: None,
+                dialled,
             };
             return queue_call::start(Arc::clone(self), client, setup).await;
         }
@@ -699,6 +711,12 @@ impl CallRouter {
 
     pub(crate) fn note_started(&self) {
         self.counters.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call handed its caller to a queue call (which counts itself as started): it is not
+    /// counted twice, and ends uncounted.
+    pub(crate) fn note_handed_off(&self) {
+        self.counters.started.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn forget_ringing(&self, branch: &str) {

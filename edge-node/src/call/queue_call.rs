@@ -11,7 +11,9 @@
 //! needs to move); INFO and UPDATE without a body get 200.
 
 use super::dialog::{self, Dialog};
+use super::ivr::IvrMenu;
 use super::queue_driver::{DriverMsg, DriverSender, QueueCommand};
+use super::ring_group::{Next, RingPlan};
 use super::task::{parse_sdp, sleep_until};
 use super::{forward_events, CallInput, CallRouter, CallSender};
 use crate::media::{
@@ -52,6 +54,11 @@ pub(crate) enum Mode {
     Announce { prompts: Vec<String>, language: String },
     /// A callback: no caller leg to answer; the driver drives it.
     Callback,
+    /// The IVR numbered `queue`: its menu, then where the caller's key says (SPEC T7).
+    Ivr,
+    /// Routed at once (a ring group's failover to a prompt, a queue or an IVR): the caller is
+    /// answered and goes there, as if a queue had routed it.
+    Route(Destination),
 }
 
 /// What the router hands a new queue call.
@@ -66,6 +73,11 @@ pub(crate) struct QueueCallSetup {
     pub inbound: Inbound,
     pub tx: ServerTx,
     pub driver: DriverSender,
+    /// Our To tag towards the caller when a call that rang already hands the caller over (its
+    /// 180 carried this tag); None: a new one.
+    pub local_tag: Option<String>,
+    /// What the caller dialled (the call log's `to`).
+    pub dialled: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +96,8 @@ struct AgentLeg {
     dialog: Dialog,
     state: LegState,
     cancel_pending: bool,
+    /// Our CANCEL went out (once).
+    cancel_sent: bool,
     final_status: Option<u16>,
     /// The agent's SDP answer, applied to the relay when the engine connects.
     answer: Option<SessionDescription>,
@@ -208,6 +222,12 @@ struct QueueCall {
     dialled: String,
     /// A side holds the call (its last re-INVITE offered sendonly or inactive).
     on_hold: bool,
+    /// The caller is in this IVR menu.
+    ivr: Option<IvrMenu>,
+    /// The caller was routed to a ring group (or an extension): the steps left.
+    ring: Option<RingPlan>,
+    /// Destinations taken so far (bounded, so that failover loops end).
+    routes: u32,
 }
 
 /// Starts a queue call; answers the caller with an error when it cannot.
@@ -226,6 +246,8 @@ pub(crate) async fn start(
         tx,
         driver,
         mode,
+        local_tag,
+        dialled,
     } = setup;
     let reply = |status: u16, reason: &str| {
         SipResponse::for_request(&invite, status, reason, inbound.source).with_to_tag(&dialog::random_token())
@@ -254,7 +276,7 @@ pub(crate) async fn start(
         }
     };
     let local = client.local_addr_for(&inbound.target).unwrap_or(inbound.local);
-    let local_tag = dialog::random_token();
+    let local_tag = local_tag.unwrap_or_else(dialog::random_token);
     let Some(caller_dialog) = Dialog::caller_side(&invite, &local_tag, local, inbound.transport) else {
         return Some(reply(400, "Missing Contact"));
     };
@@ -314,11 +336,12 @@ pub(crate) async fn start(
         collecting: None,
         survey_deadline: None,
         route_deadline: None,
-        dialled: String::new(),
+        dialled,
         on_hold: false,
+        ivr: None,
+        ring: None,
+        routes: 0,
     };
-    let mut call = call;
-    call.dialled = call.queue.clone();
     tokio::spawn(call.run(rx, media_rx, mode));
     None
 }
@@ -401,6 +424,9 @@ pub(crate) fn start_callback(router: Arc<CallRouter>, setup: CallbackSetup) -> O
             route_deadline: None,
             dialled: String::new(),
             on_hold: false,
+            ivr: None,
+            ring: None,
+            routes: 0,
         };
         let mut call = call;
         call.dialled = call.queue.clone();
@@ -449,6 +475,17 @@ impl QueueCall {
                     self.hang_up_caller().await;
                 }
             }
+            Mode::Ivr => {
+                // answered by the system itself
+                self.answered = Some(SystemTime::now());
+                let number = self.queue.clone();
+                info!(call = %self.id, tenant = %self.tenant.tenant_id, from = %self.caller, ivr = %number, "caller in IVR");
+                self.route(Destination::Ivr(number)).await;
+            }
+            Mode::Route(destination) => {
+                self.answered = Some(SystemTime::now());
+                self.route(destination).await;
+            }
         }
         let mut linger: Option<Instant> = None;
         loop {
@@ -467,11 +504,13 @@ impl QueueCall {
             let customer_at = self.customer_deadline;
             let survey_at = self.survey_deadline;
             let route_at = self.route_deadline;
+            let ivr_at = self.ivr.as_ref().and_then(IvrMenu::deadline);
             let media_check_at = (self.phase == Phase::Connected)
                 .then(|| Instant::now() + super::task::media_check_interval(self.router.config()));
             tokio::select! {
                 _ = sleep_until(media_check_at) => self.check_media().await,
                 _ = sleep_until(route_at) => self.on_route_timeout().await,
+                _ = sleep_until(ivr_at) => self.on_ivr_timer().await,
                 _ = sleep_until(survey_at) => self.on_survey_timeout().await,
                 _ = sleep_until(entry_at) => self.on_number_timeout(),
                 _ = sleep_until(customer_at) => self.on_customer_timeout().await,
@@ -527,42 +566,19 @@ impl QueueCall {
         }
     }
 
-    /// Takes the caller out of the queue to `destination`.
-    async fn route(&mut self, destination: Destination) {
-        match destination {
-            Destination::PlayPromptThenExit(prompt) => {
-                let language = self.language();
-                if self.play(&[prompt], &language, false).is_ok() {
-                    self.end_after_prompt = true;
-                    return;
-                }
-            }
-            Destination::HangUp => {}
-            Destination::Extension(number) => {
-                if self.route_to_extension(&number).await {
-                    return;
-                }
-            }
-            Destination::Queue(number) => {
-                if self.rejoin(&number) {
-                    return;
-                }
-            }
-            other => {
-                // Routing out of the queue to other destinations comes with those
-                // destinations (voicemail, IVR, ring groups, trunks).
-                warn!(call = %self.id, destination = ?other, "queue destination not available yet; hanging up");
-            }
-        }
-        self.hang_up_caller().await;
-    }
-
     /// What a waiting caller hears between announcements: the queue's ringback tone when it
     /// chose one (`ringback` for the shipped one), else its music on hold, else ours.
+    /// Outside a queue (an IVR routed the caller to ring an extension or a group), the
+    /// ringback tone.
     fn music_name(&self) -> String {
-        let prompts = self.tenant.queue_by_number(&self.queue).map(|q| &q.prompts);
+        let Some(queue) = self.tenant.queue_by_number(&self.queue) else {
+            return "ringback".to_owned();
+        };
+        let prompts = &queue.prompts;
         prompts
-            .and_then(|p| p.ringback.clone().or_else(|| p.music_on_hold.clone()))
+            .ringback
+            .clone()
+            .or_else(|| prompts.music_on_hold.clone())
             .unwrap_or_else(|| DEFAULT_MUSIC.to_owned())
     }
 
@@ -649,9 +665,14 @@ impl QueueCall {
                     self.route(destination).await;
                 } else if self.end_after_prompt {
                     self.hang_up_caller().await;
+                } else if let Some(menu) = self.ivr.as_mut() {
+                    menu.prompt_done(Instant::now());
                 } else {
                     self.play_music();
                 }
+            }
+            MediaEvent::Dtmf { leg: Leg::A, key } if self.ivr.is_some() && self.phase == Phase::Waiting => {
+                self.on_ivr_key(key).await;
             }
             MediaEvent::Dtmf { leg: Leg::A, key } if self.phase == Phase::Survey => {
                 let _ = self.driver.send(DriverMsg::SurveyKey {
@@ -959,13 +980,117 @@ impl QueueCall {
         }
     }
 
-    /// The engine sent the caller to an extension: it rings there (the music goes on) for the
-    /// extension's ring timeout and is bridged on answer; false when no phone can be rung.
-    async fn route_to_extension(&mut self, number: &str) -> bool {
+    /// Sends the answered caller to `destination` (a queue's exit, an IVR key, a ring
+    /// group's failover): a prompt then hang-up, an extension or a ring group (it rings
+    /// there, hearing the music or the ringback, and is bridged on answer), a queue, an IVR.
+    /// A number that names nothing plays "invalid" and hangs up; voicemail and external
+    /// numbers are not available yet (hung up, logged).
+    async fn route(&mut self, mut destination: Destination) {
+        loop {
+            if self.phase == Phase::Ended {
+                return;
+            }
+            self.routes += 1;
+            if !RingPlan::may_route(self.routes) {
+                warn!(call = %self.id, "too many destinations in one call (a failover loop?); hanging up");
+                break;
+            }
+            debug!(call = %self.id, ?destination, "routing the caller");
+            let known = match destination {
+                Destination::HangUp => break,
+                Destination::PlayPromptThenExit(prompt) => {
+                    let language = self.language();
+                    if self.play(&[prompt], &language, false).is_ok() {
+                        self.end_after_prompt = true;
+                        return;
+                    }
+                    break;
+                }
+                Destination::Extension(number) => self
+                    .router
+                    .store()
+                    .extension(self.tenant.tenant_id, &number)
+                    .map(|e| RingPlan::for_extension(&number, e.ring_timeout_secs)),
+                Destination::RingGroup(number) => {
+                    self.tenant.ring_group_by_number(&number).map(RingPlan::for_group)
+                }
+                Destination::Queue(number) => {
+                    if self.rejoin(&number) {
+                        return;
+                    }
+                    None
+                }
+                Destination::Ivr(number) => {
+                    if self.enter_ivr(&number) {
+                        return;
+                    }
+                    None
+                }
+                other => {
+                    warn!(call = %self.id, destination = ?other, "destination not available yet; hanging up");
+                    break;
+                }
+            };
+            let Some(plan) = known else {
+                info!(call = %self.id, "the destination names nothing in this tenant");
+                self.play_invalid().await;
+                return;
+            };
+            self.ring = Some(plan);
+            match self.ring_next().await {
+                Some(next) => destination = next,
+                None => return,
+            }
+        }
+        self.hang_up_caller().await;
+    }
+
+    /// "Invalid", then hang up.
+    async fn play_invalid(&mut self) {
+        let language = self.language();
+        if self.play(&["invalid".to_owned()], &language, false).is_ok() {
+            self.end_after_prompt = true;
+        } else {
+            self.hang_up_caller().await;
+        }
+    }
+
+    /// Rings the next step of the ring plan (steps none of whose members has a reachable
+    /// phone are skipped); `Some`: nothing is left to ring, the call goes there.
+    async fn ring_next(&mut self) -> Option<Destination> {
+        loop {
+            let next = self.ring.as_mut()?.advance();
+            match next {
+                Next::Ring(step) => {
+                    let mut sent = 0;
+                    for member in &step.members {
+                        sent += self.ring_member(member).await;
+                    }
+                    if sent > 0 {
+                        self.route_deadline = Some(Instant::now() + step.timeout);
+                        if self.tenant.queue_by_number(&self.queue).is_none() {
+                            // not in a queue: the ringback tone (a queue's music goes on)
+                            self.play_music();
+                        }
+                        info!(call = %self.id, members = ?step.members, "caller routed: ringing");
+                        return None;
+                    }
+                }
+                Next::Failover(destination) => {
+                    self.ring = None;
+                    self.route_deadline = None;
+                    return Some(destination);
+                }
+            }
+        }
+    }
+
+    /// INVITEs the reachable phones of extension `number` as routed legs; how many.
+    async fn ring_member(&mut self, number: &str) -> usize {
         let tenant_id = self.tenant.tenant_id;
-        let Some(ext) = self.router.store().extension(tenant_id, number) else {
-            return false;
-        };
+        if self.router.store().extension(tenant_id, number).is_none() {
+            return 0;
+        }
         let bindings = self
             .router
             .registrar()
@@ -977,33 +1102,101 @@ impl QueueCall {
             .relay_offer(self.advertise, self.session.port(Leg::B), &mut self.origin_b)
             .map(|s| s.to_string().into_bytes())
         else {
-            return false;
+            return 0;
         };
         let fqdn = self.tenant.fqdn.clone();
         let from = match &self.caller_name {
             Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
             None => format!("<sip:{}@{fqdn}>", self.caller),
         };
-        let sent = self
-            .invite_contacts(number, bindings, &from, &body, None, LegKind::Routed)
-            .await;
-        if sent == 0 {
+        self.invite_contacts(number, bindings, &from, &body, None, LegKind::Routed)
+            .await
+    }
+
+    /// The caller enters IVR `number`: its menu prompt plays, keys are awaited.
+    fn enter_ivr(&mut self, number: &str) -> bool {
+        let Some(ivr) = self.tenant.ivr_by_number(number).cloned() else {
             return false;
+        };
+        self.session.stop_playing(Leg::A);
+        self.prompt = None;
+        self.queue = number.to_owned();
+        let language = self.language();
+        let mut menu = IvrMenu::new(ivr);
+        let store = self.router.store();
+        let menu_audio =
+            super::ivr::menu_prompt(menu.ivr(), &language, |l, n| store.prompt(&self.tenant, l, n));
+        match menu_audio.and_then(|p| p.encode(self.payload_type)) {
+            Some(payload) => {
+                let id = self.next_prompt_id;
+                self.next_prompt_id += 1;
+                self.prompt = Some((id, false));
+                self.session.play(
+                    Leg::A,
+                    Playback {
+                        id,
+                        payload,
+                        payload_type: self.payload_type,
+                        looped: false,
+                    },
+                );
+            }
+            None => {
+                warn!(call = %self.id, ivr = %number, "no IVR prompt to play");
+                menu.prompt_done(Instant::now());
+            }
         }
-        let ring = Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
-        self.route_deadline = Some(Instant::now() + ring);
-        info!(call = %self.id, %number, "queue caller routed to an extension");
+        self.ivr = Some(menu);
         true
+    }
+
+    /// The tenant's extension numbers (what an IVR caller may dial).
+    fn extension_numbers(&self) -> Vec<String> {
+        self.tenant.extensions.iter().map(|e| e.number.clone()).collect()
+    }
+
+    async fn on_ivr_key(&mut self, key: char) {
+        // a key stops the menu prompt (the caller knows what to press)
+        if self.prompt.is_some() {
+            self.session.stop_playing(Leg::A);
+            self.prompt = None;
+        }
+        let numbers = self.extension_numbers();
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        let chosen = self
+            .ivr
+            .as_mut()
+            .and_then(|m| m.key(key, Instant::now(), &numbers));
+        debug!(call = %self.id, %key, ?chosen, "IVR key");
+        if let Some(destination) = chosen {
+            self.ivr = None;
+            self.route(destination).await;
+        }
+    }
+
+    async fn on_ivr_timer(&mut self) {
+        let numbers = self.extension_numbers();
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        let chosen = self
+            .ivr
+            .as_mut()
+            .and_then(|m| m.on_timer(Instant::now(), &numbers));
+        if let Some(destination) = chosen {
+            debug!(call = %self.id, ?destination, "IVR: no (more) keys");
+            self.ivr = None;
+            self.route(destination).await;
+        }
     }
 
     /// The engine sent the caller to another queue: it joins there as a new caller.
     fn rejoin(&mut self, number: &str) -> bool {
-        if self.tenant.queue_by_number(number).is_none() || number == self.queue {
+        if self.tenant.queue_by_number(number).is_none() || (self.joined && number == self.queue) {
             return false;
         }
         self.queue = number.to_owned();
         self.caller_id = next_caller_id();
         self.released = false;
+        self.joined = true;
         let _ = self.driver.send(DriverMsg::Join {
             caller: self.caller_id,
             call_id: self.id,
@@ -1011,7 +1204,8 @@ impl QueueCall {
             number: self.caller.clone(),
             call: self.me.clone(),
         });
-        info!(call = %self.id, queue = %number, "queue caller moved to another queue");
+        self.play_music();
+        info!(call = %self.id, queue = %number, "caller joined a queue by routing");
         true
     }
 
@@ -1036,9 +1230,19 @@ impl QueueCall {
         self.hang_up_caller().await;
     }
 
+    /// Nobody answered the routed step in time: its phones stop ringing, the next step (or
+    /// the failover) follows.
     async fn on_route_timeout(&mut self) {
-        if self.route_deadline.take().is_some() && self.phase == Phase::Waiting {
-            self.hang_up_caller().await;
+        if self.route_deadline.take().is_none() || self.phase != Phase::Waiting {
+            return;
+        }
+        for i in 0..self.legs.len() {
+            if self.legs[i].routed {
+                self.cancel_leg(i).await;
+            }
+        }
+        if let Some(next) = self.ring_next().await {
+            self.route(next).await;
         }
     }
 
@@ -1098,6 +1302,7 @@ impl QueueCall {
                 dialog: d,
                 state: LegState::Calling,
                 cancel_pending: false,
+                cancel_sent: false,
                 final_status: None,
                 answer: None,
                 customer: kind == LegKind::Customer,
@@ -1114,11 +1319,13 @@ impl QueueCall {
     async fn cancel_leg(&mut self, i: usize) {
         let leg = &mut self.legs[i];
         match leg.state {
-            LegState::Ringing => {
+            LegState::Ringing if !leg.cancel_sent => {
+                leg.cancel_sent = true;
                 let cancel = dialog::cancel_for(&leg.invite);
                 let target = leg.target.clone();
                 drop(self.client.request(cancel, &target).await);
             }
+            LegState::Ringing => {}
             LegState::Calling => leg.cancel_pending = true,
             LegState::Answered if Some(i) != self.connected => {
                 // answered but never connected (the engine moved on): hang it up
@@ -1142,6 +1349,7 @@ impl QueueCall {
                 }
                 leg.state = LegState::Ringing;
                 if std::mem::take(&mut leg.cancel_pending) {
+                    leg.cancel_sent = true;
                     let cancel = dialog::cancel_for(&leg.invite);
                     let target = leg.target.clone();
                     drop(self.client.request(cancel, &target).await);
@@ -1183,6 +1391,7 @@ impl QueueCall {
                 }
                 if routed {
                     self.route_deadline = None;
+                    self.ring = None;
                     for i in 0..self.legs.len() {
                         if i != idx && self.legs[i].routed {
                             self.cancel_leg(i).await;
@@ -1228,8 +1437,10 @@ impl QueueCall {
                         LegState::Calling | LegState::Ringing | LegState::Answered
                     )
             });
-            if !open && self.route_deadline.take().is_some() {
-                self.hang_up_caller().await;
+            if !open && self.route_deadline.take().is_some() && self.phase == Phase::Waiting {
+                if let Some(next) = self.ring_next().await {
+                    self.route(next).await;
+                }
             }
             return;
         }
@@ -1331,7 +1542,8 @@ impl QueueCall {
         }
         self.connected = Some(idx);
         self.phase = Phase::Connected;
-        self.answered = Some(SystemTime::now());
+        // an IVR's caller was answered by the IVR already
+        self.answered.get_or_insert_with(SystemTime::now);
         self.agent = Some(agent.to_owned());
         self.router.note_answered();
         let records = |n: &str| {
@@ -1558,6 +1770,8 @@ impl QueueCall {
             from: self.caller.clone(),
             from_name: self.caller_name.clone(),
             to: self.dialled.clone(),
+            // the agent, or the extension (a ring group's member) the caller was routed to
+            callee: self.agent.clone().filter(|a| *a != self.dialled),
             started_ms: super::task::ms(self.started),
             answered_ms: self.answered.map(super::task::ms),
             ended_ms: super::task::ms(ended),

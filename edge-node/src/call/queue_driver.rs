@@ -1347,6 +1347,8 @@ mod tests {
                 ..Default::default()
             },
             certificate: None,
+            ring_groups: Vec::new(),
+            ivrs: Vec::new(),
             schedules: Vec::new(),
             domains: Vec::new(),
             platform_certificate: None,

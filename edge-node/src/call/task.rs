@@ -13,7 +13,8 @@
 
 use super::dialog::{self, Dialog};
 use super::replaces::Replaces;
-use super::{forward_events, CallRouter, CallSender};
+use super::ring_group::{Next, RingPlan};
+use super::{forward_events, queue_call, CallRouter, CallSender};
 use crate::media::{
     recording_key, Direction, Leg, RecordingMeta, RelaySession, SdpOrigin, SessionDescription,
 };
@@ -21,6 +22,7 @@ use crate::sip::message::NameAddr;
 use crate::sip::message::{Method, SipRequest, SipResponse};
 use crate::sip::server::{ClientEvent, Inbound, ServerTx, SipClient, Target, TransportKind};
 use pbx_contract::bus::Event;
+use pbx_contract::queue::Destination;
 use pbx_contract::{
     CallDisposition, CallId, CallRecord, HangupSide, RecordingPolicy, TenantId, TenantSnapshot,
 };
@@ -223,9 +225,16 @@ struct Fork {
     state: ForkState,
     /// Cancel as soon as a provisional arrives (§9.1: not before).
     cancel_pending: bool,
+    /// Our CANCEL went out (once: a ring group's step time-out and its failover both stop
+    /// the ringing).
+    cancel_sent: bool,
     final_status: Option<u16>,
     /// A leg to a transfer target (REFER), not one of the callee's phones.
     for_transfer: bool,
+    /// The extension whose phone this is (a ring group rings several).
+    member: String,
+    /// The ring step it belongs to (a ring group in order rings one member per step).
+    step: u32,
     /// The phone's tag from its first provisional response (the early dialog a `Replaces`
     /// may name).
     early_tag: Option<String>,
@@ -332,6 +341,21 @@ struct Call {
     hangup: HangupSide,
     /// A side holds the call (its last offer was sendonly or inactive).
     on_hold: bool,
+    /// How the caller reached us (to hand the caller to a queue call: a ring group's
+    /// failover to a queue, an IVR or a prompt).
+    inbound: Inbound,
+    /// A ring group (or the extension it failed over to) being rung, step by step.
+    plan: Option<RingPlan>,
+    /// The ring step now ringing (forks of earlier steps were cancelled).
+    step: u32,
+    /// Destinations taken (bounded: failover loops end).
+    routes: u32,
+    /// Our SDP offer to the callee's phones (the same for every step).
+    fork_offer: Vec<u8>,
+    /// The extension that answered (a ring group's member; else the callee).
+    member: Option<String>,
+    /// The caller went on to a queue call (it answers and logs the call from now on).
+    handed_off: bool,
     /// Dialogs taken over from other calls (attended transfer), registered to this one.
     adopted: Vec<(String, String)>,
     /// An attended transfer's re-INVITE in progress.
@@ -455,6 +479,13 @@ pub(crate) async fn run(
         disposition: CallDisposition::Failed,
         hangup: HangupSide::System,
         on_hold: false,
+        inbound,
+        plan: None,
+        step: 0,
+        routes: 0,
+        fork_offer: Vec::new(),
+        member: None,
+        handed_off: false,
         adopted: Vec::new(),
         join: None,
         ringback: None,
@@ -654,34 +685,37 @@ impl Call {
         }
     }
 
-    /// Looks up the callee and sends one INVITE per registered contact.
+    /// Looks up the callee and sends one INVITE per registered contact; a ring group's
+    /// members ring step by step ([`RingPlan`]).
     async fn start_forks(&mut self) {
         let tenant_id = self.tenant.tenant_id;
-        let Some(ext) = self.router.store().extension(tenant_id, &self.callee) else {
-            self.fail(404, CallDisposition::Unavailable).await;
-            return;
+        let group = self.tenant.ring_group_by_number(&self.callee).cloned();
+        let ext = match &group {
+            Some(_) => None,
+            None => match self.router.store().extension(tenant_id, &self.callee) {
+                Some(ext) => Some(ext),
+                None => {
+                    self.fail(404, CallDisposition::Unavailable).await;
+                    return;
+                }
+            },
         };
-        let bindings = match self.router.registrar().bindings(tenant_id, &self.callee).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("call: reading bindings: {e}");
-                self.fail(500, CallDisposition::Failed).await;
-                return;
-            }
+        let bindings = match &ext {
+            None => Vec::new(),
+            Some(_) => match self.router.registrar().bindings(tenant_id, &self.callee).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("call: reading bindings: {e}");
+                    self.fail(500, CallDisposition::Failed).await;
+                    return;
+                }
+            },
         };
-        let fqdn = self.tenant.fqdn.clone();
-        let caller_uri = match &self.caller_name {
-            Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
-            None => format!("<sip:{}@{fqdn}>", self.caller),
-        };
-        let callee_uri = format!("<sip:{}@{fqdn}>", self.callee);
-        let records = |number: &str| {
-            self.router
-                .store()
-                .extension(tenant_id, number)
-                .is_some_and(|e| e.recording == RecordingPolicy::Always)
-        };
-        self.record = ext.recording == RecordingPolicy::Always || records(&self.caller);
+        // a ring group's member's policy counts once it answers
+        self.record = ext
+            .as_ref()
+            .is_some_and(|e| e.recording == RecordingPolicy::Always)
+            || self.records(&self.caller);
         if let Some(relay) = self.router.media() {
             match relay.open_session().await {
                 Ok(session) => {
@@ -708,7 +742,50 @@ impl Call {
             self.fail(488, CallDisposition::Failed).await;
             return;
         };
+        self.fork_offer = offer;
+        let Some(ext) = ext else {
+            if let Some(group) = group {
+                info!(call = %self.id, tenant = %tenant_id, from = %self.caller, group = %group.number, "ring group call");
+                self.routes = 1;
+                self.plan = Some(RingPlan::for_group(&group));
+                if let Some(next) = self.ring_next().await {
+                    self.route(next).await;
+                }
+            }
+            return;
+        };
+        let callee = self.callee.clone();
+        self.fork_to(&callee, bindings).await;
+        if self.forks.is_empty() {
+            self.fail(480, CallDisposition::Unavailable).await;
+            return;
+        }
+        let ring = Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
+        self.ring_deadline = Some(Instant::now() + ring);
+        self.router
+            .note_ringing(tenant_id, &self.callee, &self.caller, self.me.clone());
+        info!(call = %self.id, tenant = %tenant_id, from = %self.caller, to = %self.callee, forks = self.forks.len(), "call ringing");
+    }
+
+    /// Whether extension `number` records its calls.
+    fn records(&self, number: &str) -> bool {
+        self.router
+            .store()
+            .extension(self.tenant.tenant_id, number)
+            .is_some_and(|e| e.recording == RecordingPolicy::Always)
+    }
+
+    /// One INVITE (our offer) per reachable binding of extension `number`, as forks of the
+    /// current step; how many were sent.
+    async fn fork_to(&mut self, number: &str, bindings: Vec<crate::sip::registrar::Binding>) -> usize {
+        let fqdn = self.tenant.fqdn.clone();
+        let caller_uri = match &self.caller_name {
+            Some(n) => format!("\"{}\" <sip:{}@{fqdn}>", n.replace(['"', '\\'], ""), self.caller),
+            None => format!("<sip:{}@{fqdn}>", self.caller),
+        };
+        let callee_uri = format!("<sip:{number}@{fqdn}>");
         let content_type = "application/sdp".to_owned();
+        let mut sent = 0;
         for binding in bindings {
             if !self.router.registrar().is_reachable(binding.source) {
                 debug!(contact = %binding.contact, "binding skipped: it does not answer keep-alives");
@@ -730,7 +807,7 @@ impl Call {
                 local,
                 target.transport(),
             );
-            let mut invite = d.request(Method::Invite, Some((&content_type, offer.clone())));
+            let mut invite = d.request(Method::Invite, Some((&content_type, self.fork_offer.clone())));
             invite
                 .headers
                 .push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO");
@@ -746,20 +823,150 @@ impl Call {
                 dialog: d,
                 state: ForkState::Calling,
                 cancel_pending: false,
+                cancel_sent: false,
                 final_status: None,
                 for_transfer: false,
+                member: number.to_owned(),
+                step: self.step,
                 early_tag: None,
             });
+            sent += 1;
         }
-        if self.forks.is_empty() {
-            self.fail(480, CallDisposition::Unavailable).await;
-            return;
+        sent
+    }
+
+    /// Rings the next step of the ring plan (a step none of whose members has a reachable
+    /// phone is skipped); `Some`: every step has rung, the call goes there.
+    async fn ring_next(&mut self) -> Option<Destination> {
+        let tenant_id = self.tenant.tenant_id;
+        loop {
+            let next = self.plan.as_mut()?.advance();
+            match next {
+                Next::Ring(step) => {
+                    self.step += 1;
+                    self.router.forget_ringing_callee(tenant_id, &self.me);
+                    let mut sent = 0;
+                    for member in &step.members {
+                        if self.router.store().extension(tenant_id, member).is_none() {
+                            continue;
+                        }
+                        let bindings = match self.router.registrar().bindings(tenant_id, member).await {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::error!("call: reading bindings: {e}");
+                                continue;
+                            }
+                        };
+                        let n = self.fork_to(member, bindings).await;
+                        if n > 0 {
+                            self.router
+                                .note_ringing(tenant_id, member, &self.caller, self.me.clone());
+                        }
+                        sent += n;
+                    }
+                    if sent > 0 {
+                        self.ring_deadline = Some(Instant::now() + step.timeout);
+                        info!(call = %self.id, members = ?step.members, forks = sent, "ring group step ringing");
+                        return None;
+                    }
+                    debug!(call = %self.id, members = ?step.members, "no phone to ring in this step");
+                }
+                Next::Failover(destination) => {
+                    self.plan = None;
+                    self.ring_deadline = None;
+                    return Some(destination);
+                }
+            }
         }
-        let ring = Duration::from_secs(u64::from(ext.ring_timeout_secs.max(1)));
-        self.ring_deadline = Some(Instant::now() + ring);
-        self.router
-            .note_ringing(tenant_id, &self.callee, &self.caller, self.me.clone());
-        info!(call = %self.id, tenant = %tenant_id, from = %self.caller, to = %self.callee, forks = self.forks.len(), "call ringing");
+    }
+
+    /// Nobody answered: the call goes to `destination` (a ring group's failover). An
+    /// extension or another ring group rings on in this call; a queue, an IVR or a prompt
+    /// hand the caller to a queue call, which answers it; a number that names nothing plays
+    /// "invalid"; voicemail and external numbers are not available yet (480, logged).
+    async fn route(&mut self, mut destination: Destination) {
+        let tenant_id = self.tenant.tenant_id;
+        loop {
+            if self.phase != Phase::Ringing {
+                return;
+            }
+            self.routes += 1;
+            if !RingPlan::may_route(self.routes) {
+                tracing::warn!(call = %self.id, "too many destinations in one call (a failover loop?)");
+                self.fail(480, CallDisposition::NoAnswer).await;
+                return;
+            }
+            info!(call = %self.id, ?destination, "nobody answered: failover");
+            let plan = match &destination {
+                Destination::HangUp => {
+                    self.fail(480, CallDisposition::NoAnswer).await;
+                    return;
+                }
+                Destination::Extension(n) => self
+                    .router
+                    .store()
+                    .extension(tenant_id, n)
+                    .map(|e| RingPlan::for_extension(n, e.ring_timeout_secs)),
+                Destination::RingGroup(n) => self.tenant.ring_group_by_number(n).map(RingPlan::for_group),
+                Destination::Queue(n) if self.tenant.queue_by_number(n).is_some() => {
+                    self.hand_off(destination).await;
+                    return;
+                }
+                Destination::Ivr(n) if self.tenant.ivr_by_number(n).is_some() => {
+                    self.hand_off(destination).await;
+                    return;
+                }
+                Destination::PlayPromptThenExit(_) => {
+                    self.hand_off(destination).await;
+                    return;
+                }
+                Destination::Queue(_) | Destination::Ivr(_) => None,
+                other => {
+                    tracing::warn!(call = %self.id, destination = ?other, "destination not available yet; hanging up");
+                    self.fail(480, CallDisposition::NoAnswer).await;
+                    return;
+                }
+            };
+            let Some(plan) = plan else {
+                info!(call = %self.id, "the failover names nothing in this tenant");
+                self.hand_off(Destination::PlayPromptThenExit("invalid".into()))
+                    .await;
+                return;
+            };
+            self.plan = Some(plan);
+            match self.ring_next().await {
+                Some(next) => destination = next,
+                None => return,
+            }
+        }
+    }
+
+    /// The caller goes on to a queue call that answers it (with the To tag of our 180) and
+    /// routes it to `destination`; this call ends without a call log of its own.
+    async fn hand_off(&mut self, destination: Destination) {
+        self.cancel_forks(None).await;
+        if let Some(a) = self.anchor.take() {
+            a.session.close().await;
+        }
+        self.handed_off = true;
+        self.router.note_handed_off();
+        self.end();
+        let setup = queue_call::QueueCallSetup {
+            driver: self.router.queue_driver(self.tenant.tenant_id),
+            tenant: Arc::clone(&self.tenant),
+            caller: self.caller.clone(),
+            queue: self.callee.clone(),
+            mode: queue_call::Mode::Route(destination),
+            invite: self.invite.clone(),
+            offer: self.offer.clone(),
+            inbound: self.inbound.clone(),
+            tx: self.tx.clone(),
+            local_tag: Some(self.caller_dialog.local_tag.clone()),
+            dialled: self.callee.clone(),
+        };
+        if let Some(resp) = queue_call::start(Arc::clone(&self.router), self.client.clone(), setup).await {
+            self.tx.respond(resp).await;
+        }
     }
 
     async fn on_input(&mut self, input: CallInput) {
@@ -822,12 +1029,14 @@ impl Call {
             }
             let fork = &mut self.forks[i];
             match fork.state {
-                ForkState::Ringing => {
+                ForkState::Ringing if !fork.cancel_sent => {
+                    fork.cancel_sent = true;
                     let cancel = dialog::cancel_for(&fork.invite);
                     let target = fork.target.clone();
                     // the INVITE's 487 ends the fork; the CANCEL's own answer does not matter
                     drop(self.client.request(cancel, &target).await);
                 }
+                ForkState::Ringing => {}
                 ForkState::Calling => fork.cancel_pending = true,
                 ForkState::Answered | ForkState::Done => {}
             }
@@ -854,6 +1063,7 @@ impl Call {
                 }
                 if fork.cancel_pending {
                     fork.cancel_pending = false;
+                    fork.cancel_sent = true;
                     let cancel = dialog::cancel_for(&fork.invite);
                     let target = fork.target.clone();
                     drop(self.client.request(cancel, &target).await);
@@ -902,6 +1112,20 @@ impl Call {
         if self.phase != Phase::Ringing {
             return;
         }
+        if self.plan.is_some() || self.routes > 0 {
+            // a ring group: when the step's phones all failed, the next step rings
+            let step = self.step;
+            let open = self
+                .forks
+                .iter()
+                .any(|f| f.step == step && !f.for_transfer && f.state != ForkState::Done);
+            if !open {
+                if let Some(next) = self.ring_next().await {
+                    self.route(next).await;
+                }
+            }
+            return;
+        }
         if self.forks.iter().all(|f| f.state == ForkState::Done) {
             let statuses: Vec<u16> = self.forks.iter().filter_map(|f| f.final_status).collect();
             let (status, disposition) = best_failure(&statuses);
@@ -933,6 +1157,7 @@ impl Call {
             return;
         }
         fork.state = ForkState::Answered;
+        let member = fork.member.clone();
         self.winner = Some(idx);
         self.phase = Phase::Answered;
         self.answered = Some(SystemTime::now());
@@ -942,9 +1167,12 @@ impl Call {
         self.router.note_answered();
         // queue agents on this call are "in use" for ring-in-use
         self.router
-            .note_extension_call(self.tenant.tenant_id, &[&self.caller, &self.callee], true);
+            .note_extension_call(self.tenant.tenant_id, &[&self.caller, &member], true);
         self.cancel_forks(Some(idx)).await;
         let body = self.relay_answer_body(Side::Callee, Side::Caller, &answer_body);
+        self.record = self.record || self.records(&member);
+        self.member = Some(member);
+        self.plan = None;
         if self.record {
             self.start_recording();
         }
@@ -1015,6 +1243,13 @@ impl Call {
         }
         info!(call = %self.id, "ring timeout");
         self.cancel_forks(None).await;
+        if self.routes > 0 {
+            // a ring group: the next step, or the failover
+            if let Some(next) = self.ring_next().await {
+                self.route(next).await;
+            }
+            return;
+        }
         self.fail(480, CallDisposition::NoAnswer).await;
     }
 
@@ -1351,15 +1586,24 @@ impl Call {
             router.unpark(self.tenant.tenant_id, &p.slot, &self.me);
         }
         router.forget_ringing(&self.invite_branch);
-        router.note_ended();
+        if !self.handed_off {
+            router.note_ended();
+        }
+        let member = self.member.clone().unwrap_or_else(|| self.callee.clone());
         if self.answered.is_some() {
-            router.note_extension_call(self.tenant.tenant_id, &[&self.caller, &self.callee], false);
+            router.note_extension_call(self.tenant.tenant_id, &[&self.caller, &member], false);
+        }
+        if self.handed_off {
+            debug!(call = %self.id, "handed to a queue call, which logs it");
+            return;
         }
         let record = CallRecord {
             call_id: self.id,
             from: self.caller.clone(),
             from_name: self.caller_name.clone(),
             to: self.callee.clone(),
+            // a ring group's member who answered
+            callee: self.member.clone().filter(|m| *m != self.callee),
             started_ms: ms(self.started),
             answered_ms: self.answered.map(ms),
             ended_ms: ms(self.ended.unwrap_or_else(SystemTime::now)),
@@ -1531,8 +1775,11 @@ impl Call {
                 dialog: d,
                 state: ForkState::Calling,
                 cancel_pending: false,
+                cancel_sent: false,
                 final_status: None,
                 for_transfer: true,
+                member: target.to_owned(),
+                step: self.step,
                 early_tag: None,
             });
             started += 1;

@@ -43,9 +43,10 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
             reason: SnapshotReason::TenantChanged,
         },
         ConfigSubject::Extension { id } => Decision::FetchExtension(*id),
-        // Queues are few and small: the snapshot carries them all. Schedules, ring groups, IVRs,
-        // trunks and routes are not in the snapshot yet, but reloading keeps the version in step; a kind this
-        // build does not know (a newer control plane) reloads too rather than being skipped.
+        // Queues, schedules, ring groups and IVRs are few and small: the snapshot carries them
+        // all. Trunks and routes are not in the snapshot yet, but reloading keeps the version
+        // in step; a kind this build does not know (a newer control plane) reloads too rather
+        // than being skipped.
         ConfigSubject::Queue { .. }
         | ConfigSubject::Schedule { .. }
         | ConfigSubject::RingGroup { .. }
@@ -472,6 +473,8 @@ pub(crate) mod tests {
             prompts: Vec::new(),
             queue_options: Default::default(),
             certificate: None,
+            ring_groups: Vec::new(),
+            ivrs: Vec::new(),
             schedules: Vec::new(),
             domains: Vec::new(),
             platform_certificate: None,

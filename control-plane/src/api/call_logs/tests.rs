@@ -20,6 +20,7 @@ fn call(from: &str, to: &str, started_ms: i64, disposition: CallDisposition) -> 
         from: from.into(),
         from_name: None,
         to: to.into(),
+        callee: None,
         started_ms,
         answered_ms: answered.then_some(started_ms + 3_000),
         ended_ms: started_ms + 63_000,

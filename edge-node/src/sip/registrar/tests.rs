@@ -40,6 +40,8 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
         prompts: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        ring_groups: Vec::new(),
+        ivrs: Vec::new(),
         schedules: Vec::new(),
         domains: Vec::new(),
         platform_certificate: None,

@@ -66,6 +66,8 @@ fn handler() -> Edge {
         prompts: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
+        ring_groups: Vec::new(),
+        ivrs: Vec::new(),
         schedules: Vec::new(),
         domains: Vec::new(),
         platform_certificate: None,

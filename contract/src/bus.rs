@@ -53,6 +53,11 @@ pub enum ConfigSubject {
     MessageQueue {
         name: String,
     },
+    /// An uploaded prompt was created, replaced or deleted: the edge reloads the snapshot,
+    /// which lists the prompts' object keys, and fetches what it does not hold.
+    Prompt {
+        name: String,
+    },
     /// A kind this build does not know (published by a newer control plane): whoever reads
     /// it reloads the tenant's snapshot rather than skipping the change.
     #[serde(other)]

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod ivr;
 pub mod message_queue;
 pub mod plan;
+pub mod prompt;
 pub mod queue;
 pub mod ring_group;
 pub mod route;

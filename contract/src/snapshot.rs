@@ -27,6 +27,10 @@ pub struct TenantSnapshot {
     /// dynamic agents). Absent in snapshots of older control planes: defaults.
     #[serde(default)]
     pub queue_options: crate::queue::EngineOptions,
+    /// The tenant's uploaded prompts (name -> object key). A name here overrides the shipped
+    /// prompt of that name. Absent in snapshots of older control planes: none.
+    #[serde(default)]
+    pub prompts: Vec<crate::prompt::TenantPrompt>,
     /// The certificate the edge serves on TLS/WSS for `fqdn` (SNI), when the control plane
     /// issued one by ACME. Absent from older control planes: none.
     #[serde(default)]
@@ -95,6 +99,11 @@ impl TenantSnapshot {
 
     pub fn queue_by_number(&self, number: &str) -> Option<&QueueConfig<String>> {
         self.queues.iter().find(|q| q.number == number)
+    }
+
+    /// The tenant's uploaded prompt called `name`, if any.
+    pub fn prompt(&self, name: &str) -> Option<&crate::prompt::TenantPrompt> {
+        self.prompts.iter().find(|p| p.name == name)
     }
 
     pub fn ring_group_by_number(&self, number: &str) -> Option<&crate::ring_group::RingGroup> {
@@ -208,6 +217,7 @@ mod tests {
         });
         let snap: TenantSnapshot = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert!(snap.queues.is_empty());
+        assert!(snap.prompts.is_empty());
         assert!(snap.ring_groups.is_empty() && snap.ivrs.is_empty());
         assert!(snap.domains.is_empty() && snap.platform_certificate.is_none());
     }

@@ -175,6 +175,7 @@ pub async fn start_edge(
         .as_ref()
         .and_then(|s| s.media.as_ref())
         .map(|m| m.spool_dir.clone());
+    let prompt_store = objects.clone();
     let uploader = match (spool, objects) {
         (Some(dir), Some(store)) => {
             let cancel = CancellationToken::new();
@@ -190,6 +191,11 @@ pub async fn start_edge(
     let node = EdgeNode::start(config, bus.clone())
         .await
         .context("starting the edge node")?;
+    // tenants' uploaded prompts are fetched from the same object store as recordings go to
+    if let Some(store) = prompt_store {
+        node.store()
+            .attach_prompts(pbx_edge_node::media::PromptCache::new(store));
+    }
     let sip = match sip {
         Some(opts) => Some(Arc::new(
             SipService::start(
@@ -269,6 +275,7 @@ pub fn tenants_summary(store: &pbx_edge_node::SnapshotStore) -> serde_json::Valu
                 "certificate_not_after_ms": t.certificate.as_ref().map(|c| c.not_after_ms),
                 "extensions": t.extensions.iter().map(|e| serde_json::json!({"number": e.number, "display_name": e.display_name})).collect::<Vec<_>>(),
                 "queues": t.queues.iter().map(|q| serde_json::json!({"number": q.number, "name": q.name})).collect::<Vec<_>>(),
+                "prompts": t.prompts.iter().map(|p| serde_json::json!({"name": p.name, "loaded": store.prompt_loaded(&p.key)})).collect::<Vec<_>>(),
                 "ring_groups": t.ring_groups.iter().map(|g| serde_json::json!({"number": g.number, "name": g.name})).collect::<Vec<_>>(),
                 "ivrs": t.ivrs.iter().map(|v| serde_json::json!({"number": v.number, "name": v.name})).collect::<Vec<_>>(),
             })

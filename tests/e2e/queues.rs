@@ -166,17 +166,7 @@ impl Fx {
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let number = format!("\"{}\"", queue["number"].as_str().unwrap_or_default());
-        let edge = self
-            .pbx
-            .proc
-            .stdout_lines()
-            .iter()
-            .find_map(|l| {
-                l.split("Edge node health: ")
-                    .nth(1)
-                    .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
-            })
-            .unwrap_or_else(|| panic!("no edge line"));
+        let edge = self.edge_url();
         eventually("the edge has the queue", Duration::from_secs(10), || async {
             let tenants = edge_tenants(&self.client, &edge).await?;
             let text = serde_json::to_string(&tenants).unwrap_or_default();
@@ -188,6 +178,20 @@ impl Fx {
         })
         .await;
         r
+    }
+
+    /// The embedded edge node's HTTP address, from `pbx up`'s banner.
+    fn edge_url(&self) -> String {
+        self.pbx
+            .proc
+            .stdout_lines()
+            .iter()
+            .find_map(|l| {
+                l.split("Edge node health: ")
+                    .nth(1)
+                    .map(|u| u.split("/readyz").next().unwrap_or("").to_owned())
+            })
+            .unwrap_or_else(|| panic!("no edge line"))
     }
 
     /// Registers `ext` of acme from `port`, retrying while the edge learns new extensions.
@@ -965,5 +969,141 @@ async fn a_closed_queue_sends_callers_to_its_off_hours_destination() {
         .unwrap_or_else(|| panic!("{events:#?}"));
     assert_eq!(missed["reason"]["reason"], "off_hours", "{missed:#}");
     assert_eq!(missed["queue"], "6400", "{missed:#}");
+    fx.stop().await;
+}
+
+/// PCMU packets received for `window`: (RTP timestamp, payload).
+fn pcmu_packets(sock: &UdpSocket, window: Duration) -> Vec<(u32, Vec<u8>)> {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let until = Instant::now() + window;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < until {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 0 {
+                let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                out.push((ts, buf[12..n].to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// A tenant uploads its own join prompt through the API; the edge fetches it from the object
+/// store and the caller hears exactly it (G.711 payload compared with the tone's encoding).
+#[tokio::test]
+async fn a_queue_plays_an_uploaded_join_prompt_from_the_object_store() {
+    let fx = Fx::start().await;
+    let pbx = &fx.pbx;
+    // 3 s of a 1 kHz tone whose level rises, so that every 20 ms packet differs from the others
+    let samples: Vec<i16> = (0..24_000)
+        .map(|i| {
+            let amp = 2000.0 + 12_000.0 * f64::from(i) / 24_000.0;
+            (amp * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(i) / 8000.0).sin()).round() as i16
+        })
+        .collect();
+    let mut wav = Vec::new();
+    let data = u32::try_from(samples.len() * 2).unwrap_or(0);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    for v in [1u16, 1] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [8000u32, 16_000] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [2u16, 16] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data.to_le_bytes());
+    for s in &samples {
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    let r = fx
+        .client
+        .post(format!("{}/api/v1/tenants/acme/prompts?name=welcome", pbx.api))
+        .bearer_auth(&fx.token)
+        .header("content-type", "audio/wav")
+        .body(wav)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+    fx.create_queue(serde_json::json!({
+        "number": "6402", "name": "Own prompt", "max_wait_secs": 4,
+        "members": [{"agent": "102", "kind": "dynamic"}],
+        "prompts": {"join_prompt": "welcome"},
+    }))
+    .await;
+    // the edge fetches it in the background once a snapshot names it
+    let edge = fx.edge_url();
+    eventually(
+        "the edge has loaded the prompt",
+        Duration::from_secs(10),
+        || async {
+            let tenants = edge_tenants(&fx.client, &edge).await?;
+            let loaded = tenants
+                .iter()
+                .flat_map(|t| t["prompts"].as_array().cloned().unwrap_or_default())
+                .any(|p| p["name"] == "welcome" && p["loaded"] == true);
+            if loaded {
+                Ok(())
+            } else {
+                Err(format!("{tenants:?}"))
+            }
+        },
+    )
+    .await;
+
+    let media = rtp_socket();
+    let rtp_port = media
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
+    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6402", rtp_port));
+    let packets = tokio::task::spawn_blocking(move || pcmu_packets(&media, Duration::from_millis(2500)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected: Vec<u8> = samples
+        .iter()
+        .map(|&s| pbx_edge_node::media::g711::linear_to_ulaw(s))
+        .collect();
+    // the prompt starts where a packet carries its first 20 ms; from there each packet is the
+    // chunk its RTP timestamp says
+    let start = packets
+        .iter()
+        .find(|(_, p)| p.as_slice() == &expected[..160])
+        .map(|(ts, _)| *ts)
+        .unwrap_or_else(|| {
+            panic!(
+                "the prompt's first 20 ms never arrived ({} packets)\n{}",
+                packets.len(),
+                pbx.proc.tail(30)
+            )
+        });
+    let (mut compared, mut equal) = (0, 0);
+    for (ts, payload) in &packets {
+        let offset = ts.wrapping_sub(start) as usize;
+        if !offset.is_multiple_of(160) || offset + 160 > expected.len() {
+            continue;
+        }
+        compared += 1;
+        if payload.as_slice() == &expected[offset..offset + 160] {
+            equal += 1;
+        }
+    }
+    assert!(
+        compared >= 60 && equal * 100 >= compared * 95,
+        "{equal} of {compared} packets are the uploaded prompt\n{}",
+        pbx.proc.tail(30)
+    );
+    // max wait 4 s: the edge hangs the caller up
+    let (ok, out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok, "caller:\n{}\n--- pbx:\n{}", tail(&out, 30), pbx.proc.tail(30));
     fx.stop().await;
 }

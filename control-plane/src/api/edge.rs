@@ -82,6 +82,8 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
     let extensions = db::extensions::list(&mut tx, tenant).await?;
     let queues = db::queues::list(&mut tx, tenant).await?;
     let pause_reasons = db::pause_reasons::list(&mut tx, tenant).await?;
+    let options = db::queue_options::get(&mut tx, tenant).await?;
+    let prompts = crate::service::prompts::edge_prompts(&mut tx, tenant).await?;
     let ring_groups = pbx_objects::all_settings::<RingGroup>(&mut tx, tenant).await?;
     let ivrs = pbx_objects::all_settings::<Ivr>(&mut tx, tenant).await?;
     let schedules = db::pbx_objects::list(&mut tx, tenant, db::pbx_objects::Kind::Schedule).await?;
@@ -136,8 +138,10 @@ pub async fn snapshot(state: &AppState, tenant: TenantId) -> Result<Option<Tenan
                     name: r.name,
                 })
                 .collect(),
-            ..Default::default()
+            shared_wrap_up: options.shared_wrap_up,
+            dynamic_agent_default: options.dynamic_agent_default,
         },
+        prompts,
         certificate,
         ring_groups,
         ivrs,

@@ -15,7 +15,9 @@ mod middleware;
 mod objects;
 mod pause_reasons;
 mod pbx_objects;
+mod prompts;
 mod queue_calls;
+mod queue_options;
 mod queues;
 mod resellers;
 mod signup;
@@ -91,6 +93,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(
             pause_reasons::get_pause_reasons,
             pause_reasons::put_pause_reasons
+        ))
+        .routes(routes!(
+            queue_options::get_queue_options,
+            queue_options::put_queue_options
+        ))
+        .routes(routes!(prompts::list_prompts, prompts::upload_prompt))
+        .routes(routes!(
+            prompts::get_prompt,
+            prompts::replace_prompt,
+            prompts::delete_prompt
         ))
         .routes(routes!(queues::list_queues, queues::create_queue))
         .routes(routes!(
@@ -237,6 +249,8 @@ mod tests_contacts;
 mod tests_deletion;
 #[cfg(test)]
 mod tests_pbx_objects;
+#[cfg(test)]
+mod tests_prompts;
 #[cfg(test)]
 mod tests_reseller;
 #[cfg(test)]

@@ -117,7 +117,7 @@ on_both_backends!(
             "time_zone": "Europe/Berlin",
             "office_hours": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "12:00"},
                              {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "13:00", "end": "17:30"}],
-            "holidays": [{"name": "Christmas", "start": "2026-12-24", "end": "2026-12-26", "prompt": "xmas"}],
+            "holidays": [{"name": "Christmas", "start": "2026-12-24", "end": "2026-12-26", "prompt": "goodbye"}],
         });
         let r = app.call(&admin, Method::POST, base, Some(berlin)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
@@ -521,7 +521,7 @@ on_both_backends!(ivrs_route_keys_to_the_tenants_objects, |db: Db| async move {
     );
 
     let menu = json!({
-        "prompt": "welcome", "dial_extensions": true, "timeout_secs": 5,
+        "prompt": "queue-join", "dial_extensions": true, "timeout_secs": 5,
         "keys": [
             {"key": "1", "destination": {"type": "extension", "target": "101"}},
             {"key": "2", "destination": {"type": "ring_group", "target": "6300"}},

@@ -111,7 +111,7 @@ on_both_backends!(
             "failover": {"type": "extension_voicemail", "target": "1001"},
             "agent_options": {"wrap_up_secs": 15, "ring_in_use": true,
                 "auto_pause": {"missed_calls": 3, "notify_email": true}},
-            "prompts": {"periodic_announcement": "press-1", "announcement_frequency_secs": 30},
+            "prompts": {"periodic_announcement": "queue-periodic", "announcement_frequency_secs": 30},
             "priority": {"weight": 999, "acceleration_secs": 1800},
             "capacity": 20, "leave_when_empty": {"unregistered": true, "paused": true, "in_use": false},
             "alert_info": "queue-support",

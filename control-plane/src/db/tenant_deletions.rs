@@ -192,7 +192,7 @@ pub async fn record_failure(conn: &mut Conn, id: &str, error: &str) -> Result<()
 
 /// The tables erased with a tenant, children first; the audit log is kept on purpose (the
 /// platform's record outlives what it describes).
-const TENANT_TABLES: [&str; 15] = [
+const TENANT_TABLES: [&str; 17] = [
     "contact_group_members",
     "contact_groups",
     "contacts",
@@ -205,6 +205,8 @@ const TENANT_TABLES: [&str; 15] = [
     "call_logs",
     "queues",
     "pause_reasons",
+    "queue_options",
+    "prompts",
     "extensions",
     "billing_accounts",
     "users",

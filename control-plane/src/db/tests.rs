@@ -730,3 +730,80 @@ on_both_backends!(
         assert_eq!((u2.extension_id, u2.extension), (None, None));
     }
 );
+
+on_both_backends!(
+    prompts_and_queue_options_are_scoped_by_tenant,
+    |db: Db| async move {
+        let (a, b) = two_tenants(&db).await;
+        let mut c = db.acquire().await.unwrap();
+        let new = |key: &'static str| prompts::NewPrompt {
+            name: "welcome",
+            object_key: key,
+            duration_ms: 1500,
+            sha256: "ab",
+            size_bytes: 24044,
+        };
+        let row = prompts::insert(&mut c, a.id, &new("a/prompts/welcome-1.wav"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.name.as_str(), row.duration_ms, row.size_bytes),
+            ("welcome", 1500, 24044)
+        );
+        // the same name in another tenant is fine; twice in one tenant is a conflict on `name`
+        prompts::insert(&mut c, b.id, &new("b/prompts/welcome-1.wav"))
+            .await
+            .unwrap();
+        let dup = prompts::insert(&mut c, a.id, &new("a/prompts/welcome-2.wav")).await;
+        assert!(
+            matches!(dup, Err(crate::Error::Conflict { ref field, .. }) if field == "name"),
+            "{dup:?}"
+        );
+        let replaced = prompts::replace(&mut c, a.id, &new("a/prompts/welcome-2.wav"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(replaced.object_key, "a/prompts/welcome-2.wav");
+        assert_eq!(replaced.id, row.id);
+        // b's row is untouched
+        assert_eq!(
+            prompts::get(&mut c, b.id, "welcome")
+                .await
+                .unwrap()
+                .unwrap()
+                .object_key,
+            "b/prompts/welcome-1.wav"
+        );
+        let mut other = new("x");
+        other.name = "nope";
+        assert_eq!(prompts::replace(&mut c, a.id, &other).await.unwrap(), None);
+        assert_eq!(prompts::list(&mut c, a.id).await.unwrap().len(), 1);
+        assert!(prompts::delete(&mut c, a.id, "welcome").await.unwrap());
+        assert!(!prompts::delete(&mut c, a.id, "welcome").await.unwrap());
+        assert_eq!(prompts::list(&mut c, a.id).await.unwrap(), vec![]);
+        assert_eq!(prompts::list(&mut c, b.id).await.unwrap().len(), 1);
+
+        // queue options: defaults without a row, upsert, per tenant
+        use pbx_contract::queue::DynamicAgentDefault;
+        assert_eq!(
+            queue_options::get(&mut c, a.id).await.unwrap(),
+            queue_options::QueueOptionsRow::default()
+        );
+        let on = queue_options::QueueOptionsRow {
+            shared_wrap_up: true,
+            dynamic_agent_default: DynamicAgentDefault::LoggedIn,
+        };
+        queue_options::put(&mut c, a.id, &on).await.unwrap();
+        assert_eq!(queue_options::get(&mut c, a.id).await.unwrap(), on);
+        assert_eq!(
+            queue_options::get(&mut c, b.id).await.unwrap(),
+            queue_options::QueueOptionsRow::default()
+        );
+        let half = queue_options::QueueOptionsRow {
+            shared_wrap_up: false,
+            ..on
+        };
+        queue_options::put(&mut c, a.id, &half).await.unwrap();
+        assert_eq!(queue_options::get(&mut c, a.id).await.unwrap(), half);
+    }
+);

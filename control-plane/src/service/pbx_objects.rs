@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use pbx_contract::bus::ConfigSubject;
 use pbx_contract::ivr::{Ivr, DEFAULT_IVR_NUMBERS};
 use pbx_contract::message_queue::{self, MessageQueue};
+use pbx_contract::prompt::PromptRefs;
 use pbx_contract::queue::Destination;
 use pbx_contract::ring_group::{RingGroup, DEFAULT_RING_GROUP_NUMBERS};
 use pbx_contract::route::{InboundRoute, OutboundRoute};
@@ -63,6 +64,10 @@ pub trait ObjectType: Serialize + DeserializeOwned + Default + Clone + Send + Sy
     }
     /// Removes secrets from what answers and audit rows show.
     fn redact(&mut self) {}
+    /// Prompt names the object refers to, with their fields (each must be shipped or uploaded).
+    fn prompt_refs(&self) -> Vec<(String, &str)> {
+        Vec::new()
+    }
     /// Refuses a delete that would leave other objects pointing at nothing.
     fn check_delete(
         &self,
@@ -158,7 +163,8 @@ async fn check<T: ObjectType>(conn: &mut Conn, tenant: &Tenant, config: &T, id: 
     config
         .validate()
         .map_err(|e| Error::invalid(e.field, e.message))?;
-    config.check_refs(conn, tenant, id).await
+    config.check_refs(conn, tenant, id).await?;
+    super::prompts::check_refs(conn, tenant.id, &config.prompt_refs()).await
 }
 
 /// Finds an object by its id or its key.
@@ -311,8 +317,11 @@ impl ObjectType for Schedule {
         ConfigSubject::Schedule { time_zone }
     }
     async fn check_refs(&self, _conn: &mut Conn, _tenant: &Tenant, _id: Option<&str>) -> Result<()> {
-        // Holiday prompts are names the edge resolves (system or uploaded prompts).
+        // Holiday prompts are checked by `prompt_refs` (shipped or uploaded).
         Ok(())
+    }
+    fn prompt_refs(&self) -> Vec<(String, &str)> {
+        PromptRefs::prompt_refs(self)
     }
     async fn defaults(_conn: &mut Conn, _tenant: TenantId, _body: &Value) -> Result<Self> {
         Ok(Schedule::default())
@@ -464,6 +473,9 @@ fn wants_number(body: &Value) -> bool {
 }
 
 impl ObjectType for RingGroup {
+    fn prompt_refs(&self) -> Vec<(String, &str)> {
+        PromptRefs::prompt_refs(self)
+    }
     const KIND: Kind = Kind::RingGroup;
     const ENTITY: &'static str = "ring group";
     const KEY_FIELD: &'static str = "number";
@@ -492,6 +504,9 @@ impl ObjectType for RingGroup {
 }
 
 impl ObjectType for Ivr {
+    fn prompt_refs(&self) -> Vec<(String, &str)> {
+        PromptRefs::prompt_refs(self)
+    }
     const KIND: Kind = Kind::Ivr;
     const ENTITY: &'static str = "IVR";
     const KEY_FIELD: &'static str = "number";
@@ -670,6 +685,9 @@ impl ObjectType for Trunk {
 }
 
 impl ObjectType for InboundRoute {
+    fn prompt_refs(&self) -> Vec<(String, &str)> {
+        PromptRefs::prompt_refs(self)
+    }
     const KIND: Kind = Kind::InboundRoute;
     const ENTITY: &'static str = "inbound route";
     const KEY_FIELD: &'static str = "name";

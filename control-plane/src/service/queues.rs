@@ -16,6 +16,7 @@ use crate::auth::{access, Ctx};
 use crate::db::{self, audit::AuditEntry, queues::Queue, tenants::Tenant, Conn};
 use crate::error::{Error, Result};
 use pbx_contract::bus::ConfigSubject;
+use pbx_contract::prompt::PromptRefs;
 use pbx_contract::queue::{Destination, QueueConfig, DEFAULT_QUEUE_NUMBERS};
 use pbx_contract::TenantId;
 use serde::{Deserialize, Serialize};
@@ -121,6 +122,7 @@ async fn check(conn: &mut Conn, tenant: &Tenant, config: &QueueConfig<String>) -
         }
     }
     check_destination(&extensions, "failover", &config.failover)?;
+    super::prompts::check_refs(conn, tenant.id, &config.prompt_refs()).await?;
     if let Some(t) = &config.time_routing {
         // The queue follows the business hours of its zone, which must exist (as for routes).
         if db::pbx_objects::get_by_key(conn, tenant.id, db::pbx_objects::Kind::Schedule, &t.time_zone)

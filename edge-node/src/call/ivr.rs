@@ -19,12 +19,16 @@ pub const INTER_DIGIT: Duration = Duration::from_secs(3);
 /// Longer inputs are not extension numbers.
 const MAX_DIGITS: usize = 16;
 
-/// The prompt an IVR plays: its own, else the shipped greeting. The one place that names
-/// the prompt source (uploaded prompts replace [`system_prompt`](crate::media::prompts::system_prompt) here).
-pub fn menu_prompt(ivr: &Ivr, language: &str) -> Option<crate::media::Prompt> {
+/// The prompt an IVR plays: its own, else the greeting. `lookup(language, name)` is the
+/// prompt source: on calls the snapshot store's resolver (the tenant's upload of that name
+/// when fetched, else the shipped one).
+pub fn menu_prompt(
+    ivr: &Ivr,
+    language: &str,
+    lookup: impl Fn(&str, &str) -> Option<crate::media::Prompt>,
+) -> Option<crate::media::Prompt> {
     let name = ivr.prompt.as_deref().unwrap_or(DEFAULT_PROMPT);
-    crate::media::prompts::system_prompt(language, name)
-        .or_else(|| crate::media::prompts::system_prompt(language, DEFAULT_PROMPT))
+    lookup(language, name).or_else(|| lookup(language, DEFAULT_PROMPT))
 }
 
 /// The shipped greeting of an IVR without a prompt of its own.
@@ -305,11 +309,14 @@ mod tests {
     #[test]
     fn the_menu_prompt_falls_back_to_the_shipped_greeting() {
         let mut v = ivr(false);
-        assert!(menu_prompt(&v, "en").is_some());
+        assert!(menu_prompt(&v, "en", crate::media::prompts::system_prompt).is_some());
         v.prompt = Some("no-such-prompt".into());
-        assert!(menu_prompt(&v, "en").is_some());
+        assert!(menu_prompt(&v, "en", crate::media::prompts::system_prompt).is_some());
         v.prompt = Some("goodbye".into());
         let goodbye = crate::media::prompts::system_prompt("en", "goodbye").map(|p| p.len());
-        assert_eq!(menu_prompt(&v, "en").map(|p| p.len()), goodbye);
+        assert_eq!(
+            menu_prompt(&v, "en", crate::media::prompts::system_prompt).map(|p| p.len()),
+            goodbye
+        );
     }
 }

@@ -16,7 +16,6 @@ use super::queue_driver::{DriverMsg, DriverSender, QueueCommand};
 use super::ring_group::{Next, RingPlan};
 use super::task::{parse_sdp, sleep_until};
 use super::{forward_events, CallInput, CallRouter, CallSender};
-use crate::media::prompts::system_prompt;
 use crate::media::{
     recording_key, Leg, MediaEvent, Playback, Prompt, RecordingMeta, RelaySession, SdpOrigin,
     SessionDescription,
@@ -590,12 +589,14 @@ impl QueueCall {
             .unwrap_or_else(|| "en".to_owned())
     }
 
-    /// The prompts, in the caller's codec; unknown names are skipped (and logged).
+    /// The prompts, in the caller's codec: the tenant's uploaded prompt of each name when the
+    /// edge holds it, else the shipped one; unknown names are skipped (and logged).
     fn audio(&self, names: &[String], language: &str) -> Option<Arc<[u8]>> {
+        let store = self.router.store();
         let parts: Vec<Prompt> = names
             .iter()
             .filter_map(|n| {
-                let prompt = system_prompt(language, n);
+                let prompt = store.prompt(&self.tenant, language, n);
                 if prompt.is_none() {
                     warn!(call = %self.id, prompt = %n, "no such prompt");
                 }
@@ -1122,7 +1123,10 @@ impl QueueCall {
         self.queue = number.to_owned();
         let language = self.language();
         let mut menu = IvrMenu::new(ivr);
-        match super::ivr::menu_prompt(menu.ivr(), &language).and_then(|p| p.encode(self.payload_type)) {
+        let store = self.router.store();
+        let menu_audio =
+            super::ivr::menu_prompt(menu.ivr(), &language, |l, n| store.prompt(&self.tenant, l, n));
+        match menu_audio.and_then(|p| p.encode(self.payload_type)) {
             Some(payload) => {
                 let id = self.next_prompt_id;
                 self.next_prompt_id += 1;

@@ -1338,6 +1338,7 @@ mod tests {
             version: 1,
             extensions: vec![ext("101"), ext("102")],
             queues: vec![queue],
+            prompts: Vec::new(),
             queue_options: crate::queue::EngineOptions {
                 pause_reasons: vec![PauseReason {
                     code: "*03".into(),

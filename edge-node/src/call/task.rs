@@ -632,7 +632,8 @@ impl Call {
         }
     }
 
-    /// Plays a shipped prompt in a loop towards `side` (in the codec of its last SDP), in
+    /// Plays a prompt (the tenant's upload of that name, else the shipped one) in a loop
+    /// towards `side` (in the codec of its last SDP), in
     /// place of what the other side sends: music on hold, ringback.
     fn play_loop(&self, side: Side, name: &str) {
         let Some(a) = &self.anchor else {
@@ -642,7 +643,12 @@ impl Call {
             Some(f) if f == "8" => 8,
             _ => 0,
         };
-        let tone = crate::media::prompts::system_prompt("en", name).and_then(|p| p.encode(payload_type));
+        // the tenant's own prompt of that name (its `moh`) when it uploaded one, else ours
+        let tone = self
+            .router
+            .store()
+            .prompt(&self.tenant, "en", name)
+            .and_then(|p| p.encode(payload_type));
         if let Some(payload) = tone {
             a.session.play(
                 side.leg(),

@@ -32,6 +32,7 @@
 mod error;
 pub mod g711;
 pub mod player;
+pub mod prompt_cache;
 pub mod prompts;
 pub mod recording;
 pub mod relay;
@@ -45,6 +46,7 @@ mod tests;
 
 pub use error::MediaError;
 pub use player::{Playback, Prompt, PromptError};
+pub use prompt_cache::PromptCache;
 pub use recording::{recording_key, RecordingMeta};
 pub use relay::{Leg, MediaEvent, MediaRelay, RelayOptions, RelaySession, RelayStats, SessionStats};
 pub use sdp::{Direction, SdpOrigin, SessionDescription};

@@ -109,3 +109,25 @@ pub fn system_prompt(lang: &str, name: &str) -> Option<super::Prompt> {
         .or_else(|| decoded.get(&(LANGUAGES[0], name)))
         .cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The control plane checks prompt names against the contract's list: it must be exactly
+    /// what every language ships.
+    #[test]
+    fn the_contract_lists_exactly_the_shipped_prompts() {
+        for lang in LANGUAGES {
+            let mut names: Vec<&str> = SYSTEM_PROMPTS
+                .iter()
+                .filter(|p| p.lang == *lang)
+                .map(|p| p.name)
+                .collect();
+            names.sort_unstable();
+            let mut listed = pbx_contract::prompt::SHIPPED_PROMPTS.to_vec();
+            listed.sort_unstable();
+            assert_eq!(names, listed, "language {lang}");
+        }
+    }
+}

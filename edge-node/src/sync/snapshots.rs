@@ -1,6 +1,7 @@
 //! Sans-IO: every tenant's configuration snapshot held in memory, and the decision what to do
 //! with one `cfg` stream entry. No I/O here; [`super::worker`] drives it.
 
+use crate::media::prompt_cache::PromptCache;
 use crate::sip::tls::{certified_key, SniResolver};
 use pbx_contract::bus::{ConfigChange, ConfigSubject, SnapshotReason};
 use pbx_contract::{ExtensionConfig, ExtensionId, TenantCertificate, TenantId, TenantSnapshot};
@@ -54,6 +55,7 @@ pub fn decide(current: Option<u64>, change: &ConfigChange) -> Decision {
         | ConfigSubject::InboundRoute { .. }
         | ConfigSubject::OutboundRoute { .. }
         | ConfigSubject::MessageQueue { .. }
+        | ConfigSubject::Prompt { .. }
         | ConfigSubject::Unknown => Decision::Reload {
             reason: SnapshotReason::TenantChanged,
         },
@@ -257,6 +259,8 @@ pub struct SnapshotStore {
     inner: Arc<RwLock<TenantSnapshots>>,
     /// Where tenant certificates from snapshots go (the TLS/WSS listeners' resolver).
     certificates: Arc<RwLock<Option<Arc<SniResolver>>>>,
+    /// Where tenant prompts named by snapshots are fetched into (when an object store is set).
+    prompts: Arc<RwLock<Option<Arc<PromptCache>>>>,
 }
 
 impl SnapshotStore {
@@ -304,6 +308,9 @@ impl SnapshotStore {
     }
 
     pub fn apply_snapshot(&self, snapshot: TenantSnapshot) -> Option<u64> {
+        if let Some(cache) = self.prompt_cache() {
+            cache.sync(&snapshot);
+        }
         let resolver = self.resolver();
         let mut all = self.write();
         if let Some(resolver) = &resolver {
@@ -311,6 +318,35 @@ impl SnapshotStore {
             install_certificates(resolver, &all, previous.as_deref(), &snapshot);
         }
         all.apply_snapshot(snapshot)
+    }
+
+    fn prompt_cache(&self) -> Option<Arc<PromptCache>> {
+        self.prompts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// From now on, tenant prompts named by snapshots are fetched into `cache` in the
+    /// background; those of the snapshots held already at once.
+    pub fn attach_prompts(&self, cache: Arc<PromptCache>) {
+        *self.prompts.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&cache));
+        for tenant in self.tenant_ids() {
+            if let Some(snapshot) = self.get(tenant) {
+                cache.sync(&snapshot);
+            }
+        }
+    }
+
+    /// Whether the tenant prompt stored at `key` has been fetched and decoded.
+    pub fn prompt_loaded(&self, key: &str) -> bool {
+        self.prompt_cache().is_some_and(|c| c.get(key).is_some())
+    }
+
+    /// The prompt `name` for a call of `tenant`: the tenant's own upload when fetched, else
+    /// the shipped one in `lang` (or English). Never waits on the network.
+    pub fn prompt(&self, tenant: &TenantSnapshot, lang: &str, name: &str) -> Option<crate::media::Prompt> {
+        crate::media::prompt_cache::resolve(self.prompt_cache().as_deref(), tenant, lang, name)
     }
 
     fn resolver(&self) -> Option<Arc<SniResolver>> {
@@ -339,6 +375,9 @@ impl SnapshotStore {
     }
 
     pub fn remove_tenant(&self, tenant: TenantId) -> bool {
+        if let Some(cache) = self.prompt_cache() {
+            cache.forget_tenant(tenant);
+        }
         let resolver = self.resolver();
         let mut all = self.write();
         if let (Some(resolver), Some(old)) = (resolver, all.get(tenant)) {
@@ -431,6 +470,7 @@ pub(crate) mod tests {
             version,
             extensions,
             queues: Vec::new(),
+            prompts: Vec::new(),
             queue_options: Default::default(),
             certificate: None,
             ring_groups: Vec::new(),
@@ -488,6 +528,9 @@ pub(crate) mod tests {
             ConfigSubject::InboundRoute { name: "in".into() },
             ConfigSubject::OutboundRoute { name: "out".into() },
             ConfigSubject::MessageQueue { name: "mq".into() },
+            ConfigSubject::Prompt {
+                name: "welcome".into(),
+            },
             ConfigSubject::Unknown,
         ] {
             let c = change(t, subject, 8);

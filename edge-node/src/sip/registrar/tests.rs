@@ -37,6 +37,7 @@ fn tenant(fqdn: &str, secret: &str) -> TenantSnapshot {
             ring_timeout_secs: 30,
         }],
         queues: Vec::new(),
+        prompts: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
         ring_groups: Vec::new(),

@@ -63,6 +63,7 @@ fn handler() -> Edge {
             })
             .collect(),
         queues: Vec::new(),
+        prompts: Vec::new(),
         queue_options: Default::default(),
         certificate: None,
         ring_groups: Vec::new(),

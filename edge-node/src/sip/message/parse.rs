@@ -38,14 +38,11 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(ParseError::NoHeaderEnd)?;
     let bytes = &bytes[start..];
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(ParseError::NoHeaderEnd)?;
+    let end = header_end(bytes).ok_or(ParseError::NoHeaderEnd)?;
     let head = std::str::from_utf8(&bytes[..end]).map_err(|_| ParseError::NotUtf8)?;
     let rest = &bytes[end + 4..];
 
-    let mut lines = head.split("\r\n");
+    let mut lines = CrlfLines::new(head);
     let start_line = lines.next().ok_or(ParseError::StartLine("empty"))?;
     let headers = parse_headers(lines)?;
 
@@ -74,6 +71,56 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             headers,
             body,
         }))
+    }
+}
+
+/// Where the first `\r\n\r\n` starts. When the fourth byte of a window is neither CR nor LF
+/// no match can start in it, so most steps skip four bytes (`windows(4).position` compared
+/// every window: ~5% of a registration's instructions with the line split below).
+fn header_end(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i + 3) {
+        match b {
+            b'\n' if bytes[i..i + 4] == *b"\r\n\r\n" => return Some(i),
+            b'\r' | b'\n' => i += 1,
+            _ => i += 4,
+        }
+    }
+    None
+}
+
+/// `s.split("\r\n")` without the generic substring searcher: lines end at a CR followed by
+/// LF (a lone CR stays in its line, as with `split`).
+struct CrlfLines<'a> {
+    rest: &'a str,
+    done: bool,
+}
+
+impl<'a> CrlfLines<'a> {
+    fn new(s: &'a str) -> Self {
+        Self { rest: s, done: false }
+    }
+}
+
+impl<'a> Iterator for CrlfLines<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let s = self.rest;
+        let bytes = s.as_bytes();
+        let mut from = 0;
+        while let Some(off) = bytes.get(from..).and_then(|b| b.iter().position(|&c| c == b'\r')) {
+            let at = from + off;
+            if bytes.get(at + 1) == Some(&b'\n') {
+                self.rest = s.get(at + 2..).unwrap_or_default();
+                return s.get(..at);
+            }
+            from = at + 1;
+        }
+        self.done = true;
+        Some(s)
     }
 }
 
@@ -184,4 +231,36 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         headers.push(name, value);
     }
     Ok(headers)
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// The fast paths give what the std versions they replace give.
+    #[test]
+    fn header_end_and_lines_match_std() {
+        let cases: [&[u8]; 12] = [
+            b"",
+            b"\r\n\r\n",
+            b"a\r\n\r\n",
+            b"ab\r\n\r\nbody",
+            b"abc\r\r\n\r\n",
+            b"abcd\n\r\n\r\n\r\n",
+            b"x\r\ny\r\n\r",
+            b"x\ry\r\nz\r\n\r\n",
+            b"REGISTER sip:a SIP/2.0\r\nVia: x\r\n\r\n",
+            b"\r\n\r",
+            b"a\r\nb\r\n",
+            b"\r\r\r\n\n\r\n\r\n",
+        ];
+        for c in cases {
+            let std_end = c.windows(4).position(|w| w == b"\r\n\r\n");
+            assert_eq!(header_end(c), std_end, "{c:?}");
+            let s = std::str::from_utf8(c).unwrap_or_default();
+            let ours: Vec<&str> = CrlfLines::new(s).collect();
+            let std: Vec<&str> = s.split("\r\n").collect();
+            assert_eq!(ours, std, "{s:?}");
+        }
+    }
 }

@@ -87,8 +87,10 @@ impl SipResponse {
                         if i > 0 {
                             vias.push_str(", ");
                         }
-                        match (i, Via::parse(part)) {
-                            (0, Ok(mut via)) => {
+                        // the top Via as the transaction layer already parsed it
+                        match (i, req_headers.top_via_view()) {
+                            (0, Ok(via)) => {
+                                let mut via = via.clone();
                                 stamp_via(&mut via, source);
                                 via.push_to(&mut vias);
                             }
@@ -119,7 +121,7 @@ impl SipResponse {
     pub fn with_to_tag(mut self, tag: &str) -> Self {
         if let Some(h) = self
             .headers
-            .0
+            .lines_mut()
             .iter_mut()
             .find(|h| h.is("To", super::header_id("To")))
         {

@@ -188,7 +188,7 @@ pub fn salvage_request_headers(bytes: &[u8]) -> Option<Headers> {
     let mut headers = Headers::new();
     for line in lines {
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = headers.0.last_mut() {
+            if let Some(last) = headers.lines_mut().last_mut() {
                 last.value.push(' ');
                 last.value.push_str(line.trim());
             }

@@ -443,7 +443,7 @@ impl Registrar {
         let realm = tenant.fqdn.as_str();
 
         // Step 5 (checked early): the AOR (To) is in this domain; its user is the extension.
-        let Ok(to) = req.to() else {
+        let Ok(to) = req.to_ref() else {
             return Self::respond(req, 400, "Bad To Header", source);
         };
         if !to.uri.is_sip() || fqdn_key(&to.uri.host) != fqdn_key(realm) {
@@ -452,10 +452,10 @@ impl Registrar {
         let Some(extension) = to.uri.user.clone().filter(|u| !u.is_empty()) else {
             return Self::respond(req, 403, "Forbidden", source);
         };
-        let (Ok(call_id), Ok(cseq)) = (req.call_id(), req.cseq()) else {
+        let (Ok(call_id), Ok(cseq)) = (req.call_id(), req.cseq_ref()) else {
             return Self::respond(req, 400, "Bad Call-ID or CSeq", source);
         };
-        let (Ok(contacts), Ok(expires_header)) = (req.contacts(), req.expires()) else {
+        let (Ok(contacts), Ok(expires_header)) = (req.contacts_ref(), req.expires()) else {
             return Self::respond(req, 400, "Bad Contact or Expires", source);
         };
         // Steps 3-4: lockout, then digest authentication.
@@ -496,7 +496,7 @@ impl Registrar {
             existing.clear();
         } else {
             let user_agent = req.header("User-Agent").map(str::to_owned);
-            for contact in &contacts {
+            for contact in contacts {
                 let Contact::Addr(addr) = contact else { continue };
                 let uri = addr.uri.as_str().to_owned();
                 let requested = match contact.expires() {

@@ -442,7 +442,7 @@ impl Origin {
         Self {
             transport,
             call_id: req.call_id().unwrap_or_default().to_string(),
-            cseq: req.cseq().map(|c| c.seq).unwrap_or_default(),
+            cseq: req.cseq_ref().map(|c| c.seq).unwrap_or_default(),
         }
     }
 }
@@ -858,7 +858,7 @@ impl Shared {
             }
             return;
         }
-        let Ok(via) = req.top_via() else {
+        let Ok(via) = req.top_via_ref() else {
             return;
         };
         let sent_by = match via.port {

@@ -112,14 +112,21 @@ pub struct ResponseInput<'a> {
     pub qop_auth: Option<(&'a str, &'a str)>,
 }
 
+/// Lowercase hex (`hex::encode` collects `char`s one by one: ~1.5% of a registration).
+fn to_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    crate::sip::message::push_hex(&mut out, bytes);
+    out
+}
+
 fn response_bytes(i: &ResponseInput<'_>) -> Vec<u8> {
     let alg = i.algorithm;
-    let mut ha1 = hex::encode(alg.hash(&[i.username.as_bytes(), i.realm.as_bytes(), i.password.as_bytes()]));
+    let mut ha1 = to_hex(&alg.hash(&[i.username.as_bytes(), i.realm.as_bytes(), i.password.as_bytes()]));
     if alg.is_sess() {
         let cnonce = i.qop_auth.map(|(_, c)| c).unwrap_or("");
-        ha1 = hex::encode(alg.hash(&[ha1.as_bytes(), i.nonce.as_bytes(), cnonce.as_bytes()]));
+        ha1 = to_hex(&alg.hash(&[ha1.as_bytes(), i.nonce.as_bytes(), cnonce.as_bytes()]));
     }
-    let ha2 = hex::encode(alg.hash(&[i.method.as_bytes(), i.uri.as_bytes()]));
+    let ha2 = to_hex(&alg.hash(&[i.method.as_bytes(), i.uri.as_bytes()]));
     match i.qop_auth {
         Some((nc, cnonce)) => alg.hash(&[
             ha1.as_bytes(),
@@ -135,7 +142,7 @@ fn response_bytes(i: &ResponseInput<'_>) -> Vec<u8> {
 
 /// The `response` parameter a client sends (lowercase hex).
 pub fn compute_response(input: &ResponseInput<'_>) -> String {
-    hex::encode(response_bytes(input))
+    to_hex(&response_bytes(input))
 }
 
 /// One `WWW-Authenticate` / `Proxy-Authenticate` challenge.
@@ -152,13 +159,17 @@ impl Challenge {
     /// The header value, e.g. `Digest realm="acme.example.com", nonce="...", opaque="...",
     /// algorithm=SHA-256, qop="auth"` (plus `, stale=true`).
     pub fn to_header_value(&self) -> String {
-        let mut v = format!(
-            "Digest realm={}, nonce={}, opaque={}, algorithm={}, qop=\"auth\"",
-            quote(&self.realm),
-            quote(&self.nonce),
-            quote(&self.opaque),
-            self.algorithm
-        );
+        // written into one buffer (every first REGISTER gets one; `format!` was ~1% of it)
+        let mut v = String::with_capacity(self.realm.len() + self.nonce.len() + self.opaque.len() + 96);
+        v.push_str("Digest realm=");
+        quote_into(&mut v, &self.realm);
+        v.push_str(", nonce=");
+        quote_into(&mut v, &self.nonce);
+        v.push_str(", opaque=");
+        quote_into(&mut v, &self.opaque);
+        v.push_str(", algorithm=");
+        v.push_str(self.algorithm.as_str());
+        v.push_str(", qop=\"auth\"");
         if self.stale {
             v.push_str(", stale=true");
         }
@@ -166,8 +177,7 @@ impl Challenge {
     }
 }
 
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+fn quote_into(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
@@ -176,7 +186,6 @@ fn quote(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 /// What a nonce is worth now.

@@ -389,6 +389,50 @@ pub(crate) fn push_u32(out: &mut String, n: u32) {
     }
 }
 
+/// Appends `n` in decimal with at least two digits (`{n:02}`).
+pub(crate) fn push_u32_2(out: &mut String, n: u32) {
+    if n < 10 {
+        out.push('0');
+    }
+    push_u32(out, n);
+}
+
+/// Appends lowercase hex of `bytes` (what `hex::encode` returns, without collecting chars).
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
+/// A random 64-bit tag in 16 hex digits (`format!("{:016x}", ..)` without the formatter).
+pub fn random_tag() -> String {
+    let mut out = String::with_capacity(16);
+    push_hex(&mut out, &rand::random::<u64>().to_be_bytes());
+    out
+}
+
+/// Appends an IP address as `to_string` writes it (IPv4 without the formatter, whose
+/// padding support made it ~1% of a registration).
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u32(out, u32::from(*octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{} {}", self.protocol, self.transport, self.host)?;

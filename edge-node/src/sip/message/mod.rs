@@ -26,7 +26,8 @@ mod torture_tests;
 
 pub use build::http_date;
 pub(crate) use headers::split_list;
-pub use headers::{CSeq, Contact, HeaderError, NameAddr, Params, Via};
+pub(crate) use headers::{push_hex, push_u32};
+pub use headers::{random_tag, CSeq, Contact, HeaderError, NameAddr, Params, Via};
 pub use parse::{parse, salvage_request_headers, ParseError};
 pub use uri::Uri;
 pub use validate::{validate, InvalidReason};
@@ -236,6 +237,10 @@ impl Header {
 impl Headers {
     pub fn new() -> Self {
         Self::default()
+    }
+    /// Room for `n` lines without growing (a REGISTER has ~10, a response ~8).
+    pub fn with_capacity(n: usize) -> Self {
+        Headers(Vec::with_capacity(n), OnceLock::new())
     }
     /// First value of a header.
     pub fn get(&self, name: &str) -> Option<&str> {

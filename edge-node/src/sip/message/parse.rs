@@ -206,7 +206,7 @@ pub fn salvage_request_headers(bytes: &[u8]) -> Option<Headers> {
 
 /// Header lines; continuation lines (leading SP/HT) are folded into the previous one.
 fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, ParseError> {
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(16);
     let mut current: Option<(String, String)> = None;
     for (i, line) in lines.enumerate() {
         if line.starts_with([' ', '\t']) {

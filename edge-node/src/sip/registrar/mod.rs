@@ -132,7 +132,7 @@ fn fqdn_key(host: &str) -> String {
 }
 
 fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    crate::sip::message::random_tag()
 }
 
 /// A planned change to one binding.
@@ -571,7 +571,11 @@ impl Registrar {
         {
             let mut nat = lock(&self.nat);
             for (contact, binding) in nat_updates {
-                let k = (tenant.tenant_id, format!("{extension}\n{contact}"));
+                let mut k = String::with_capacity(extension.len() + 1 + contact.len());
+                k.push_str(&extension);
+                k.push('\n');
+                k.push_str(&contact);
+                let k = (tenant.tenant_id, k);
                 match binding {
                     Some(b) => {
                         nat.insert(

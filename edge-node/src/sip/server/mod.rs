@@ -861,10 +861,12 @@ impl Shared {
         let Ok(via) = req.top_via_ref() else {
             return;
         };
-        let sent_by = match via.port {
-            Some(p) => format!("{}:{p}", via.host),
-            None => via.host.clone(),
-        };
+        let mut sent_by = String::with_capacity(via.host.len() + 6);
+        sent_by.push_str(&via.host);
+        if let Some(p) = via.port {
+            sent_by.push(':');
+            super::message::push_u32(&mut sent_by, u32::from(p));
+        }
         let key = via
             .branch()
             .filter(|_| via.has_rfc3261_branch())

@@ -26,7 +26,7 @@ mod torture_tests;
 
 pub use build::http_date;
 pub(crate) use headers::split_list;
-pub(crate) use headers::{push_hex, push_u32};
+pub(crate) use headers::{push_hex, push_ip, push_u32};
 pub use headers::{random_tag, CSeq, Contact, HeaderError, NameAddr, Params, Via};
 pub use parse::{parse, salvage_request_headers, ParseError};
 pub use uri::Uri;

@@ -69,7 +69,14 @@ impl Uri {
     /// Parses a URI; `None` when it contains whitespace or is not a valid SIP/SIPS URI or
     /// `scheme:opaque` absolute URI.
     pub fn parse(s: &str) -> Option<Uri> {
-        if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // ASCII (the usual case) checked by byte: its whitespace and controls are the bytes
+        // up to SP and DEL
+        let bad = if s.is_ascii() {
+            s.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            s.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if s.is_empty() || bad {
             return None;
         }
         let (scheme, rest) = s.split_once(':')?;

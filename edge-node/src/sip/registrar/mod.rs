@@ -76,6 +76,7 @@ pub struct Binding {
     /// The Contact URI as sent by the phone.
     pub contact: String,
     /// Where the REGISTER came from: calls are sent here (symmetric routing through NAT).
+    #[serde(serialize_with = "serialize_source")]
     pub source: SocketAddr,
     /// `udp` / `tcp` / ...
     pub transport: String,
@@ -84,6 +85,21 @@ pub struct Binding {
     pub call_id: String,
     pub cseq: u32,
     pub user_agent: Option<String>,
+}
+
+/// What serde writes for a `SocketAddr` (its `Display`), for IPv4 without the formatting
+/// machinery (the binding is serialized on every registration).
+fn serialize_source<S: serde::Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let mut out = String::with_capacity(21);
+            crate::sip::message::push_ip(&mut out, std::net::IpAddr::V4(*v4.ip()));
+            out.push(':');
+            crate::sip::message::push_u32(&mut out, u32::from(v4.port()));
+            s.serialize_str(&out)
+        }
+        SocketAddr::V6(_) => addr.serialize(s),
+    }
 }
 
 /// Counters for `/metrics` and the console.
@@ -127,8 +143,10 @@ fn unix_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn fqdn_key(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
+/// Whether two host names are the same domain (ASCII case and trailing dots ignored).
+fn same_fqdn(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
 fn new_tag() -> String {
@@ -342,10 +360,7 @@ impl Registrar {
         if creds.username != extension {
             return Err(Self::respond(req, 403, "Forbidden", source));
         }
-        let secret = self
-            .store
-            .extension(tenant.tenant_id, extension)
-            .map(|e| e.sip_secret.expose().to_owned());
+        let secret = self.store.sip_secret(tenant.tenant_id, extension);
         let verdict = {
             let mut digest = lock(&self.digest);
             match &secret {
@@ -446,7 +461,7 @@ impl Registrar {
         let Ok(to) = req.to_ref() else {
             return Self::respond(req, 400, "Bad To Header", source);
         };
-        if !to.uri.is_sip() || fqdn_key(&to.uri.host) != fqdn_key(realm) {
+        if !to.uri.is_sip() || !same_fqdn(&to.uri.host, realm) {
             return Self::respond(req, 403, "Forbidden", source);
         }
         let Some(extension) = to.uri.user.clone().filter(|u| !u.is_empty()) else {

@@ -1,6 +1,6 @@
 //! Framing: start line, header lines, body (RFC 3261 §7, §7.5, §18.3, §25).
 
-use super::headers::{is_token, parse_u32};
+use super::headers::{is_token, parse_u32, split_once_byte};
 use super::{Headers, Method, SipMessage, SipRequest, SipResponse, Uri};
 
 /// Why bytes are not a SIP message. The transport answers 400 when it can still find a Via
@@ -220,7 +220,7 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         if let Some((name, value)) = current.take() {
             headers.push(name, value);
         }
-        let (name, value) = line.split_once(':').ok_or(ParseError::HeaderLine(i + 1))?;
+        let (name, value) = split_once_byte(line, b':').ok_or(ParseError::HeaderLine(i + 1))?;
         let name = name.trim_end_matches([' ', '\t']);
         if !is_token(name) {
             return Err(ParseError::HeaderLine(i + 1));

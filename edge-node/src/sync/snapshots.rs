@@ -291,6 +291,14 @@ impl SnapshotStore {
         self.read().extension(tenant, number).cloned()
     }
 
+    /// The SIP secret of an extension, without a copy of the rest of its configuration
+    /// (the registrar reads it for every authenticated request).
+    pub fn sip_secret(&self, tenant: TenantId, number: &str) -> Option<String> {
+        self.read()
+            .extension(tenant, number)
+            .map(|e| e.sip_secret.expose().to_owned())
+    }
+
     pub fn version(&self, tenant: TenantId) -> Option<u64> {
         self.read().version(tenant)
     }

@@ -1,6 +1,6 @@
 //! Building responses (RFC 3261 §8.2.6, §18.2.1, RFC 3581) and serializing messages.
 
-use super::headers::push_u32;
+use super::headers::{push_ip, push_u32, push_u32_2};
 use super::{Headers, Method, SipRequest, SipResponse, Via};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,11 +51,14 @@ impl SipRequest {
 /// sent-by host is not the source address, `rport` filled when the client asked (RFC 3581,
 /// which also requires `received` then).
 fn stamp_via(via: &mut Via, source: SocketAddr) {
-    let ip = source.ip().to_string();
+    let mut ip = String::with_capacity(15);
+    push_ip(&mut ip, source.ip());
     let host_is_source = via.host.trim_matches(['[', ']']) == ip;
     match via.rport() {
         Some(_) => {
-            via.params.set("rport", Some(source.port().to_string()));
+            let mut port = String::with_capacity(5);
+            push_u32(&mut port, u32::from(source.port()));
+            via.params.set("rport", Some(port));
             via.params.set("received", Some(ip));
         }
         None if !host_is_source => via.params.set("received", Some(ip)),
@@ -75,7 +78,7 @@ impl SipResponse {
     /// [`SipResponse::for_request`] from the request's header lines alone (for requests the
     /// parser refused, see [`super::salvage_request_headers`]).
     pub fn for_headers(req_headers: &Headers, status: u16, reason: &str, source: SocketAddr) -> SipResponse {
-        let mut headers = Headers::new();
+        let mut headers = Headers::with_capacity(10);
         let mut first = true;
         for line in req_headers.get_all("Via") {
             if first {
@@ -87,8 +90,10 @@ impl SipResponse {
                         if i > 0 {
                             vias.push_str(", ");
                         }
-                        match (i, Via::parse(part)) {
-                            (0, Ok(mut via)) => {
+                        // the top Via as the transaction layer already parsed it
+                        match (i, req_headers.top_via_view()) {
+                            (0, Ok(via)) => {
+                                let mut via = via.clone();
                                 stamp_via(&mut via, source);
                                 via.push_to(&mut vias);
                             }
@@ -119,7 +124,7 @@ impl SipResponse {
     pub fn with_to_tag(mut self, tag: &str) -> Self {
         if let Some(h) = self
             .headers
-            .0
+            .lines_mut()
             .iter_mut()
             .find(|h| h.is("To", super::header_id("To")))
         {
@@ -132,7 +137,9 @@ impl SipResponse {
                 .any(|w| w.eq_ignore_ascii_case(b"tag"));
             let has_tag = may_have_tag && super::NameAddr::parse(&h.value).is_some_and(|n| n.tag().is_some());
             if !has_tag {
-                h.value = format!("{};tag={tag}", h.value);
+                h.value.reserve(5 + tag.len());
+                h.value.push_str(";tag=");
+                h.value.push_str(tag);
             }
         }
         self
@@ -151,10 +158,14 @@ impl SipResponse {
     }
     /// `Contact: <uri>;expires=N` (a registrar lists each binding this way, §10.3 step 8).
     pub fn with_contact(self, uri: &str, expires: Option<u32>) -> Self {
-        let value = match expires {
-            Some(e) => format!("<{uri}>;expires={e}"),
-            None => format!("<{uri}>"),
-        };
+        let mut value = String::with_capacity(uri.len() + 22);
+        value.push('<');
+        value.push_str(uri);
+        value.push('>');
+        if let Some(e) = expires {
+            value.push_str(";expires=");
+            push_u32(&mut value, e);
+        }
         self.with_header("Contact", value)
     }
     pub fn with_expires(self, seconds: u32) -> Self {
@@ -220,5 +231,21 @@ pub fn http_date(at: SystemTime) -> String {
     ];
     let wd = WD[days.rem_euclid(7) as usize];
     let mon = MON[((month - 1).clamp(0, 11)) as usize];
-    format!("{wd}, {d:02} {mon} {year} {h:02}:{m:02}:{s:02} GMT")
+    // written by hand: the 200 of every registration carries a Date
+    let mut out = String::with_capacity(29);
+    out.push_str(wd);
+    out.push_str(", ");
+    push_u32_2(&mut out, d as u32);
+    out.push(' ');
+    out.push_str(mon);
+    out.push(' ');
+    push_u32(&mut out, u32::try_from(year).unwrap_or(0));
+    out.push(' ');
+    push_u32_2(&mut out, h as u32);
+    out.push(':');
+    push_u32_2(&mut out, m as u32);
+    out.push(':');
+    push_u32_2(&mut out, s as u32);
+    out.push_str(" GMT");
+    out
 }

@@ -1,6 +1,6 @@
 //! Framing: start line, header lines, body (RFC 3261 §7, §7.5, §18.3, §25).
 
-use super::headers::{is_token, parse_u32};
+use super::headers::{is_token, parse_u32, split_once_byte};
 use super::{Headers, Method, SipMessage, SipRequest, SipResponse, Uri};
 
 /// Why bytes are not a SIP message. The transport answers 400 when it can still find a Via
@@ -38,14 +38,11 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or(ParseError::NoHeaderEnd)?;
     let bytes = &bytes[start..];
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(ParseError::NoHeaderEnd)?;
+    let end = header_end(bytes).ok_or(ParseError::NoHeaderEnd)?;
     let head = std::str::from_utf8(&bytes[..end]).map_err(|_| ParseError::NotUtf8)?;
     let rest = &bytes[end + 4..];
 
-    let mut lines = head.split("\r\n");
+    let mut lines = CrlfLines::new(head);
     let start_line = lines.next().ok_or(ParseError::StartLine("empty"))?;
     let headers = parse_headers(lines)?;
 
@@ -74,6 +71,56 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             headers,
             body,
         }))
+    }
+}
+
+/// Where the first `\r\n\r\n` starts. When the fourth byte of a window is neither CR nor LF
+/// no match can start in it, so most steps skip four bytes (`windows(4).position` compared
+/// every window: ~5% of a registration's instructions with the line split below).
+fn header_end(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i + 3) {
+        match b {
+            b'\n' if bytes[i..i + 4] == *b"\r\n\r\n" => return Some(i),
+            b'\r' | b'\n' => i += 1,
+            _ => i += 4,
+        }
+    }
+    None
+}
+
+/// `s.split("\r\n")` without the generic substring searcher: lines end at a CR followed by
+/// LF (a lone CR stays in its line, as with `split`).
+struct CrlfLines<'a> {
+    rest: &'a str,
+    done: bool,
+}
+
+impl<'a> CrlfLines<'a> {
+    fn new(s: &'a str) -> Self {
+        Self { rest: s, done: false }
+    }
+}
+
+impl<'a> Iterator for CrlfLines<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let s = self.rest;
+        let bytes = s.as_bytes();
+        let mut from = 0;
+        while let Some(off) = bytes.get(from..).and_then(|b| b.iter().position(|&c| c == b'\r')) {
+            let at = from + off;
+            if bytes.get(at + 1) == Some(&b'\n') {
+                self.rest = s.get(at + 2..).unwrap_or_default();
+                return s.get(..at);
+            }
+            from = at + 1;
+        }
+        self.done = true;
+        Some(s)
     }
 }
 
@@ -141,7 +188,7 @@ pub fn salvage_request_headers(bytes: &[u8]) -> Option<Headers> {
     let mut headers = Headers::new();
     for line in lines {
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = headers.0.last_mut() {
+            if let Some(last) = headers.lines_mut().last_mut() {
                 last.value.push(' ');
                 last.value.push_str(line.trim());
             }
@@ -159,7 +206,7 @@ pub fn salvage_request_headers(bytes: &[u8]) -> Option<Headers> {
 
 /// Header lines; continuation lines (leading SP/HT) are folded into the previous one.
 fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, ParseError> {
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(16);
     let mut current: Option<(String, String)> = None;
     for (i, line) in lines.enumerate() {
         if line.starts_with([' ', '\t']) {
@@ -173,7 +220,7 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         if let Some((name, value)) = current.take() {
             headers.push(name, value);
         }
-        let (name, value) = line.split_once(':').ok_or(ParseError::HeaderLine(i + 1))?;
+        let (name, value) = split_once_byte(line, b':').ok_or(ParseError::HeaderLine(i + 1))?;
         let name = name.trim_end_matches([' ', '\t']);
         if !is_token(name) {
             return Err(ParseError::HeaderLine(i + 1));
@@ -184,4 +231,36 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         headers.push(name, value);
     }
     Ok(headers)
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// The fast paths give what the std versions they replace give.
+    #[test]
+    fn header_end_and_lines_match_std() {
+        let cases: [&[u8]; 12] = [
+            b"",
+            b"\r\n\r\n",
+            b"a\r\n\r\n",
+            b"ab\r\n\r\nbody",
+            b"abc\r\r\n\r\n",
+            b"abcd\n\r\n\r\n\r\n",
+            b"x\r\ny\r\n\r",
+            b"x\ry\r\nz\r\n\r\n",
+            b"REGISTER sip:a SIP/2.0\r\nVia: x\r\n\r\n",
+            b"\r\n\r",
+            b"a\r\nb\r\n",
+            b"\r\r\r\n\n\r\n\r\n",
+        ];
+        for c in cases {
+            let std_end = c.windows(4).position(|w| w == b"\r\n\r\n");
+            assert_eq!(header_end(c), std_end, "{c:?}");
+            let s = std::str::from_utf8(c).unwrap_or_default();
+            let ours: Vec<&str> = CrlfLines::new(s).collect();
+            let std: Vec<&str> = s.split("\r\n").collect();
+            assert_eq!(ours, std, "{s:?}");
+        }
+    }
 }

@@ -296,3 +296,34 @@ fn header_ids_agree_with_name_comparison() {
     assert_eq!(h.len(), 2);
     assert_eq!(h.get("x-custom"), Some("1"));
 }
+
+/// The parsed views are computed once, and a change of the header lines drops them.
+#[test]
+fn parsed_views_follow_changes_of_the_lines() {
+    let mut r = request(REGISTER);
+    assert_eq!(r.to_ref().unwrap().uri.user.as_deref(), Some("201"));
+    assert_eq!(r.cseq_ref().unwrap().seq, 1826);
+    assert_eq!(r.top_via_ref().unwrap().host, "10.0.0.5");
+    assert_eq!(r.contacts_ref().unwrap().len(), 2);
+    // the owned accessors give the same values
+    assert_eq!(r.to().unwrap(), *r.to_ref().unwrap());
+    assert_eq!(r.top_via().unwrap(), *r.top_via_ref().unwrap());
+
+    r.headers.set("To", "<sip:202@tenant1.pbx.test>");
+    r.headers.set("CSeq", "1827 REGISTER");
+    r.headers.remove("Via");
+    r.headers.push("Via", "SIP/2.0/TCP 10.0.0.9;branch=z9hG4bKnew");
+    r.headers.remove("Contact");
+    assert_eq!(r.to_ref().unwrap().uri.user.as_deref(), Some("202"));
+    assert_eq!(r.cseq_ref().unwrap().seq, 1827);
+    assert_eq!(r.top_via_ref().unwrap().host, "10.0.0.9");
+    assert!(r.contacts_ref().unwrap().is_empty());
+
+    // a response's To gets its tag: the To view is the new value
+    let resp = SipResponse::for_request(&r, 200, "OK", "10.0.0.9:5060".parse().unwrap()).with_to_tag("abc");
+    assert_eq!(resp.to_ref().unwrap().tag(), Some("abc"));
+    // a malformed header is an error every time it is asked for
+    r.headers.set("CSeq", "x REGISTER");
+    assert!(r.cseq_ref().is_err());
+    assert!(r.cseq().is_err());
+}

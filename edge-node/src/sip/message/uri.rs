@@ -1,7 +1,7 @@
 //! URIs (RFC 3261 §19.1, RFC 3986 scheme syntax). SIP and SIPS URIs are taken apart;
 //! other schemes (tel, soap.beep, ...) keep only the scheme and the opaque rest.
 
-use super::headers::{is_token_char, Params};
+use super::headers::{find_byte, is_token_char, split_once_byte, Params};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct Uri {
 /// `host[:port]`, IPv6 in brackets. `None` when the host or port is not valid.
 pub(crate) fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let end = rest.find(']')?;
+        let end = find_byte(rest, b']')?;
         let host = &s[..end + 2];
         if !rest[..end]
             .chars()
@@ -33,7 +33,7 @@ pub(crate) fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
         }
         (host, &rest[end + 1..])
     } else {
-        match s.find(':') {
+        match find_byte(s, b':') {
             Some(i) => (&s[..i], &s[i..]),
             None => (s, ""),
         }
@@ -69,10 +69,17 @@ impl Uri {
     /// Parses a URI; `None` when it contains whitespace or is not a valid SIP/SIPS URI or
     /// `scheme:opaque` absolute URI.
     pub fn parse(s: &str) -> Option<Uri> {
-        if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // ASCII (the usual case) checked by byte: its whitespace and controls are the bytes
+        // up to SP and DEL
+        let bad = if s.is_ascii() {
+            s.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            s.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if s.is_empty() || bad {
             return None;
         }
-        let (scheme, rest) = s.split_once(':')?;
+        let (scheme, rest) = split_once_byte(s, b':')?;
         if !is_scheme(scheme) || rest.is_empty() {
             return None;
         }
@@ -92,12 +99,12 @@ impl Uri {
         }
         // userinfo ends at the first '@' ('@' is never unescaped in user, password,
         // host, params or headers), so `sip:user;par=u%40x@host` has user `user;par=u%40x`.
-        let (userinfo, hostpart) = match rest.find('@') {
+        let (userinfo, hostpart) = match find_byte(rest, b'@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
         if let Some(ui) = userinfo {
-            let (user, password) = match ui.split_once(':') {
+            let (user, password) = match split_once_byte(ui, b':') {
                 Some((u, p)) => (u, Some(p)),
                 None => (ui, None),
             };
@@ -112,11 +119,11 @@ impl Uri {
             uri.user = Some(user.to_string());
             uri.password = password.map(str::to_string);
         }
-        let (before_headers, headers) = match hostpart.split_once('?') {
+        let (before_headers, headers) = match split_once_byte(hostpart, b'?') {
             Some((b, h)) => (b, Some(h)),
             None => (hostpart, None),
         };
-        let (hostport, params) = match before_headers.split_once(';') {
+        let (hostport, params) = match split_once_byte(before_headers, b';') {
             Some((h, p)) => (h, Some(p)),
             None => (before_headers, None),
         };

@@ -39,11 +39,11 @@ pub fn validate(req: &SipRequest) -> Result<(), InvalidReason> {
         return Err(InvalidReason::UnsupportedVersion(req.version.clone()));
     }
     // mandatory, single-valued (§8.1.1): each accessor checks missing / repeated / malformed
-    let to = req.to()?;
-    let from = req.from()?;
+    let to = req.to_ref()?;
+    let from = req.from_ref()?;
     req.call_id()?;
-    let cseq = req.cseq()?;
-    req.vias()?;
+    let cseq = req.cseq_ref()?;
+    req.headers.check_vias()?;
     req.max_forwards()?;
     req.expires()?;
     let declared = req.content_length()?;
@@ -66,7 +66,7 @@ pub fn validate(req: &SipRequest) -> Result<(), InvalidReason> {
     if req.uri.is_sip() && !req.uri.headers.is_empty() {
         return Err(InvalidReason::RequestUriHeaders);
     }
-    let contacts = req.contacts()?;
+    let contacts = req.contacts_ref()?;
     if contacts.iter().any(|c| c.expires() == Some(None)) {
         return Err(InvalidReason::ContactExpires);
     }

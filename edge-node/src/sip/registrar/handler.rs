@@ -82,7 +82,7 @@ pub struct EdgeSipHandler {
 }
 
 fn tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    crate::sip::message::random_tag()
 }
 
 impl EdgeSipHandler {

@@ -76,6 +76,7 @@ pub struct Binding {
     /// The Contact URI as sent by the phone.
     pub contact: String,
     /// Where the REGISTER came from: calls are sent here (symmetric routing through NAT).
+    #[serde(serialize_with = "serialize_source")]
     pub source: SocketAddr,
     /// `udp` / `tcp` / ...
     pub transport: String,
@@ -84,6 +85,21 @@ pub struct Binding {
     pub call_id: String,
     pub cseq: u32,
     pub user_agent: Option<String>,
+}
+
+/// What serde writes for a `SocketAddr` (its `Display`), for IPv4 without the formatting
+/// machinery (the binding is serialized on every registration).
+fn serialize_source<S: serde::Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let mut out = String::with_capacity(21);
+            crate::sip::message::push_ip(&mut out, std::net::IpAddr::V4(*v4.ip()));
+            out.push(':');
+            crate::sip::message::push_u32(&mut out, u32::from(v4.port()));
+            s.serialize_str(&out)
+        }
+        SocketAddr::V6(_) => addr.serialize(s),
+    }
 }
 
 /// Counters for `/metrics` and the console.
@@ -127,12 +143,14 @@ fn unix_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn fqdn_key(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
+/// Whether two host names are the same domain (ASCII case and trailing dots ignored).
+fn same_fqdn(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
 fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    crate::sip::message::random_tag()
 }
 
 /// A planned change to one binding.
@@ -343,10 +361,7 @@ impl Registrar {
         if creds.username != extension {
             return Err(Self::respond(req, 403, "Forbidden", source));
         }
-        let secret = self
-            .store
-            .extension(tenant.tenant_id, extension)
-            .map(|e| e.sip_secret.expose().to_owned());
+        let secret = self.store.sip_secret(tenant.tenant_id, extension);
         let verdict = {
             let mut digest = lock(&self.digest);
             match &secret {
@@ -445,19 +460,19 @@ impl Registrar {
         let realm = tenant.sip_domain(&req.uri.host).unwrap_or(tenant.fqdn.as_str());
 
         // Step 5 (checked early): the AOR (To) is in this domain; its user is the extension.
-        let Ok(to) = req.to() else {
+        let Ok(to) = req.to_ref() else {
             return Self::respond(req, 400, "Bad To Header", source);
         };
-        if !to.uri.is_sip() || fqdn_key(&to.uri.host) != fqdn_key(realm) {
+        if !to.uri.is_sip() || !same_fqdn(&to.uri.host, realm) {
             return Self::respond(req, 403, "Forbidden", source);
         }
         let Some(extension) = to.uri.user.clone().filter(|u| !u.is_empty()) else {
             return Self::respond(req, 403, "Forbidden", source);
         };
-        let (Ok(call_id), Ok(cseq)) = (req.call_id(), req.cseq()) else {
+        let (Ok(call_id), Ok(cseq)) = (req.call_id(), req.cseq_ref()) else {
             return Self::respond(req, 400, "Bad Call-ID or CSeq", source);
         };
-        let (Ok(contacts), Ok(expires_header)) = (req.contacts(), req.expires()) else {
+        let (Ok(contacts), Ok(expires_header)) = (req.contacts_ref(), req.expires()) else {
             return Self::respond(req, 400, "Bad Contact or Expires", source);
         };
         // Steps 3-4: lockout, then digest authentication.
@@ -498,7 +513,7 @@ impl Registrar {
             existing.clear();
         } else {
             let user_agent = req.header("User-Agent").map(str::to_owned);
-            for contact in &contacts {
+            for contact in contacts {
                 let Contact::Addr(addr) = contact else { continue };
                 let uri = addr.uri.as_str().to_owned();
                 let requested = match contact.expires() {
@@ -573,7 +588,11 @@ impl Registrar {
         {
             let mut nat = lock(&self.nat);
             for (contact, binding) in nat_updates {
-                let k = (tenant.tenant_id, format!("{extension}\n{contact}"));
+                let mut k = String::with_capacity(extension.len() + 1 + contact.len());
+                k.push_str(&extension);
+                k.push('\n');
+                k.push_str(&contact);
+                let k = (tenant.tenant_id, k);
                 match binding {
                     Some(b) => {
                         nat.insert(

@@ -839,3 +839,29 @@ async fn a_verified_custom_domain_selects_the_tenant_and_is_the_realm() {
         .await;
     assert_eq!(resp.status, 403);
 }
+
+/// The hand-written IPv4 `source` is what serde writes for a `SocketAddr`, and reads back.
+#[test]
+fn binding_source_serializes_as_serde_does() {
+    for source in [
+        "10.1.2.3:5060",
+        "255.255.255.255:65535",
+        "0.0.0.0:0",
+        "[2001:db8::1]:5062",
+    ] {
+        let source: SocketAddr = source.parse().unwrap();
+        let binding = Binding {
+            contact: "sip:100@10.1.2.3:5060".to_owned(),
+            source,
+            transport: "udp".to_owned(),
+            expires_at_ms: 1,
+            call_id: "c".to_owned(),
+            cseq: 2,
+            user_agent: None,
+        };
+        let json = serde_json::to_value(&binding).unwrap();
+        assert_eq!(json["source"], serde_json::to_value(source).unwrap());
+        let back: Binding = serde_json::from_value(json).unwrap();
+        assert_eq!(back, binding);
+    }
+}

@@ -236,7 +236,8 @@ for SERVER in $SERVERS; do
     DATA=$(mktemp -d /tmp/pbx-calltest.XXXXXX)
     "${pre[@]}" "$PBX_BIN" up --data-dir "$DATA" --http "127.0.0.1:$HTTP_PORT" --sip "$TARGET" \
       --sip-digest md5 --base-domain "$BASE_DOMAIN" --edge-http "127.0.0.1:$EDGE_PORT" \
-      --rtp-ports 20000-59999 --media-ip 127.0.0.1 > "$OUT_DIR/server.log" 2>&1 &
+      --rtp-ports 20000-59999 --media-ip 127.0.0.1 --sip-keepalive "${PBX_KEEPALIVE:-0}" \
+      > "$OUT_DIR/server.log" 2>&1 &
     PBX_PID=$!; remember_pid "$PBX_PID"; SERVER_PIDS=$PBX_PID
     for _ in $(seq 1 300); do grep -q "Data directory:" "$OUT_DIR/server.log" && break
       kill -0 "$PBX_PID" 2>/dev/null || break; sleep 0.2; done

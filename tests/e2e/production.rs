@@ -77,38 +77,6 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Deletes this test's Redis keys on drop (best effort: needs redis-cli).
-struct RedisKeys {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
-        let Ok(out) = Command::new("redis-cli")
-            .args(["-u", &self.url, "--scan", "--pattern"])
-            .arg(format!("{}*", self.prefix))
-            .stdin(Stdio::null())
-            .output()
-        else {
-            return;
-        };
-        let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|k| k.starts_with(&self.prefix))
-            .map(str::to_owned)
-            .collect();
-        if !keys.is_empty() {
-            let _ = Command::new("redis-cli")
-                .args(["-u", &self.url, "DEL"])
-                .args(&keys)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
-}
-
 /// A TOML string literal.
 fn q(s: &str) -> String {
     Value::from(s).to_string()

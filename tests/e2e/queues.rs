@@ -251,6 +251,68 @@ impl Fx {
         .await
     }
 
+    /// Queue 6400 (Enterprise) with callback by key 5 and dynamic agent 102; the customer's
+    /// extension 10555 (a callback number has at least 5 digits); 102 and 10555 registered.
+    /// Returns their ports.
+    async fn callback_queue(&self) -> (u16, u16) {
+        let data = self.pbx.dir.join("data").to_string_lossy().into_owned();
+        let args = [
+            "extension",
+            "create",
+            "--tenant",
+            "acme",
+            "--number",
+            "10555",
+            "--secret",
+            SECRET,
+            "--data-dir",
+            &data,
+        ];
+        let out = pbx_cli(&args, &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        // callbacks are an Enterprise feature
+        self.set_plan("enterprise").await;
+        let r = self
+            .create_queue(serde_json::json!({
+                "number": "6400", "name": "Support", "strategy": "ring_all",
+                "members": [{"agent": "102", "kind": "dynamic"}],
+                "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
+            }))
+            .await;
+        assert!(r.json["settings"]["callback"].is_object(), "{}", r.text);
+        let (agent_port, customer_port) = (free_udp_port(), free_udp_port());
+        self.register("102", agent_port).await;
+        self.register("10555", customer_port).await;
+        (agent_port, customer_port)
+    }
+
+    /// 101 calls queue 6400, presses 5 for a callback, keys in 10555#, hears the confirmation
+    /// and is hung up.
+    async fn request_callback(&self) {
+        let media = rtp_socket();
+        let rtp_port = media
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (dir, sip) = (self.pbx.dir.clone(), self.pbx.sip.clone());
+        let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
+        tokio::task::spawn_blocking(move || {
+            let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
+            press_keys(&media, edge, "5", 1000);
+            std::thread::sleep(Duration::from_millis(500));
+            press_keys(&media, edge, "10555#", 90_000);
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (ok, out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            ok,
+            "the caller asking for a callback:\n{}\n--- pbx:\n{}",
+            tail(&out, 30),
+            self.pbx.proc.tail(40)
+        );
+    }
+
     pub(crate) async fn stop(self) {
         let mut proc = self.pbx.proc;
         let status = proc.stop("TERM").await;
@@ -476,64 +538,13 @@ async fn a_queue_caller_waits_hears_prompts_and_reaches_an_agent_who_signs_in_by
 async fn a_queue_callback_dials_the_agent_then_the_customer() {
     let fx = Fx::start().await;
     let pbx = &fx.pbx;
-    let data = pbx.dir.join("data").to_string_lossy().into_owned();
-    // the customer's phone: a callback number has at least 5 digits
-    let args = [
-        "extension",
-        "create",
-        "--tenant",
-        "acme",
-        "--number",
-        "10555",
-        "--secret",
-        SECRET,
-        "--data-dir",
-        &data,
-    ];
-    let out = pbx_cli(&args, &[]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    // callbacks are an Enterprise feature
-    fx.set_plan("enterprise").await;
-    let r = fx
-        .create_queue(serde_json::json!({
-            "number": "6400", "name": "Support", "strategy": "ring_all",
-            "members": [{"agent": "102", "kind": "dynamic"}],
-            "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
-        }))
-        .await;
-    assert!(r.json["settings"]["callback"].is_object(), "{}", r.text);
-
-    let (agent_port, customer_port) = (free_udp_port(), free_udp_port());
-    fx.register("102", agent_port).await;
-    fx.register("10555", customer_port).await;
+    let (agent_port, customer_port) = fx.callback_queue().await;
     // the agent answers and waits for the edge's BYE; the customer answers, talks 1 s, hangs up
     let agent = Uas::start(&pbx.dir, "uas_answer.xml", agent_port);
     let customer = Uas::start(&pbx.dir, "uas_answer_hangup.xml", customer_port);
 
-    // 101 waits in the queue (nobody signed in), presses 5 for a callback, keys in 10555#,
-    // hears the confirmation and is hung up.
-    let media = rtp_socket();
-    let rtp_port = media
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (dir, sip) = (pbx.dir.clone(), pbx.sip.clone());
-    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
-    tokio::task::spawn_blocking(move || {
-        let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
-        press_keys(&media, edge, "5", 1000);
-        std::thread::sleep(Duration::from_millis(500));
-        press_keys(&media, edge, "10555#", 90_000);
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let (ok, out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        ok,
-        "the caller asking for a callback:\n{}\n--- pbx:\n{}",
-        tail(&out, 30),
-        pbx.proc.tail(40)
-    );
+    // 101 waits in the queue (nobody signed in) and registers a callback on 10555.
+    fx.request_callback().await;
 
     // The console's live view: the callback holds the first place; 102 is signed out.
     let live_url = format!("{}/api/v1/tenants/acme/queues/6400/live", pbx.api);
@@ -750,65 +761,18 @@ async fn a_registered_callback_and_the_agents_state_survive_a_restart() {
         "--live-redis-prefix",
         prefix.as_str(),
     ];
-    let _cleanup = RedisPrefix {
+    let _cleanup = RedisKeys {
         url: redis.clone(),
         prefix: prefix.clone(),
     };
     let mut fx = Fx::start_with(&extra).await;
-    let data = fx.pbx.dir.join("data").to_string_lossy().into_owned();
-    let args = [
-        "extension",
-        "create",
-        "--tenant",
-        "acme",
-        "--number",
-        "10555",
-        "--secret",
-        SECRET,
-        "--data-dir",
-        &data,
-    ];
-    let out = pbx_cli(&args, &[]).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    fx.set_plan("enterprise").await;
-    let r = fx
-        .create_queue(serde_json::json!({
-            "number": "6400", "name": "Support", "strategy": "ring_all",
-            "members": [{"agent": "102", "kind": "dynamic"}],
-            "callback": {"trigger": {"mode": "key", "key": "5"}, "timeout": {"mode": "max_wait"}},
-        }))
-        .await;
-    assert!(r.json["settings"]["callback"].is_object(), "{}", r.text);
-    let (agent_port, customer_port) = (free_udp_port(), free_udp_port());
-    fx.register("102", agent_port).await;
-    fx.register("10555", customer_port).await;
+    let (agent_port, customer_port) = fx.callback_queue().await;
 
     // 102 signs in, then pauses: nobody takes calls.
     fx.dial("uac_call_wait_bye.xml", "102", "*76400").await;
     fx.dial("uac_call_wait_bye.xml", "102", "*076400").await;
     // 101 waits, presses 5 and registers a callback on 10555.
-    let media = rtp_socket();
-    let rtp_port = media
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (dir, sip) = (fx.pbx.dir.clone(), fx.pbx.sip.clone());
-    let caller = tokio::task::spawn_blocking(move || queue_caller(&dir, &sip, "101", "6400", rtp_port));
-    tokio::task::spawn_blocking(move || {
-        let edge = edge_media_addr(&media).unwrap_or_else(|| panic!("no RTP from the edge"));
-        press_keys(&media, edge, "5", 1000);
-        std::thread::sleep(Duration::from_millis(500));
-        press_keys(&media, edge, "10555#", 90_000);
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let (ok, out) = caller.await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        ok,
-        "the caller asking for a callback:\n{}\n--- pbx:\n{}",
-        tail(&out, 30),
-        fx.pbx.proc.tail(40)
-    );
+    fx.request_callback().await;
     let events = fx
         .events_until("the callback request", |events| {
             events.iter().any(|e| e["type"] == "callback_requested")
@@ -889,38 +853,6 @@ async fn a_registered_callback_and_the_agents_state_survive_a_restart() {
         .count();
     assert_eq!(sign_ins, 1, "{events:#?}");
     fx.stop().await;
-}
-
-/// Deletes the keys under a Redis prefix on drop (best effort: needs redis-cli).
-struct RedisPrefix {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
-        let Ok(out) = Command::new("redis-cli")
-            .args(["-u", &self.url, "--scan", "--pattern"])
-            .arg(format!("{}*", self.prefix))
-            .stdin(std::process::Stdio::null())
-            .output()
-        else {
-            return;
-        };
-        let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|k| k.starts_with(&self.prefix))
-            .map(str::to_owned)
-            .collect();
-        if !keys.is_empty() {
-            let _ = Command::new("redis-cli")
-                .args(["-u", &self.url, "DEL"])
-                .args(&keys)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .status();
-        }
-    }
 }
 
 /// Business hours on a live call: queue 6400 follows the UTC schedule, which is never open,

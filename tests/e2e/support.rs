@@ -543,3 +543,35 @@ pub fn sip_secret() -> String {
         .collect();
     format!("Sip{random}x9")
 }
+
+/// Deletes a test's Redis keys (those under `prefix`) on drop (best effort: needs redis-cli).
+pub struct RedisKeys {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let Ok(out) = Command::new("redis-cli")
+            .args(["-u", &self.url, "--scan", "--pattern"])
+            .arg(format!("{}*", self.prefix))
+            .stdin(Stdio::null())
+            .output()
+        else {
+            return;
+        };
+        let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|k| k.starts_with(&self.prefix))
+            .map(str::to_owned)
+            .collect();
+        if !keys.is_empty() {
+            let _ = Command::new("redis-cli")
+                .args(["-u", &self.url, "DEL"])
+                .args(&keys)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
